@@ -1,0 +1,46 @@
+--- avideo: async HTTP for Lua 5.4 on libuv and libcurl, in the words of
+-- aiohttp and asyncio. See README.md for the guide; this file only gathers
+-- the parts (scheduler, gather, session, response, errors, json).
+local core = require "avideo.core"
+local errors = require "avideo.errors"
+local gather = require "avideo.gather"
+local json = require "avideo.json"
+local sched = require "avideo.scheduler"
+local Session = require "avideo.session"
+
+local M = {
+  _VERSION = core._VERSION,
+  run = sched.run,
+  spawn = sched.spawn,
+  sleep = sched.sleep,
+  now = sched.now,
+  gather = gather,
+  json = json,
+  is_error = errors.is_error,
+  error = errors.new,
+  stats = sched.stats,
+}
+
+--- avideo.session(opts) -> session (see avideo/session.lua for the options)
+function M.session(opts)
+  return Session.new(sched.loop, opts)
+end
+
+-- One-off requests share a default session, created on first use.
+local default_session
+local function default()
+  if not default_session or default_session.closed then default_session = M.session() end
+  return default_session
+end
+
+function M.request(method, url, opts)
+  return default():request(method, url, opts)
+end
+
+for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
+  M[m] = function(url, opts)
+    return default()[m](default_session, url, opts)
+  end
+end
+
+return M

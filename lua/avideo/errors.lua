@@ -1,0 +1,47 @@
+--- Error objects: what every failure of avideo raises.
+-- An error has `kind` (http, timeout, connect, dns, tls, protocol,
+-- cancelled, invalid), `message`, and where known `url`, `method`, `status`.
+-- `tostring(err)` is one line; `pcall` catches it like any Lua error.
+local M = {}
+
+local Error = { __name = "avideo.Error" }
+Error.__index = Error
+
+M.KINDS = {
+  http = true, timeout = true, connect = true, dns = true, tls = true,
+  protocol = true, cancelled = true, invalid = true,
+}
+
+function Error.__tostring(e)
+  local where = ""
+  if e.url then where = " (" .. (e.method and e.method .. " " or "") .. e.url .. ")" end
+  return "avideo." .. e.kind .. " error: " .. e.message .. where
+end
+
+--- Make an error object. fields: url, method, status (copied in).
+function M.new(kind, message, fields)
+  assert(M.KINDS[kind], "unknown error kind")
+  local e = { kind = kind, message = message }
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  return setmetatable(e, Error)
+end
+
+--- True if e is an avideo error, and of `kind` when given.
+function M.is_error(e, kind)
+  return getmetatable(e) == Error and (kind == nil or e.kind == kind)
+end
+
+--- Raise an error object (never returns).
+function M.raise(kind, message, fields)
+  error(M.new(kind, message, fields), 0)
+end
+
+--- Raise an `invalid` error about argument `name` of function `fn`.
+function M.bad_argument(fn, name, expected, value)
+  M.raise("invalid", ("bad argument '%s' to %s (%s expected, got %s)")
+    :format(name, fn, expected, value == nil and "nil" or type(value)))
+end
+
+return M

@@ -1,0 +1,109 @@
+--- avideo.gather: run functions (or wait for tasks) concurrently and return
+-- each one's first result, in order. The first error is raised and the
+-- others are cancelled, unless `return_exceptions` puts errors in the list.
+-- Functions run in at most `limit` worker tasks (all at once without a
+-- limit), so a large gather keeps only as many coroutines as can run.
+local errors = require "avideo.errors"
+local sched = require "avideo.scheduler"
+
+local Task = sched.Task
+
+local function is_task(x) return getmetatable(x) == Task end
+
+local function callable(x)
+  return type(x) == "function" or (type(x) == "table" and not is_task(x) and (getmetatable(x) or {}).__call ~= nil)
+end
+
+local function on_error(e)
+  if type(e) == "table" then
+    if errors.is_error(e) and not e.traceback then e.traceback = debug.traceback(nil, 2) end
+    return e
+  end
+  return e
+end
+
+-- One worker: take the next item, run or await it, store its result.
+local function worker(g)
+  while not g.stopped and g.next <= g.n do
+    local i = g.next
+    g.next = i + 1
+    local item = g.items[i]
+    local ok, r
+    if is_task(item) then
+      ok, r = pcall(item.wait, item)
+    else
+      ok, r = xpcall(item, on_error)
+    end
+    if g.stopped then return end
+    if ok or g.return_exceptions then
+      g.results[i] = r
+      g.done = g.done + 1
+      if g.done == g.n then sched.wake(g.parent) end
+    else
+      g.stopped = true
+      g.err = r
+      for _, w in ipairs(g.workers) do
+        if w.co ~= coroutine.running() then w:cancel("cancelled by gather: another item failed") end
+      end
+      for j = 1, g.n do
+        if is_task(g.items[j]) then g.items[j]:cancel("cancelled by gather: another item failed") end
+      end
+      sched.wake(g.parent)
+      return
+    end
+  end
+end
+
+local function parse(first, ...)
+  local items, opts
+  if type(first) == "table" and not callable(first) and not is_task(first) then
+    items, opts = first, (...)
+    if opts ~= nil and type(opts) ~= "table" then errors.bad_argument("avideo.gather", "opts", "table", opts) end
+  else
+    items = table.pack(first, ...)
+  end
+  opts = opts or {}
+  local n = items.n or #items
+  for i = 1, n do
+    if not callable(items[i]) and not is_task(items[i]) then
+      errors.raise("invalid", ("bad item #%d to avideo.gather (function or task expected, got %s)")
+        :format(i, type(items[i])))
+    end
+  end
+  local limit = opts.limit
+  if limit ~= nil and (math.type(limit) ~= "integer" and not (type(limit) == "number" and limit % 1 == 0) or limit < 0) then
+    errors.raise("invalid", "gather limit must be a whole number >= 0 (0 = no limit)")
+  end
+  return items, n, opts.return_exceptions and true or false, (limit ~= nil and limit > 0) and math.tointeger(limit) or n
+end
+
+--- avideo.gather(list [, opts]) or avideo.gather(f1, f2, ...).
+-- opts: limit (run at most n at a time), return_exceptions.
+local function gather(...)
+  if select("#", ...) == 0 then errors.raise("invalid", "avideo.gather needs a list of functions or tasks") end
+  local items, n, return_exceptions, limit = parse(...)
+  local parent = sched.waiting_task("avideo.gather")
+  if parent == nil then
+    local args = table.pack(...)
+    return sched.run(function() return gather(table.unpack(args, 1, args.n)) end)
+  end
+  local results = {}
+  if n == 0 then return results end
+  local g = {
+    items = items, n = n, next = 1, done = 0, results = results, parent = parent,
+    return_exceptions = return_exceptions, workers = {},
+  }
+  for w = 1, math.min(limit, n) do g.workers[w] = sched.spawn(worker, g) end
+  parent.unwait = function()
+    g.stopped = true
+    for _, w in ipairs(g.workers) do w:cancel("cancelled: the gather was cancelled") end
+    for j = 1, n do
+      if is_task(items[j]) then items[j]:cancel("cancelled: the gather was cancelled") end
+    end
+  end
+  sched.suspend(parent)
+  if g.err ~= nil then error(g.err, 0) end
+  return results
+end
+
+return gather

@@ -1,0 +1,358 @@
+--- The scheduler: tasks are coroutines; a task waits by yielding, and the
+-- loop (avideo.core) or another task wakes it. User code never runs inside
+-- a libuv or libcurl callback: the C core only marks ops ready, and this
+-- file resumes their tasks after `loop:step()` returns.
+local core = require "avideo.core"
+local errors = require "avideo.errors"
+
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local co_status, co_running, co_close = coroutine.status, coroutine.running, coroutine.close
+local co_isyieldable = coroutine.isyieldable
+local pack, unpack = table.pack, table.unpack
+
+local M = {}
+
+local loop = core.loop()
+M.loop = loop
+
+-- Every yield of ours passes this first: anything else is a stray
+-- coroutine.yield in user code, which would otherwise lose the task.
+local YIELD = setmetatable({}, { __name = "avideo.yield" })
+
+local Task = { __name = "avideo.Task" }
+Task.__index = Task
+M.Task = Task
+
+local running = false   -- inside avideo.run
+local current = nil     -- the task being resumed
+local live = 0          -- tasks not yet ended
+local tasks = {}        -- co -> task for every live task: keeps them alive
+local unretrieved = {}  -- failed tasks nobody waited for
+-- ready queue of tasks woken from Lua (spawns, semaphores, task ends)
+local rq_task, rq_val, rq_head, rq_tail = {}, {}, 1, 0
+
+local function push_ready(task, value)
+  rq_tail = rq_tail + 1
+  rq_task[rq_tail], rq_val[rq_tail] = task, value
+end
+
+--- Wake a task suspended with `suspend`, handing it `value`.
+function M.wake(task, value)
+  task.unwait = nil
+  push_ready(task, value)
+end
+
+local function cancelled_error(task)
+  return errors.new("cancelled", task.cancel_message or "task was cancelled")
+end
+
+--- The task that may wait now, or nil outside avideo.run (the caller then
+-- blocks). Raises a clear error where waiting is impossible.
+function M.waiting_task(what)
+  local task = current
+  if task == nil then
+    if running then
+      errors.raise("invalid", what .. " called inside avideo.run but outside any task"
+        .. " (from a finalizer or a callback); call it from a task")
+    end
+    return nil
+  end
+  if co_running() ~= task.co then
+    errors.raise("invalid", what .. " called from a coroutine that is not an avideo task;"
+      .. " use avideo.spawn instead of coroutine.wrap/resume")
+  end
+  if not co_isyieldable() then
+    errors.raise("invalid", what .. " cannot wait here: inside a metamethod or a C function"
+      .. " (a table.sort comparator, a string.gsub callback, a __close or __gc handler)")
+  end
+  if task.cancel_pending then
+    task.cancel_pending = false
+    error(cancelled_error(task), 0)
+  end
+  return task
+end
+
+--- Suspend the running task until something wakes it; returns the value it
+-- was woken with. Raises `cancelled` if the task was cancelled meanwhile.
+function M.suspend(task)
+  local v = co_yield(YIELD)
+  if task.cancel_pending then
+    task.cancel_pending = false
+    error(cancelled_error(task), 0)
+  end
+  return v
+end
+
+--- Wait for a core op started with this task as its token.
+function M.await_op(task, op)
+  task.op = op
+  local v = co_yield(YIELD)
+  task.op = nil
+  if task.cancel_pending then
+    task.cancel_pending = false
+    error(cancelled_error(task), 0)
+  end
+  return v
+end
+
+local function task_main(task, fn, ...)
+  if task.cancel_pending then
+    task.cancel_pending = false
+    error(cancelled_error(task), 0)
+  end
+  task.results = pack(fn(...))
+end
+
+local function finish(task, ok, err)
+  live = live - 1
+  tasks[task.co] = nil
+  if ok then
+    task.status = "done"
+  else
+    task.status = errors.is_error(err, "cancelled") and "cancelled" or "failed"
+    if type(err) == "table" and errors.is_error(err) and not err.traceback then
+      err.traceback = debug.traceback(task.co, nil, 0)
+    end
+    task.traceback = debug.traceback(task.co, tostring(err), 0)
+    task.err = err
+    -- run pending <close> variables of the failed task (sessions, etc.)
+    co_close(task.co)
+  end
+  local watchers = task.watchers
+  task.watchers = nil
+  if watchers then
+    for i = 1, #watchers do watchers[i](task) end
+  elseif task.status == "failed" and not task.retrieved then
+    unretrieved[#unretrieved + 1] = task
+  end
+end
+
+local function resume(task, value)
+  current = task
+  local ok, y
+  if task.args then
+    local args = task.args
+    task.args = nil
+    ok, y = co_resume(task.co, task, task.fn, unpack(args, 1, args.n))
+    task.fn = nil
+  else
+    ok, y = co_resume(task.co, value)
+  end
+  current = nil
+  if not ok then return finish(task, false, y) end
+  if co_status(task.co) == "dead" then return finish(task, true) end
+  if y ~= YIELD then
+    -- a bare coroutine.yield inside a task: nothing would ever resume it
+    return finish(task, false, errors.new("invalid",
+      "coroutine.yield called directly inside an avideo task; use avideo.sleep,"
+      .. " or run plain coroutines without yielding across the task"))
+  end
+end
+
+--- Create a task for fn(...) and queue its first run.
+function M.spawn(fn, ...)
+  if not running then
+    errors.raise("invalid", "avideo.spawn called outside avideo.run; start the loop with avideo.run(fn)")
+  end
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    errors.bad_argument("avideo.spawn", "fn", "function", fn)
+  end
+  local co = co_create(task_main)
+  local task = setmetatable({ co = co, fn = fn, args = pack(...), status = "pending" }, Task)
+  tasks[co] = task
+  live = live + 1
+  push_ready(task)
+  return task
+end
+
+--- True once the task has ended (done, failed or cancelled).
+function Task:done()
+  return self.status ~= "pending"
+end
+
+--- Ask the task to stop: it sees a `cancelled` error at its wait.
+-- Returns false if it had already ended.
+function Task:cancel(message)
+  if self.status ~= "pending" then return false end
+  if self.cancel_pending then return true end
+  self.cancel_pending = true
+  self.cancel_message = message
+  if self.op then
+    self.op:cancel() -- frees its connection slot or timer at once
+    self.op = nil
+    push_ready(self)
+  elseif self.unwait then
+    local unwait = self.unwait
+    self.unwait = nil
+    unwait(self)
+    push_ready(self)
+  end
+  -- otherwise it is queued to run or running now: it stops at its next wait
+  return true
+end
+
+--- Call f(task) when the task ends (at once if it has).
+function Task:on_done(f)
+  if self.status ~= "pending" then return f(self) end
+  local w = self.watchers
+  if not w then w = {}; self.watchers = w end
+  w[#w + 1] = f
+end
+
+local function remove_watcher(task, f)
+  local w = task.watchers
+  if not w then return end
+  for i = #w, 1, -1 do
+    if w[i] == f then table.remove(w, i) return end
+  end
+end
+M.remove_watcher = remove_watcher
+
+--- Results of an ended task, or its error raised.
+function Task:result()
+  self.retrieved = true
+  if self.status == "done" then return unpack(self.results, 1, self.results.n) end
+  error(self.err, 0)
+end
+
+--- Wait for the task to end; return its results or raise its error.
+function Task:wait()
+  if self.status == "pending" then
+    local me = M.waiting_task("task:wait()")
+    if me == nil then errors.raise("invalid", "task:wait() called outside avideo.run") end
+    if me == self then errors.raise("invalid", "a task cannot wait for itself") end
+    local function wake() M.wake(me) end
+    self:on_done(wake)
+    me.unwait = function() remove_watcher(self, wake) end
+    M.suspend(me)
+  end
+  return self:result()
+end
+
+function Task:__tostring()
+  return ("avideo.Task (%s)"):format(self.status)
+end
+
+local function report_unretrieved()
+  for i = 1, #unretrieved do
+    local t = unretrieved[i]
+    if not t.retrieved then
+      io.stderr:write("avideo: a task failed and nobody waited for it: ", t.traceback, "\n")
+    end
+    unretrieved[i] = nil
+  end
+end
+
+-- Every task is waiting on something only another task could do: cancel
+-- them all so each sees an error instead of hanging.
+local function break_deadlock()
+  local stuck = {}
+  for _, t in pairs(tasks) do stuck[#stuck + 1] = t end
+  for _, t in ipairs(stuck) do
+    t:cancel("deadlock: every task is waiting and nothing can wake them")
+  end
+end
+
+local out = {}
+
+local function drive(main)
+  local deadlocks = 0
+  while true do
+    -- run the tasks woken so far; ones woken meanwhile wait a turn, so a
+    -- task that keeps yielding cannot starve I/O
+    local tail = rq_tail
+    while rq_head <= tail do
+      local i = rq_head
+      local t, v = rq_task[i], rq_val[i]
+      rq_task[i], rq_val[i] = nil, nil
+      rq_head = i + 1
+      if t.status == "pending" then resume(t, v) end
+    end
+    if rq_head > rq_tail then rq_head, rq_tail = 1, 0 end
+    if live == 0 then return end
+    if main.status ~= "pending" and main.status ~= "done" then
+      -- the main task failed: stop the rest (asyncio.run does the same)
+      for _, t in pairs(tasks) do t:cancel("avideo.run is ending: its main task failed") end
+    end
+    local n = loop:step(rq_head <= rq_tail, out)
+    if n == 0 and rq_head > rq_tail then
+      deadlocks = deadlocks + 1
+      if deadlocks > 2 then
+        error(errors.new("invalid", "deadlock: tasks keep waiting on each other after cancellation"), 0)
+      end
+      break_deadlock()
+    elseif n > 0 then
+      deadlocks = 0
+    end
+    for i = 1, n do
+      local t, op = out[2 * i - 1], out[2 * i]
+      out[2 * i - 1], out[2 * i] = nil, nil
+      if t.op == op then resume(t, op) end
+    end
+  end
+end
+
+-- After an internal failure, leave nothing suspended or anchored.
+local function abandon()
+  for co, t in pairs(tasks) do
+    if t.op then t.op:cancel() end
+    t.status = "cancelled"
+    tasks[co] = nil
+    co_close(co)
+  end
+  live = 0
+  rq_task, rq_val, rq_head, rq_tail = {}, {}, 1, 0
+  for i = #out, 1, -1 do out[i] = nil end
+end
+
+--- Run fn(...) as the main task and drive the loop until it and every task
+-- it spawned end. Returns its results or raises its error.
+function M.run(fn, ...)
+  if running then
+    errors.raise("invalid", "avideo.run called inside a running avideo.run;"
+      .. " call the function directly, or use avideo.spawn")
+  end
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    errors.bad_argument("avideo.run", "fn", "function", fn)
+  end
+  running = true
+  local main = M.spawn(fn, ...)
+  main.retrieved = true
+  local ok, err = pcall(drive, main)
+  running = false
+  if not ok then
+    abandon()
+    report_unretrieved()
+    error(err, 0)
+  end
+  report_unretrieved()
+  return main:result()
+end
+
+--- True inside avideo.run.
+function M.running() return running end
+
+--- Live tasks, and what the core still holds (for leak checks in specs).
+function M.stats()
+  local pending, transfers, easy, sockets = loop:pending()
+  return { tasks = live, ops = pending, transfers = transfers, easy_handles = easy, sockets = sockets }
+end
+
+--- Yield for s seconds (0: let other ready tasks run first).
+function M.sleep(s)
+  if type(s) ~= "number" or s ~= s or s < 0 then
+    errors.bad_argument("avideo.sleep", "s", "non-negative number", s)
+  end
+  local task = M.waiting_task("avideo.sleep")
+  if task == nil then return M.run(M.sleep, s) end
+  if s == 0 then
+    push_ready(task)
+    return M.suspend(task) and nil
+  end
+  M.await_op(task, loop:sleep(task, s))
+end
+
+M.now = core.now
+M.YIELD = YIELD
+
+return M

@@ -1,0 +1,246 @@
+--- Sessions: aiohttp's ClientSession and TCPConnector in one object.
+-- A session holds the limits (`limit` requests in flight in total, default
+-- 100; `limit_per_host`, default none), default headers, base_url, timeouts
+-- and raise_for_status. Inside a task a request yields; outside avideo.run
+-- it blocks until done, like `requests`.
+local errors = require "avideo.errors"
+local json = require "avideo.json"
+local response = require "avideo.response"
+local sched = require "avideo.scheduler"
+
+local new_response = response.new
+local await_op, waiting_task = sched.await_op, sched.waiting_task
+local raise, bad_argument = errors.raise, errors.bad_argument
+
+local Session = { __name = "avideo.Session" }
+Session.__index = Session
+
+local DEFAULT_TOTAL_TIMEOUT = 300            -- seconds, as aiohttp
+local DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+
+local SESSION_OPTIONS = {
+  limit = true, limit_per_host = true, base_url = true, headers = true,
+  timeout = true, raise_for_status = true, max_body_size = true,
+}
+local REQUEST_OPTIONS = {
+  params = true, headers = true, json = true, data = true, timeout = true,
+  raise_for_status = true, max_body_size = true,
+}
+local TIMEOUT_FIELDS = { total = true, connect = true, sock_read = true, pool = true }
+
+local function check_options(opts, allowed, fn)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then bad_argument(fn, "opts", "table", opts) end
+  for k in pairs(opts) do
+    if not allowed[k] then raise("invalid", ("unknown option '%s' to %s"):format(tostring(k), fn)) end
+  end
+  return opts
+end
+
+local function check_count(v, name, default)
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < 0 or v % 1 ~= 0 then
+    raise("invalid", ("%s must be a whole number >= 0 (0 = no limit), got %s"):format(name, tostring(v)))
+  end
+  return math.tointeger(v) or v
+end
+
+local function check_seconds(v, name)
+  if v == nil or v == false then return v end
+  if type(v) ~= "number" or v ~= v or v < 0 then
+    raise("invalid", ("timeout %s must be a number of seconds >= 0 (or false for none), got %s")
+      :format(name, tostring(v)))
+  end
+  return v
+end
+
+-- {total, connect, sock_read, pool} from a number (total) or a table,
+-- over the defaults in `base`.
+local function merge_timeout(base, t, fn)
+  if t == nil then return base end
+  local out = { total = base.total, connect = base.connect, sock_read = base.sock_read, pool = base.pool }
+  if type(t) == "number" or t == false then
+    out.total = check_seconds(t, "total")
+  elseif type(t) == "table" then
+    for k, v in pairs(t) do
+      if not TIMEOUT_FIELDS[k] then
+        raise("invalid", ("unknown timeout field '%s' to %s (total, connect, sock_read, pool)"):format(tostring(k), fn))
+      end
+      out[k] = check_seconds(v, k)
+    end
+  else
+    bad_argument(fn, "timeout", "number or table", t)
+  end
+  return out
+end
+
+-- Headers as the flat list {name1, value1, ...} the core takes.
+local function flat_headers(h, fn, into)
+  into = into or {}
+  if h == nil then return into end
+  if type(h) ~= "table" then bad_argument(fn, "headers", "table", h) end
+  for k, v in pairs(h) do
+    if type(k) ~= "string" then raise("invalid", "header names must be strings (in " .. fn .. ")") end
+    if type(v) == "number" then v = tostring(v) end
+    if type(v) ~= "string" then
+      raise("invalid", ("header '%s' must be a string or number, got %s"):format(k, type(v)))
+    end
+    into[#into + 1] = k
+    into[#into + 1] = v
+  end
+  return into
+end
+
+local function has_header(flat, name)
+  for i = 1, #flat, 2 do
+    if flat[i]:lower() == name then return true end
+  end
+  return false
+end
+
+local function encode_component(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+local function param_value(v, k)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return math.type(v) == "integer" and tostring(v) or ("%.17g"):format(v) end
+  if t == "boolean" then return tostring(v) end
+  raise("invalid", ("param '%s' must be a string, number, boolean or a list of them, got %s"):format(k, t))
+end
+
+-- url with params appended as a query string; keys sorted for stable URLs.
+local function with_params(url, params)
+  if type(params) ~= "table" then bad_argument("request", "params", "table", params) end
+  local keys = {}
+  for k in pairs(params) do
+    if type(k) ~= "string" and type(k) ~= "number" then raise("invalid", "param names must be strings") end
+    keys[#keys + 1] = tostring(k)
+  end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = params[k]
+    if v == nil then v = params[tonumber(k)] end
+    local list = type(v) == "table" and v or { v }
+    for _, x in ipairs(list) do
+      parts[#parts + 1] = encode_component(k) .. "=" .. encode_component(param_value(x, k))
+    end
+  end
+  if #parts == 0 then return url end
+  local base, frag = url:match("^([^#]*)(#?.*)$")
+  local sep = base:find("?", 1, true) and (base:sub(-1) == "?" and "" or "&") or "?"
+  return base .. sep .. table.concat(parts, "&") .. frag
+end
+
+local function join_url(base, url)
+  if base == nil or url:find("^%a[%w+.-]*:") then return url end
+  if base:sub(-1) == "/" and url:sub(1, 1) == "/" then return base .. url:sub(2) end
+  if base:sub(-1) ~= "/" and url:sub(1, 1) ~= "/" and url ~= "" then return base .. "/" .. url end
+  return base .. url
+end
+
+--- avideo.session(opts) -> session
+function Session.new(loop, opts)
+  opts = check_options(opts, SESSION_OPTIONS, "avideo.session")
+  local limit = check_count(opts.limit, "limit", 100)
+  local per_host = check_count(opts.limit_per_host, "limit_per_host", 0)
+  local max_body = check_count(opts.max_body_size, "max_body_size", DEFAULT_MAX_BODY_SIZE)
+  if opts.base_url ~= nil and type(opts.base_url) ~= "string" then
+    bad_argument("avideo.session", "base_url", "string", opts.base_url)
+  end
+  local headers = flat_headers(opts.headers, "avideo.session")
+  local core, kind, message = loop:session(limit, per_host, headers)
+  if not core then raise(kind, message) end
+  return setmetatable({
+    _core = core,
+    _headers = headers,
+    _timeout = merge_timeout({ total = DEFAULT_TOTAL_TIMEOUT }, opts.timeout, "avideo.session"),
+    _raise = opts.raise_for_status and true or false,
+    _max_body = max_body,
+    base_url = opts.base_url,
+    limit = limit,
+    limit_per_host = per_host,
+    closed = false,
+  }, Session)
+end
+
+local function check_session(self, fn)
+  if getmetatable(self) ~= Session then
+    raise("invalid", ("%s must be called as a method: session:%s(...)"):format(fn, fn))
+  end
+end
+
+--- session:request(method, url [, opts]) -> response
+function Session:request(method, url, opts)
+  check_session(self, "request")
+  if type(method) ~= "string" then bad_argument("session:request", "method", "string", method) end
+  if type(url) ~= "string" then bad_argument("session:request", "url", "string", url) end
+  method = method:upper()
+  url = join_url(self.base_url, url)
+  local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
+  if opts ~= nil then
+    check_options(opts, REQUEST_OPTIONS, "session:request")
+    if opts.params ~= nil then url = with_params(url, opts.params) end
+    if opts.headers ~= nil then headers = flat_headers(opts.headers, "session:request") end
+    if opts.json ~= nil then
+      if opts.data ~= nil then raise("invalid", "give json or data, not both", { url = url, method = method }) end
+      body = json.encode(opts.json)
+      headers = headers or {}
+      if not has_header(headers, "content-type") and not has_header(self._headers, "content-type") then
+        headers[#headers + 1] = "Content-Type"
+        headers[#headers + 1] = "application/json"
+      end
+    elseif opts.data ~= nil then
+      if type(opts.data) ~= "string" then bad_argument("session:request", "data", "string", opts.data) end
+      body = opts.data
+    end
+    timeout = merge_timeout(timeout, opts.timeout, "session:request")
+    if opts.raise_for_status ~= nil then raise_status = opts.raise_for_status and true or false end
+    max_body = check_count(opts.max_body_size, "max_body_size", max_body)
+  end
+  if self.closed then raise("invalid", "session is closed", { url = url, method = method }) end
+  local task = waiting_task("session:" .. method:lower())
+  if task == nil then return sched.run(Session.request, self, method, url, opts) end
+  local op, kind, message = self._core:request(task, method, url, headers, body,
+    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
+  if not op then raise(kind, message, { url = url, method = method }) end
+  await_op(task, op)
+  local status, text, raw_headers, final_url = op:result()
+  if not status then raise(text, raw_headers, { url = url, method = method }) end
+  local r = new_response(status, text, raw_headers, final_url or url, method)
+  if raise_status and status >= 400 then r:raise_for_status() end
+  return r
+end
+
+for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
+  local M = m:upper()
+  Session[m] = function(self, url, opts)
+    check_session(self, m)
+    return Session.request(self, M, url, opts)
+  end
+end
+
+--- Close the session: new requests are refused, queued ones fail.
+function Session:close()
+  check_session(self, "close")
+  if not self.closed then
+    self.closed = true
+    self._core:close()
+  end
+end
+Session.__close = Session.close
+
+--- In flight, queued, and hosts tracked by this session's limiter.
+function Session:stats()
+  local in_flight, queued, hosts = self._core:stats()
+  return { in_flight = in_flight, queued = queued, hosts = hosts }
+end
+
+function Session:__tostring()
+  return ("avideo.Session (limit %d, limit_per_host %d%s)"):format(self.limit, self.limit_per_host,
+    self.closed and ", closed" or "")
+end
+
+return Session

@@ -1,0 +1,55 @@
+--- Start and stop the real avideo-server for specs.
+-- The binary comes from $AVIDEO_SERVER (set by ctest) or the default build dir.
+-- `start{...}` runs it on 127.0.0.1, port 0, and reads the port from its
+-- "listening" line; `stop()` sends SIGTERM and returns its exit status.
+local M = {}
+
+local function binary()
+  return os.getenv("AVIDEO_SERVER") or "build/src/server/avideo-server"
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Start a server. opts: time_scale, keepalive_timeout, videos, seed, args (list of extra args).
+function M.start(opts)
+  opts = opts or {}
+  local args = { binary(), "--host", "127.0.0.1", "--port", "0" }
+  if opts.time_scale then args[#args + 1] = "--time-scale"; args[#args + 1] = tostring(opts.time_scale) end
+  if opts.keepalive_timeout then args[#args + 1] = "--keepalive-timeout"; args[#args + 1] = tostring(opts.keepalive_timeout) end
+  if opts.videos then args[#args + 1] = "--videos"; args[#args + 1] = tostring(opts.videos) end
+  if opts.seed then args[#args + 1] = "--seed"; args[#args + 1] = tostring(opts.seed) end
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
+  -- The shell prints its pid, then execs the server (same pid); the server
+  -- prints its one "listening" line.
+  local pipe = assert(io.popen("echo $$; exec " .. table.concat(quoted, " ") .. " 2>&1", "r"))
+  local pid = tonumber(pipe:read("l"))
+  local line = pipe:read("l")
+  local host, port = (line or ""):match("^avideo%-server listening on http://([%d%.]+):(%d+)$")
+  if not port then
+    pipe:close()
+    error("avideo-server did not start: " .. tostring(line), 2)
+  end
+  local server = { pid = pid, port = tonumber(port), host = host,
+                   url = "http://" .. host .. ":" .. port }
+  function server.stop()
+    if server.stopped then return server.status end
+    server.stopped = true
+    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    local rest = pipe:read("a")
+    local ok, how, code = pipe:close()
+    server.output = rest
+    server.status = { ok = ok, how = how, code = code }
+    return server.status
+  end
+  --- Send a signal by name (e.g. "KILL") without waiting.
+  function server.kill(sig)
+    os.execute("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
+  end
+  return server
+end
+
+return M

@@ -1,0 +1,234 @@
+/* libcurl's multi_socket interface on libuv.
+ *
+ * Unlike curl's multi-uv example, a socket keeps one uv_poll_t for its whole
+ * life: we learn of sockets when libcurl opens and closes them
+ * (OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION), and CURL_POLL_REMOVE, which
+ * libcurl sends after every transfer even on kept-alive connections, only
+ * stops polling. That saves several epoll_ctl calls per request. Sockets
+ * libcurl did not open through us (the threaded resolver's wakeup pair)
+ * get a poll handle that lives from their first use to their REMOVE.
+ *
+ * libcurl is never called from inside its own callbacks: finished transfers
+ * are collected after curl_multi_socket_action returns. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "private.h"
+
+struct av_sock {
+  uv_poll_t poll;
+  av_loop *loop;
+  curl_socket_t fd;
+  int events;    /* what the poll handle is started for; 0 = stopped */
+  bool foreign;  /* not opened by our open callback */
+};
+
+static void av_sock_free_cb(uv_handle_t *h) { free(h->data); }
+
+static void av_sock_close(av_sock *sk) {
+  av_loop *lp = sk->loop;
+  if ((size_t)sk->fd < lp->nsocks && lp->socks[sk->fd] == sk) lp->socks[sk->fd] = NULL;
+  uv_close((uv_handle_t *)&sk->poll, av_sock_free_cb);
+}
+
+static bool av_sock_map(av_loop *lp, curl_socket_t fd, av_sock *sk) {
+  if ((size_t)fd >= lp->nsocks) {
+    size_t n = lp->nsocks ? lp->nsocks : 64;
+    while (n <= (size_t)fd) n *= 2;
+    av_sock **s = realloc(lp->socks, n * sizeof *s);
+    if (!s) return false;
+    memset(s + lp->nsocks, 0, (n - lp->nsocks) * sizeof *s);
+    lp->socks = s;
+    lp->nsocks = n;
+  }
+  if (lp->socks[fd]) av_sock_close(lp->socks[fd]); /* stale: fd was reused */
+  lp->socks[fd] = sk;
+  return true;
+}
+
+static av_sock *av_sock_new(av_loop *lp, curl_socket_t fd, bool foreign) {
+  av_sock *sk = calloc(1, sizeof *sk);
+  if (!sk) return NULL;
+  if (uv_poll_init_socket(&lp->uv, &sk->poll, fd) != 0) {
+    free(sk);
+    return NULL;
+  }
+  sk->poll.data = sk;
+  sk->loop = lp;
+  sk->fd = fd;
+  sk->foreign = foreign;
+  if (!av_sock_map(lp, fd, sk)) {
+    sk->fd = -1;
+    uv_close((uv_handle_t *)&sk->poll, av_sock_free_cb);
+    return NULL;
+  }
+  return sk;
+}
+
+/* Collect finished transfers. Copy each message before removing its handle:
+ * removal invalidates it. */
+static void av_curl_drain(av_loop *lp) {
+  CURLMsg *msg;
+  int left;
+  while ((msg = curl_multi_info_read(lp->multi, &left))) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL *easy = msg->easy_handle;
+    CURLcode code = msg->data.result;
+    av_request *req = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
+    av_request_done(req, code);
+  }
+}
+
+static void av_poll_cb(uv_poll_t *h, int status, int events) {
+  av_sock *sk = h->data;
+  av_loop *lp = sk->loop;
+  int flags = 0;
+  if (status < 0) {
+    flags = CURL_CSELECT_ERR;
+  } else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  int running;
+  curl_multi_socket_action(lp->multi, sk->fd, flags, &running);
+  av_curl_drain(lp);
+}
+
+static void av_curl_timer_cb(uv_timer_t *t) {
+  av_loop *lp = t->data;
+  int running;
+  curl_multi_socket_action(lp->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  av_curl_drain(lp);
+}
+
+/* CURLMOPT_TIMERFUNCTION: -1 stops; 0 means "next loop turn", not "now". */
+static int av_curl_timer_fn(CURLM *multi, long timeout_ms, void *userp) {
+  av_loop *lp = userp;
+  if (timeout_ms < 0)
+    uv_timer_stop(&lp->curl_timer);
+  else
+    uv_timer_start(&lp->curl_timer, av_curl_timer_cb, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: start, change or stop polling one socket. */
+static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
+  av_loop *lp = userp;
+  av_sock *sk = socketp;
+  if (!sk && (size_t)fd < lp->nsocks) sk = lp->socks[fd];
+  if (what == CURL_POLL_REMOVE) {
+    if (!sk) return 0;
+    if (sk->foreign) {
+      av_sock_close(sk);
+    } else if (sk->events) {
+      uv_poll_stop(&sk->poll);
+      sk->events = 0;
+    }
+    return 0;
+  }
+  if (!sk) {
+    sk = av_sock_new(lp, fd, true);
+    if (!sk) return -1; /* libcurl fails the transfer: better than a hang */
+  }
+  if (sk != socketp) curl_multi_assign(lp->multi, fd, sk);
+  int events = 0;
+  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  if (events != sk->events) {
+    if (uv_poll_start(&sk->poll, events, av_poll_cb) != 0) return -1;
+    sk->events = events;
+  }
+  return 0;
+}
+
+static curl_socket_t av_curl_open_fn(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
+  av_loop *lp = clientp;
+  curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd < 0) return CURL_SOCKET_BAD;
+  if (!av_sock_new(lp, fd, false)) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  return fd;
+}
+
+static int av_curl_close_fn(void *clientp, curl_socket_t fd) {
+  av_loop *lp = clientp;
+  if ((size_t)fd < lp->nsocks && lp->socks[fd]) av_sock_close(lp->socks[fd]);
+  return close(fd);
+}
+
+int av_curl_init(av_loop *lp) {
+  lp->multi = curl_multi_init();
+  if (!lp->multi) return -1;
+  curl_multi_setopt(lp->multi, CURLMOPT_SOCKETFUNCTION, av_curl_socket_fn);
+  curl_multi_setopt(lp->multi, CURLMOPT_SOCKETDATA, lp);
+  curl_multi_setopt(lp->multi, CURLMOPT_TIMERFUNCTION, av_curl_timer_fn);
+  curl_multi_setopt(lp->multi, CURLMOPT_TIMERDATA, lp);
+  /* Limits are the session's; libcurl's own queueing must never engage. */
+  curl_multi_setopt(lp->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
+  curl_multi_setopt(lp->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+  curl_multi_setopt(lp->multi, CURLMOPT_MAXCONNECTS, 1000L);
+  return 0;
+}
+
+CURLMcode av_curl_add(av_loop *lp, CURL *easy) {
+  CURLMcode rc = curl_multi_add_handle(lp->multi, easy);
+  if (rc == CURLM_OK) lp->n_running++;
+  return rc;
+}
+
+void av_curl_remove(av_loop *lp, CURL *easy) {
+  curl_multi_remove_handle(lp->multi, easy);
+  lp->n_running--;
+}
+
+void av_curl_setup_easy(av_loop *lp, CURL *easy) {
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, av_curl_open_fn);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, lp);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, av_curl_close_fn);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, lp);
+}
+
+av_easy *av_easy_get(av_loop *lp) {
+  av_easy *e = lp->idle_easy;
+  if (e) {
+    lp->idle_easy = e->next;
+    curl_easy_reset(e->h);
+  } else {
+    e = malloc(sizeof *e);
+    if (!e) return NULL;
+    e->h = curl_easy_init();
+    if (!e->h) {
+      free(e);
+      return NULL;
+    }
+    lp->n_easy++;
+  }
+  e->next = NULL;
+  e->errbuf[0] = '\0';
+  return e;
+}
+
+void av_easy_put(av_loop *lp, av_easy *e) {
+  e->next = lp->idle_easy;
+  lp->idle_easy = e;
+}
+
+void av_curl_close(av_loop *lp) {
+  /* Easy handles first: each keeps a pointer to the multi's shared state. */
+  while (lp->idle_easy) {
+    av_easy *e = lp->idle_easy;
+    lp->idle_easy = e->next;
+    curl_easy_cleanup(e->h);
+    free(e);
+    lp->n_easy--;
+  }
+  if (lp->multi) curl_multi_cleanup(lp->multi); /* closes pooled sockets */
+  lp->multi = NULL;
+  for (size_t i = 0; i < lp->nsocks; i++)
+    if (lp->socks[i]) av_sock_close(lp->socks[i]);
+}

@@ -1,0 +1,25 @@
+/* luaopen_avideo_core: the C half of `require "avideo"`. It owns no global
+ * state; each Lua state gets its own metatables and loops. */
+#include "private.h"
+
+static uv_once_t av_curl_once = UV_ONCE_INIT;
+static CURLcode av_curl_global_rc;
+
+/* libcurl's one process-wide init, done once whichever state comes first. */
+static void av_curl_global_init(void) { av_curl_global_rc = curl_global_init(CURL_GLOBAL_ALL); }
+
+__attribute__((visibility("default"))) int luaopen_avideo_core(lua_State *L) {
+  uv_once(&av_curl_once, av_curl_global_init);
+  if (av_curl_global_rc != CURLE_OK)
+    return luaL_error(L, "avideo: libcurl init failed: %s", curl_easy_strerror(av_curl_global_rc));
+  lua_newtable(L);
+  av_loop_open(L);
+  av_timer_open(L);
+  av_request_open(L);
+  av_session_open(L);
+  lua_pushliteral(L, AVIDEO_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  lua_pushstring(L, curl_version());
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}

@@ -1,0 +1,228 @@
+/* avideo.core internals: one header that declares every internal function
+ * with a one-line purpose. Only luaopen_avideo_core is exported. */
+#ifndef AVIDEO_PRIVATE_H
+#define AVIDEO_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#define AV_LOOP_MT "avideo.loop"
+#define AV_SESSION_MT "avideo.session_core"
+#define AV_TIMER_MT "avideo.timer_op"
+#define AV_REQUEST_MT "avideo.request_op"
+
+typedef struct av_loop av_loop;
+typedef struct av_op av_op;
+typedef struct av_session av_session;
+typedef struct av_hostq av_hostq;
+typedef struct av_request av_request;
+
+/* ---------------------------------------------------------------- ops --
+ * An op is one thing a task can wait for (a timer, a transfer). Its memory
+ * is its Lua userdata; while pending it is anchored in the loop's anchor
+ * table, so C never holds a pointer to a collectable op. */
+enum av_op_state {
+  AV_OP_IDLE,      /* created, not started, or delivered to Lua */
+  AV_OP_PENDING,   /* owned by the loop: queued, running or timing */
+  AV_OP_READY      /* finished, on the ready list, not yet delivered */
+};
+
+typedef struct av_op_vtable {
+  /* Stop whatever the op is doing; called only while PENDING. */
+  void (*cancel)(av_op *op);
+  /* The deadline set with av_deadline_set passed. */
+  void (*expire)(av_op *op);
+} av_op_vtable;
+
+struct av_op {
+  const av_op_vtable *vt;
+  av_loop *loop;          /* NULL once the loop is closed */
+  int state;
+  int ref;                /* anchor ref while PENDING/READY, else LUA_NOREF */
+  av_op *rprev, *rnext;   /* ready list */
+  uint64_t deadline;      /* loop ms; meaningful while heap_index >= 0 */
+  int heap_index;         /* position in the deadline heap, -1 when none */
+};
+
+/* Set up op fields for a new op of a kind. */
+void av_op_init(av_op *op, av_loop *loop, const av_op_vtable *vt);
+/* User values of every op userdata. */
+enum { AV_UV_TOKEN = 1, AV_UV_LOOP = 2, AV_UV_EXTRA = 3, AV_OP_NUV = 3 };
+/* Anchor op (userdata at idx) with its token (at tidx) as PENDING on the loop at loopidx. */
+void av_op_start(lua_State *L, av_op *op, int idx, int tidx, int loopidx);
+/* Move a PENDING op to the ready list (from any C callback). */
+void av_op_finish(av_op *op);
+/* Cancel the pending or ready op at idx; true if it was not yet delivered. */
+bool av_op_cancel(lua_State *L, int idx);
+
+/* ------------------------------------------------------------ deadlines */
+/* Arm op's single deadline ms from now (replacing an earlier one). */
+void av_deadline_set(av_op *op, uint64_t ms);
+/* Remove op's deadline if it has one. */
+void av_deadline_clear(av_op *op);
+
+/* ----------------------------------------------------------------- loop */
+typedef struct av_sock av_sock;
+typedef struct av_easy av_easy;
+
+struct av_loop {
+  uv_loop_t uv;
+  uv_timer_t curl_timer;      /* libcurl's single timeout */
+  uv_timer_t deadline_timer;  /* earliest op deadline */
+  CURLM *multi;
+  bool closed;
+  bool closing;               /* shutting down: start nothing new */
+  /* one poll handle per socket for the socket's life, indexed by fd */
+  av_sock **socks;
+  size_t nsocks;
+  /* idle easy handles, reused */
+  av_easy *idle_easy;
+  size_t n_easy;              /* easy handles alive (idle or busy) */
+  /* ops finished and waiting to be handed to Lua */
+  av_op *ready_head, *ready_tail;
+  size_t n_ready;
+  /* min-heap of ops with a deadline */
+  av_op **heap;
+  size_t heap_len, heap_cap;
+  size_t n_pending;           /* ops PENDING or READY */
+  size_t n_running;           /* transfers inside libcurl */
+};
+
+/* Check that arg idx is an open loop. */
+av_loop *av_loop_check(lua_State *L, int idx);
+/* Register the loop metatable and the constructor in the table on top. */
+void av_loop_open(lua_State *L);
+/* Milliseconds of the loop clock, refreshed. */
+uint64_t av_loop_now_ms(av_loop *lp);
+
+/* ----------------------------------------------------------- curl glue */
+/* Create the multi handle and its timer/socket callbacks. */
+int av_curl_init(av_loop *lp);
+/* Hand an easy handle to libcurl (request got its slot). */
+CURLMcode av_curl_add(av_loop *lp, CURL *easy);
+/* Take an easy handle back from libcurl (finished or cancelled). */
+void av_curl_remove(av_loop *lp, CURL *easy);
+/* Set the socket and common options on an easy handle for this loop. */
+void av_curl_setup_easy(av_loop *lp, CURL *easy);
+/* Tear down libcurl state: multi cleanup closes every socket. */
+void av_curl_close(av_loop *lp);
+/* An idle easy handle from the pool, or a new one; NULL on OOM. */
+av_easy *av_easy_get(av_loop *lp);
+/* Return an easy handle to the pool after the transfer. */
+void av_easy_put(av_loop *lp, av_easy *e);
+
+struct av_easy {
+  CURL *h;
+  av_easy *next;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+/* -------------------------------------------------------------- timers */
+/* Register the timer op metatable; push nothing. */
+void av_timer_open(lua_State *L);
+/* loop:sleep(token, seconds) -> op */
+int av_timer_new(lua_State *L);
+
+/* ------------------------------------------------------------- session */
+struct av_session {
+  av_loop *loop;
+  lua_Integer limit;          /* 0 = none */
+  lua_Integer limit_per_host; /* 0 = none */
+  lua_Integer in_flight;
+  uint64_t seq;
+  av_hostq **buckets;         /* per (scheme, host, port) state */
+  size_t nbuckets, nkeys;
+  av_hostq *waiting;          /* keys that have queued requests */
+  struct curl_slist *headers; /* default headers, shared by requests */
+  bool closed;
+};
+
+struct av_hostq {
+  av_hostq *bnext;            /* hash chain */
+  av_hostq *wprev, *wnext;    /* in session->waiting while it has waiters */
+  lua_Integer in_flight;
+  av_request *head, *tail;    /* FIFO of queued requests */
+  uint32_t hash;
+  char key[];                 /* "scheme://host:port" */
+};
+
+/* Register the session metatable and loop:session(). */
+void av_session_open(lua_State *L);
+/* Queue or start req under the session's limits. */
+void av_session_acquire(av_session *s, av_request *req, const char *key);
+/* Drop req from its host queue (cancelled or pool timeout while queued). */
+void av_session_unqueue(av_session *s, av_request *req);
+/* A running req ended: free its slot and start waiters that now fit. */
+void av_session_release(av_session *s, av_request *req);
+/* Check that idx is a session of an open loop. */
+av_session *av_session_check(lua_State *L, int idx);
+/* Append the flat header list {n1, v1, ...} at idx to *list, leaving out
+ * names already in skip; false with a message pushed on bad input. */
+bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, const struct curl_slist *skip);
+
+/* ------------------------------------------------------------- request */
+typedef struct av_buf {
+  char *data;
+  size_t len, cap;
+} av_buf;
+
+enum av_req_phase { AV_REQ_NEW, AV_REQ_QUEUED, AV_REQ_RUNNING, AV_REQ_DONE };
+
+struct av_request {
+  av_op op;                   /* first: an av_request is an av_op */
+  av_session *session;
+  av_hostq *hq;
+  av_request *qprev, *qnext;  /* FIFO links in hq */
+  uint64_t seq;
+  int phase;
+  av_easy *easy;              /* while running */
+  CURLU *url;
+  struct curl_slist *headers; /* owned; NULL means the session's defaults */
+  char *body;
+  size_t body_len;
+  bool has_body;
+  char method[12];
+  long total_ms, connect_ms, sock_read_ms, pool_ms; /* 0 = none */
+  uint64_t last_read;         /* loop ms of the last byte, for sock_read */
+  size_t max_body;
+  av_buf resp_body;
+  av_buf resp_headers;
+  long status;
+  char *effective_url;        /* set only after redirects */
+  const char *err_kind;       /* NULL on success */
+  char *err_message;
+  bool too_large;             /* the body passed max_body */
+  bool out_of_memory;
+};
+
+/* Register the request op metatable and session:request(). */
+void av_request_open(lua_State *L);
+/* session:request(token, method, url, headers, body, total, connect, sock_read, pool, max_body) */
+int av_request_new(lua_State *L);
+/* The request got its slot: set up an easy handle and give it to libcurl.
+ * False if that failed (the request is then finished with an error). */
+bool av_request_run(av_request *req);
+/* End req with an error before or instead of its transfer. */
+void av_request_fail(av_request *req, const char *kind, const char *fmt, ...);
+/* libcurl finished req (msg copied): collect the result and release. */
+void av_request_done(av_request *req, CURLcode code);
+
+/* --------------------------------------------------------------- errors */
+/* The avideo error kind for a libcurl result code. */
+const char *av_error_kind(CURLcode code);
+/* Raise a Lua error "bad argument #n to 'fn' (msg)"-style for avideo. */
+int av_error_arg(lua_State *L, int arg, const char *fmt, ...);
+
+/* -------------------------------------------------------------- buffers */
+/* Append n bytes; false on OOM. */
+bool av_buf_append(av_buf *b, const char *p, size_t n);
+/* Free the buffer's memory. */
+void av_buf_free(av_buf *b);
+
+#endif

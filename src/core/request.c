@@ -1,0 +1,419 @@
+/* Request ops: one HTTP transfer, from session:request() through the
+ * session's limiter and libcurl to :result(). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "private.h"
+
+static void av_request_cancel(av_op *op);
+static bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults);
+static void av_request_expire(av_op *op);
+static const av_op_vtable av_request_vt = {av_request_cancel, av_request_expire};
+
+/* ------------------------------------------------------------ finishing */
+
+void av_request_fail(av_request *req, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = NULL;
+  if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+  va_end(ap);
+  free(req->err_message);
+  req->err_message = msg;
+  req->err_kind = kind;
+  req->phase = AV_REQ_DONE;
+  av_op_finish(&req->op);
+}
+
+/* Stop the transfer and give the easy handle back to the pool. */
+static void av_request_detach(av_request *req) {
+  av_loop *lp = req->op.loop;
+  av_curl_remove(lp, req->easy->h);
+  curl_easy_setopt(req->easy->h, CURLOPT_CURLU, NULL);
+  av_easy_put(lp, req->easy);
+  req->easy = NULL;
+  curl_url_cleanup(req->url);
+  req->url = NULL;
+}
+
+static double av_seconds(long ms) { return (double)ms / 1000.0; }
+
+/* Which clock ran out: connect while there was no connection yet, else total. */
+static void av_request_timed_out(av_request *req, CURL *h) {
+  curl_off_t connected = 0;
+  curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connected);
+  bool connect_phase = connected == 0 && req->connect_ms && (!req->total_ms || req->connect_ms <= req->total_ms);
+  if (connect_phase)
+    av_request_fail(req, "timeout", "connect timeout: no connection within %g s", av_seconds(req->connect_ms));
+  else
+    av_request_fail(req, "timeout", "total timeout: request not done within %g s", av_seconds(req->total_ms));
+}
+
+void av_request_done(av_request *req, CURLcode code) {
+  CURL *h = req->easy->h;
+  av_session *s = req->session;
+  if (code == CURLE_OK) {
+    long redirects = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &req->status);
+    curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
+    if (redirects > 0) {
+      char *url = NULL;
+      curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &url);
+      req->effective_url = url ? strdup(url) : NULL;
+    }
+    req->phase = AV_REQ_DONE;
+    av_op_finish(&req->op);
+  } else if (req->too_large) {
+    av_request_fail(req, "protocol", "response body larger than max_body_size (%zu bytes)", req->max_body);
+  } else if (req->out_of_memory) {
+    av_request_fail(req, "protocol", "out of memory while reading the response");
+  } else if (code == CURLE_OPERATION_TIMEDOUT) {
+    av_request_timed_out(req, h);
+  } else {
+    const char *detail = req->easy->errbuf[0] ? req->easy->errbuf : curl_easy_strerror(code);
+    av_request_fail(req, av_error_kind(code), "%s", detail);
+  }
+  av_request_detach(req);
+  av_session_release(s, req);
+}
+
+static void av_request_cancel(av_op *op) {
+  av_request *req = (av_request *)op;
+  if (req->phase == AV_REQ_QUEUED) {
+    av_session_unqueue(req->session, req);
+  } else if (req->phase == AV_REQ_RUNNING) {
+    av_request_detach(req);
+    av_session_release(req->session, req);
+  }
+  req->phase = AV_REQ_DONE;
+  req->err_kind = "cancelled";
+}
+
+/* A deadline passed: the pool timeout while queued, sock_read while running. */
+static void av_request_expire(av_op *op) {
+  av_request *req = (av_request *)op;
+  if (req->phase == AV_REQ_QUEUED) {
+    av_session_unqueue(req->session, req);
+    av_request_fail(req, "timeout", "pool timeout: no connection slot within %g s", av_seconds(req->pool_ms));
+    return;
+  }
+  if (req->phase != AV_REQ_RUNNING) return;
+  uint64_t now = uv_now(&op->loop->uv);
+  uint64_t due = req->last_read + (uint64_t)req->sock_read_ms;
+  if (due > now) { /* data arrived since the deadline was set */
+    av_deadline_set(op, due - now);
+    return;
+  }
+  av_request_fail(req, "timeout", "sock_read timeout: no data for %g s", av_seconds(req->sock_read_ms));
+  av_request_detach(req);
+  av_session_release(req->session, req);
+}
+
+/* ------------------------------------------------------ libcurl callbacks */
+
+static void av_request_touch(av_request *req) {
+  if (req->sock_read_ms) req->last_read = uv_now(&req->op.loop->uv);
+}
+
+static size_t av_request_write_cb(char *p, size_t size, size_t n, void *ud) {
+  av_request *req = ud;
+  size_t len = size * n;
+  av_request_touch(req);
+  if (req->max_body && req->resp_body.len + len > req->max_body) {
+    req->too_large = true;
+    return 0;
+  }
+  if (!av_buf_append(&req->resp_body, p, len)) {
+    req->out_of_memory = true;
+    return 0;
+  }
+  return len;
+}
+
+static size_t av_request_header_cb(char *p, size_t size, size_t n, void *ud) {
+  av_request *req = ud;
+  size_t len = size * n;
+  av_request_touch(req);
+  /* A new status line starts a new response (a redirect, a 1xx): keep only
+   * the last one's headers and body. */
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    req->resp_headers.len = 0;
+    req->resp_body.len = 0;
+  }
+  if (req->resp_headers.len + len > 1024 * 1024) {
+    req->too_large = true;
+    return 0;
+  }
+  if (!av_buf_append(&req->resp_headers, p, len)) {
+    req->out_of_memory = true;
+    return 0;
+  }
+  return len;
+}
+
+/* Connected, about to send: the sock_read clock starts. */
+static int av_request_prereq_cb(void *ud, char *ip, char *local_ip, int port, int local_port) {
+  av_request *req = ud;
+  av_request_touch(req);
+  av_deadline_set(&req->op, (uint64_t)req->sock_read_ms);
+  return CURL_PREREQFUNC_OK;
+}
+
+/* ------------------------------------------------------------ running */
+
+bool av_request_run(av_request *req) {
+  av_loop *lp = req->op.loop;
+  av_easy *e = av_easy_get(lp);
+  if (!e) {
+    av_request_fail(req, "protocol", "out of memory: cannot create a transfer");
+    return false;
+  }
+  CURL *h = e->h;
+  req->easy = e;
+  req->phase = AV_REQ_RUNNING;
+  av_curl_setup_easy(lp, h);
+  curl_easy_setopt(h, CURLOPT_PRIVATE, req);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, e->errbuf);
+  curl_easy_setopt(h, CURLOPT_CURLU, req->url);
+  /* Only http and https, on the first request and on every redirect. */
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+  /* HTTP/2 over TLS only: libcurl 7.88 cannot reuse h2c connections. */
+  curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "avideo/" AVIDEO_VERSION);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, av_request_write_cb);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, req);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, av_request_header_cb);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, req);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers ? req->headers : req->session->headers);
+  if (req->total_ms) curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->total_ms);
+  if (req->connect_ms) curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
+  if (req->sock_read_ms) {
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, av_request_prereq_cb);
+    curl_easy_setopt(h, CURLOPT_PREREQDATA, req);
+  }
+  if (strcmp(req->method, "HEAD") == 0) {
+    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  } else if (strcmp(req->method, "GET") != 0 || req->has_body) {
+    if (strcmp(req->method, "POST") != 0) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+    if (req->has_body || strcmp(req->method, "POST") == 0) {
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    }
+  }
+  CURLMcode rc = av_curl_add(lp, h);
+  if (rc != CURLM_OK) {
+    req->easy = NULL;
+    av_easy_put(lp, e);
+    av_request_fail(req, "protocol", "cannot start transfer: %s", curl_multi_strerror(rc));
+    return false;
+  }
+  return true;
+}
+
+/* --------------------------------------------------------- Lua interface */
+
+/* Milliseconds for an optional timeout in seconds (nil, false or 0: none). */
+static long av_timeout_arg(lua_State *L, int arg, const char *name) {
+  if (lua_isnoneornil(L, arg) || (lua_isboolean(L, arg) && !lua_toboolean(L, arg))) return 0;
+  lua_Number s = luaL_checknumber(L, arg);
+  if (isnan(s) || s < 0) return av_error_arg(L, arg, "%s timeout must be a number of seconds >= 0", name);
+  if (s > 1e8) s = 1e8;
+  long ms = (long)ceil(s * 1000.0);
+  return s > 0 && ms == 0 ? 1 : ms;
+}
+
+/* Push nil, "invalid", message: how bad input reaches the Lua layer, which
+ * raises it as an error object carrying the URL. */
+static int av_request_refuse(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  lua_pushnil(L);
+  lua_pushliteral(L, "invalid");
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return 3;
+}
+
+/* Parse and check the URL into req->url; fill key with "scheme://host:port". */
+static const char *av_request_parse_url(av_request *req, const char *url, luaL_Buffer *key) {
+  static char why[160];
+  req->url = curl_url();
+  if (!req->url) return "out of memory";
+  CURLUcode uc = curl_url_set(req->url, CURLUPART_URL, url, 0);
+  if (uc != CURLUE_OK) {
+    snprintf(why, sizeof why, "bad URL: %s", curl_url_strerror(uc));
+    return why;
+  }
+  char *scheme = NULL, *host = NULL, *port = NULL;
+  curl_url_get(req->url, CURLUPART_SCHEME, &scheme, 0);
+  const char *err = NULL;
+  if (!scheme || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+    snprintf(why, sizeof why, "unsupported URL scheme '%.40s' (only http and https)", scheme ? scheme : "");
+    err = why;
+  } else if (curl_url_get(req->url, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
+    err = "bad URL: no host";
+  } else if (curl_url_get(req->url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK || !port) {
+    err = "bad URL: no port";
+  } else {
+    for (char *c = scheme; *c; c++) luaL_addchar(key, (char)(*c | 0x20));
+    luaL_addstring(key, "://");
+    for (char *c = host; *c; c++) luaL_addchar(key, (*c >= 'A' && *c <= 'Z') ? (char)(*c | 0x20) : *c);
+    luaL_addchar(key, ':');
+    luaL_addstring(key, port);
+  }
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  return err;
+}
+
+static bool av_method_valid(const char *m, size_t len) {
+  if (len == 0 || len >= sizeof(((av_request *)0)->method)) return false;
+  for (size_t i = 0; i < len; i++)
+    if (m[i] < 'A' || m[i] > 'Z') return false;
+  return true;
+}
+
+/* session:request(token, method, url, headers, body, total, connect,
+ *                 sock_read, pool, max_body) -> op | nil, "invalid", message */
+int av_request_new(lua_State *L) {
+  av_session *s = av_session_check(L, 1);
+  luaL_checkany(L, 2);
+  size_t mlen, blen = 0;
+  const char *method = luaL_checklstring(L, 3, &mlen);
+  const char *url = luaL_checkstring(L, 4);
+  if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
+  const char *body = lua_isnoneornil(L, 6) ? NULL : luaL_checklstring(L, 6, &blen);
+  long total = av_timeout_arg(L, 7, "total");
+  long connect = av_timeout_arg(L, 8, "connect");
+  long sock_read = av_timeout_arg(L, 9, "sock_read");
+  long pool = av_timeout_arg(L, 10, "pool");
+  lua_Integer max_body = luaL_optinteger(L, 11, 0);
+  if (max_body < 0) return av_error_arg(L, 11, "max_body_size must be >= 0");
+  if (!av_method_valid(method, mlen)) return av_request_refuse(L, "bad HTTP method '%s'", method);
+  if (s->closed) return av_request_refuse(L, "session is closed");
+
+  av_request *req = lua_newuserdatauv(L, sizeof *req, AV_OP_NUV);
+  int idx = lua_gettop(L);
+  memset(req, 0, sizeof *req);
+  av_op_init(&req->op, s->loop, &av_request_vt);
+  luaL_setmetatable(L, AV_REQUEST_MT);
+  req->session = s;
+  memcpy(req->method, method, mlen + 1);
+  req->total_ms = total;
+  req->connect_ms = connect;
+  req->sock_read_ms = sock_read;
+  req->pool_ms = pool;
+  req->max_body = (size_t)max_body;
+
+  luaL_Buffer key;
+  luaL_buffinit(L, &key);
+  const char *err = av_request_parse_url(req, url, &key);
+  luaL_pushresult(&key);
+  if (err) return av_request_refuse(L, "%s", err);
+  const char *keystr = lua_tostring(L, -1);
+  if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0) {
+    if (!av_headers_append(L, 5, &req->headers, NULL)) return av_request_refuse(L, "%s", lua_tostring(L, -1));
+    if (!av_headers_inherit(&req->headers, s->headers)) return luaL_error(L, "out of memory");
+  }
+  if (body) {
+    req->body = malloc(blen ? blen : 1);
+    if (!req->body) return luaL_error(L, "out of memory");
+    memcpy(req->body, body, blen);
+    req->body_len = blen;
+    req->has_body = true;
+  }
+  /* session as user value: the request keeps it (and its limiter) alive */
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, idx, AV_UV_EXTRA);
+  lua_getiuservalue(L, 1, 1); /* the loop */
+  av_op_start(L, &req->op, idx, 2, -1);
+  lua_pop(L, 1);
+  av_session_acquire(s, req, keystr);
+  lua_pushvalue(L, idx);
+  return 1;
+}
+
+/* Append to *list the entries of defaults whose names *list lacks. */
+static bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults) {
+  struct curl_slist *own = *list;
+  for (const struct curl_slist *d = defaults; d; d = d->next) {
+    size_t n = strcspn(d->data, ":;");
+    bool found = false;
+    for (const struct curl_slist *p = own; p && !found; p = p->next)
+      found = strncasecmp(p->data, d->data, n) == 0 && (p->data[n] == ':' || p->data[n] == ';');
+    if (found) continue;
+    struct curl_slist *l = curl_slist_append(*list, d->data);
+    if (!l) return false;
+    *list = l;
+  }
+  return true;
+}
+
+/* req:result() -> status, body, headers, effective_url | nil, kind, message */
+static int av_request_result(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  if (req->phase != AV_REQ_DONE || req->op.state != AV_OP_IDLE)
+    return luaL_error(L, "request has not finished");
+  if (req->err_kind) {
+    lua_pushnil(L);
+    lua_pushstring(L, req->err_kind);
+    lua_pushstring(L, req->err_message ? req->err_message : req->err_kind);
+    return 3;
+  }
+  lua_pushinteger(L, req->status);
+  lua_pushlstring(L, req->resp_body.data ? req->resp_body.data : "", req->resp_body.len);
+  lua_pushlstring(L, req->resp_headers.data ? req->resp_headers.data : "", req->resp_headers.len);
+  if (req->effective_url) lua_pushstring(L, req->effective_url); else lua_pushnil(L);
+  /* the strings are Lua's now: free the buffers early, not at GC */
+  av_buf_free(&req->resp_body);
+  av_buf_free(&req->resp_headers);
+  return 4;
+}
+
+static int av_request_op_cancel(lua_State *L) {
+  luaL_checkudata(L, 1, AV_REQUEST_MT);
+  lua_pushboolean(L, av_op_cancel(L, 1));
+  return 1;
+}
+
+static int av_request_gc(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  /* A pending request is anchored by its loop, so it is collected only
+   * after the loop closed (which cancelled it) or together with the loop. */
+  if (req->op.loop && req->op.state == AV_OP_PENDING && !req->op.loop->closed) {
+    av_deadline_clear(&req->op);
+    av_request_cancel(&req->op);
+  }
+  if (req->url) curl_url_cleanup(req->url);
+  curl_slist_free_all(req->headers);
+  free(req->body);
+  free(req->effective_url);
+  free(req->err_message);
+  av_buf_free(&req->resp_body);
+  av_buf_free(&req->resp_headers);
+  req->url = NULL;
+  req->headers = NULL;
+  req->body = req->effective_url = req->err_message = NULL;
+  return 0;
+}
+
+void av_request_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"result", av_request_result}, {"cancel", av_request_op_cancel}, {NULL, NULL}};
+  luaL_newmetatable(L, AV_REQUEST_MT);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, av_request_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,335 @@
+/* The session's connection limits, with aiohttp's semantics: `limit` counts
+ * requests in flight in total and `limit_per_host` per (scheme, host, port).
+ * A request that may not run waits in a FIFO of its key; when a slot frees,
+ * the longest-waiting request whose key has room runs next, so one busy
+ * host cannot starve another. A request reaches libcurl only when it runs:
+ * libcurl's own queueing costs far more and is not FIFO across hosts. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "private.h"
+
+static uint32_t av_hash(const char *s) {
+  uint32_t h = 2166136261u;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
+}
+
+static bool av_session_room(av_session *s, av_hostq *hq) {
+  return (s->limit == 0 || s->in_flight < s->limit) &&
+         (s->limit_per_host == 0 || hq->in_flight < s->limit_per_host);
+}
+
+static bool av_hostq_grow(av_session *s) {
+  size_t n = s->nbuckets ? s->nbuckets * 2 : 16;
+  av_hostq **b = calloc(n, sizeof *b);
+  if (!b) return false;
+  for (size_t i = 0; i < s->nbuckets; i++) {
+    for (av_hostq *q = s->buckets[i], *next; q; q = next) {
+      next = q->bnext;
+      q->bnext = b[q->hash & (n - 1)];
+      b[q->hash & (n - 1)] = q;
+    }
+  }
+  free(s->buckets);
+  s->buckets = b;
+  s->nbuckets = n;
+  return true;
+}
+
+/* The state of one key, created on first use; NULL on OOM. */
+static av_hostq *av_hostq_get(av_session *s, const char *key) {
+  uint32_t h = av_hash(key);
+  if (s->nbuckets) {
+    for (av_hostq *q = s->buckets[h & (s->nbuckets - 1)]; q; q = q->bnext)
+      if (q->hash == h && strcmp(q->key, key) == 0) return q;
+  }
+  if (s->nkeys >= s->nbuckets && !av_hostq_grow(s)) return NULL;
+  size_t len = strlen(key);
+  av_hostq *q = calloc(1, sizeof *q + len + 1);
+  if (!q) return NULL;
+  memcpy(q->key, key, len + 1);
+  q->hash = h;
+  q->bnext = s->buckets[h & (s->nbuckets - 1)];
+  s->buckets[h & (s->nbuckets - 1)] = q;
+  s->nkeys++;
+  return q;
+}
+
+/* Forget a key that has nothing in flight and nobody waiting. */
+static void av_hostq_maybe_free(av_session *s, av_hostq *hq) {
+  if (hq->in_flight > 0 || hq->head) return;
+  av_hostq **p = &s->buckets[hq->hash & (s->nbuckets - 1)];
+  while (*p != hq) p = &(*p)->bnext;
+  *p = hq->bnext;
+  s->nkeys--;
+  free(hq);
+}
+
+static void av_hostq_push(av_session *s, av_hostq *hq, av_request *req) {
+  req->qnext = NULL;
+  req->qprev = hq->tail;
+  if (hq->tail) {
+    hq->tail->qnext = req;
+  } else {
+    hq->head = req;
+    hq->wprev = NULL; /* first waiter: the key joins the waiting list */
+    hq->wnext = s->waiting;
+    if (s->waiting) s->waiting->wprev = hq;
+    s->waiting = hq;
+  }
+  hq->tail = req;
+}
+
+static void av_hostq_unlink(av_session *s, av_hostq *hq, av_request *req) {
+  if (req->qprev) req->qprev->qnext = req->qnext; else hq->head = req->qnext;
+  if (req->qnext) req->qnext->qprev = req->qprev; else hq->tail = req->qprev;
+  req->qprev = req->qnext = NULL;
+  if (!hq->head) {
+    if (hq->wprev) hq->wprev->wnext = hq->wnext; else s->waiting = hq->wnext;
+    if (hq->wnext) hq->wnext->wprev = hq->wprev;
+    hq->wprev = hq->wnext = NULL;
+  }
+}
+
+/* Give req its slot and start it; on a failed start the slot is returned. */
+static void av_session_start(av_session *s, av_request *req) {
+  s->in_flight++;
+  req->hq->in_flight++;
+  if (!av_request_run(req)) {
+    s->in_flight--;
+    req->hq->in_flight--;
+  }
+}
+
+void av_session_acquire(av_session *s, av_request *req, const char *key) {
+  av_hostq *hq = av_hostq_get(s, key);
+  if (!hq) {
+    av_request_fail(req, "invalid", "out of memory");
+    return;
+  }
+  req->hq = hq;
+  if (!hq->head && av_session_room(s, hq)) {
+    av_session_start(s, req);
+    av_hostq_maybe_free(s, hq);
+    return;
+  }
+  req->seq = s->seq++;
+  req->phase = AV_REQ_QUEUED;
+  av_hostq_push(s, hq, req);
+  if (req->pool_ms) av_deadline_set(&req->op, (uint64_t)req->pool_ms);
+}
+
+void av_session_unqueue(av_session *s, av_request *req) {
+  av_hostq *hq = req->hq;
+  av_hostq_unlink(s, hq, req);
+  req->hq = NULL;
+  av_hostq_maybe_free(s, hq);
+}
+
+/* Start the longest-waiting requests whose keys have room. */
+static void av_session_wake(av_session *s) {
+  while (s->waiting && (s->limit == 0 || s->in_flight < s->limit)) {
+    av_hostq *best = NULL;
+    for (av_hostq *q = s->waiting; q; q = q->wnext)
+      if (av_session_room(s, q) && (!best || q->head->seq < best->head->seq)) best = q;
+    if (!best) return;
+    av_request *req = best->head;
+    av_hostq_unlink(s, best, req);
+    av_deadline_clear(&req->op);
+    av_session_start(s, req);
+    av_hostq_maybe_free(s, best);
+  }
+}
+
+void av_session_release(av_session *s, av_request *req) {
+  av_hostq *hq = req->hq;
+  req->hq = NULL;
+  s->in_flight--;
+  hq->in_flight--;
+  if (!s->loop->closing) av_session_wake(s);
+  av_hostq_maybe_free(s, hq);
+}
+
+/* ------------------------------------------------------------ Lua side */
+
+/* "Name: value" for libcurl, or NULL with an error message pushed.
+ * Names must be RFC 9110 tokens; CR, LF and NUL are refused anywhere, so a
+ * header can never smuggle another header or request. */
+static bool av_header_valid(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen) {
+  static const char tchar[] = "!#$%&'*+-.^_`|~";
+  if (nlen == 0) {
+    lua_pushliteral(L, "header name is empty");
+    return false;
+  }
+  for (size_t i = 0; i < nlen; i++) {
+    unsigned char c = (unsigned char)name[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c && strchr(tchar, c)))) {
+      lua_pushfstring(L, "header name '%s' has a character not allowed in a header name", name);
+      return false;
+    }
+  }
+  for (size_t i = 0; i < vlen; i++) {
+    if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') {
+      lua_pushfstring(L, "header '%s' value contains CR, LF or NUL", name);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Append the flat list {name1, value1, ...} at idx to *list, skipping names
+ * for which skip() says so. False with an error message pushed on bad input. */
+bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, const struct curl_slist *skip) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  luaL_Buffer b;
+  for (lua_Integer i = 1; i + 1 <= n; i += 2) {
+    lua_rawgeti(L, idx, i);
+    lua_rawgeti(L, idx, i + 1);
+    size_t nlen, vlen;
+    const char *name = lua_tolstring(L, -2, &nlen);
+    const char *value = lua_tolstring(L, -1, &vlen);
+    if (!name || !value) {
+      lua_pop(L, 2);
+      lua_pushliteral(L, "header names and values must be strings");
+      return false;
+    }
+    if (!av_header_valid(L, name, nlen, value, vlen)) {
+      lua_remove(L, -2);
+      lua_remove(L, -2);
+      return false;
+    }
+    bool overridden = false;
+    for (const struct curl_slist *p = skip; p && !overridden; p = p->next)
+      overridden = strncasecmp(p->data, name, nlen) == 0 && (p->data[nlen] == ':' || p->data[nlen] == ';');
+    if (!overridden) {
+      luaL_buffinit(L, &b);
+      luaL_addlstring(&b, name, nlen);
+      /* libcurl sends "Name;" as an empty header; "Name:" would remove it */
+      if (vlen == 0) {
+        luaL_addchar(&b, ';');
+      } else {
+        luaL_addstring(&b, ": ");
+        luaL_addlstring(&b, value, vlen);
+      }
+      luaL_pushresult(&b);
+      struct curl_slist *l = curl_slist_append(*list, lua_tostring(L, -1));
+      lua_pop(L, 1);
+      if (!l) {
+        lua_pop(L, 2);
+        lua_pushliteral(L, "out of memory");
+        return false;
+      }
+      *list = l;
+    }
+    lua_pop(L, 2);
+  }
+  return true;
+}
+
+av_session *av_session_check(lua_State *L, int idx) {
+  av_session *s = luaL_checkudata(L, idx, AV_SESSION_MT);
+  if (!s->loop || s->loop->closed) luaL_error(L, "avideo loop is closed");
+  return s;
+}
+
+static lua_Integer av_limit_arg(lua_State *L, int arg, const char *name) {
+  if (lua_isnoneornil(L, arg)) return 0;
+  lua_Number v = luaL_checknumber(L, arg);
+  if (!(v >= 0) || v != (lua_Number)(lua_Integer)v)
+    return av_error_arg(L, arg, "%s must be a whole number >= 0 (0 = no limit)", name);
+  return (lua_Integer)v;
+}
+
+/* loop:session(limit, limit_per_host, headers) -> session core */
+static int av_session_new(lua_State *L) {
+  av_loop *lp = av_loop_check(L, 1);
+  lua_Integer limit = av_limit_arg(L, 2, "limit");
+  lua_Integer per_host = av_limit_arg(L, 3, "limit_per_host");
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  av_session *s = lua_newuserdatauv(L, sizeof *s, 1);
+  memset(s, 0, sizeof *s);
+  luaL_setmetatable(L, AV_SESSION_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  s->loop = lp;
+  s->limit = limit;
+  s->limit_per_host = per_host;
+  if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->headers, NULL)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "invalid");
+    lua_rotate(L, -3, 2); /* nil, "invalid", message */
+    return 3;
+  }
+  /* aiohttp and requests never wait for 100-continue; neither do we */
+  struct curl_slist *l = curl_slist_append(s->headers, "Expect:");
+  if (!l) return luaL_error(L, "out of memory");
+  s->headers = l;
+  return 1;
+}
+
+/* session:stats() -> in flight, queued, keys */
+static int av_session_stats(lua_State *L) {
+  av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
+  lua_Integer queued = 0;
+  for (av_hostq *q = s->waiting; q; q = q->wnext)
+    for (av_request *r = q->head; r; r = r->qnext) queued++;
+  lua_pushinteger(L, s->in_flight);
+  lua_pushinteger(L, queued);
+  lua_pushinteger(L, (lua_Integer)s->nkeys);
+  return 3;
+}
+
+/* session:close(): refuse new requests and fail the queued ones. Requests
+ * already running finish normally: their tasks still get their answers. */
+static int av_session_close(lua_State *L) {
+  av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
+  if (s->closed) return 0;
+  s->closed = true;
+  while (s->waiting) {
+    av_request *req = s->waiting->head;
+    av_deadline_clear(&req->op);
+    av_session_unqueue(s, req);
+    av_request_fail(req, "cancelled", "session closed while the request waited for a connection slot");
+  }
+  return 0;
+}
+
+static void av_session_free(av_session *s) {
+  for (size_t i = 0; i < s->nbuckets; i++) {
+    for (av_hostq *q = s->buckets[i], *next; q; q = next) {
+      next = q->bnext;
+      free(q);
+    }
+  }
+  free(s->buckets);
+  s->buckets = NULL;
+  s->nbuckets = s->nkeys = 0;
+  curl_slist_free_all(s->headers);
+  s->headers = NULL;
+}
+
+static int av_session_gc(lua_State *L) {
+  av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
+  /* queued and running requests anchor their session: none are left here */
+  av_session_free(s);
+  return 0;
+}
+
+void av_session_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"request", av_request_new}, {"stats", av_session_stats},
+      {"close", av_session_close}, {NULL, NULL}};
+  luaL_newmetatable(L, AV_SESSION_MT);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, av_session_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_getmetatable(L, AV_LOOP_MT);
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, av_session_new);
+  lua_setfield(L, -2, "session");
+  lua_pop(L, 2);
+}
