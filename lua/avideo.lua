@@ -7,6 +7,8 @@ local gather = require "avideo.gather"
 local json = require "avideo.json"
 local sched = require "avideo.scheduler"
 local Session = require "avideo.session"
+local sync = require "avideo.sync"
+local thread = require "avideo.thread"
 
 local M = {
   _VERSION = core._VERSION,
@@ -19,6 +21,9 @@ local M = {
   is_error = errors.is_error,
   error = errors.new,
   stats = sched.stats,
+  semaphore = sync.semaphore,
+  timeout = sync.timeout,
+  run_in_thread = thread.run_in_thread,
 }
 
 --- avideo.session(opts) -> session (see avideo/session.lua for the options)

@@ -208,7 +208,11 @@ function Session:request(method, url, opts)
   if not op then raise(kind, message, { url = url, method = method }) end
   await_op(task, op)
   local status, text, raw_headers, final_url = op:result()
-  if not status then raise(text, raw_headers, { url = url, method = method }) end
+  if not status then
+    -- text is the kind and raw_headers the message here; timeouts name their phase
+    raise(text, raw_headers, { url = url, method = method,
+      phase = text == "timeout" and raw_headers:match("^(%w+) timeout") or nil })
+  end
   local r = new_response(status, text, raw_headers, final_url or url, method)
   if raise_status and status >= 400 then r:raise_for_status() end
   return r

@@ -213,6 +213,10 @@ void av_request_fail(av_request *req, const char *kind, const char *fmt, ...);
 /* libcurl finished req (msg copied): collect the result and release. */
 void av_request_done(av_request *req, CURLcode code);
 
+/* ---------------------------------------------------------------- work */
+/* Register loop:work() and the work op metatable (run_in_thread). */
+void av_work_open(lua_State *L);
+
 /* --------------------------------------------------------------- errors */
 /* The avideo error kind for a libcurl result code. */
 const char *av_error_kind(CURLcode code);

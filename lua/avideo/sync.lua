@@ -1,0 +1,120 @@
+--- Semaphores and timeouts: asyncio.Semaphore and asyncio.wait_for.
+local errors = require "avideo.errors"
+local sched = require "avideo.scheduler"
+
+local M = {}
+
+local Semaphore = { __name = "avideo.Semaphore" }
+Semaphore.__index = Semaphore
+
+--- avideo.semaphore(n): at most n holders at once; waiters served FIFO.
+function M.semaphore(n)
+  if type(n) ~= "number" or n % 1 ~= 0 or n < 1 then
+    errors.raise("invalid", "avideo.semaphore(n): n must be a whole number >= 1, got " .. tostring(n))
+  end
+  return setmetatable({ value = n, size = n, head = 1, tail = 0, waiters = {} }, Semaphore)
+end
+
+local function check(self, fn)
+  if getmetatable(self) ~= Semaphore then
+    errors.raise("invalid", ("%s must be called as a method: sem:%s(...)"):format(fn, fn))
+  end
+end
+
+--- Take one unit, waiting in line if none is free.
+function Semaphore:acquire()
+  check(self, "acquire")
+  if self.value > 0 and self.head > self.tail then
+    self.value = self.value - 1
+    return
+  end
+  local task = sched.waiting_task("semaphore:acquire")
+  if task == nil then
+    errors.raise("invalid", "semaphore:acquire() would wait forever outside avideo.run")
+  end
+  local w = { task = task }
+  self.tail = self.tail + 1
+  self.waiters[self.tail] = w
+  task.unwait = function() w.gone = true end
+  local ok, err = pcall(sched.suspend, task)
+  if not ok then
+    w.gone = true
+    if w.granted then self:release() end -- granted, then cancelled before it ran
+    error(err, 0)
+  end
+end
+
+--- Give one unit back; the longest waiter gets it.
+function Semaphore:release()
+  check(self, "release")
+  local waiters = self.waiters
+  while self.head <= self.tail do
+    local w = waiters[self.head]
+    waiters[self.head] = nil
+    self.head = self.head + 1
+    if not w.gone then
+      w.granted = true
+      sched.wake(w.task)
+      return
+    end
+  end
+  self.head, self.tail = 1, 0
+  if self.value >= self.size then
+    errors.raise("invalid", "semaphore released more times than it was acquired")
+  end
+  self.value = self.value + 1
+end
+
+--- acquire(), call fn(...), release() even if fn fails; return fn's results.
+function Semaphore:with(fn, ...)
+  check(self, "with")
+  self:acquire()
+  local r = table.pack(pcall(fn, ...))
+  self:release()
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+--- Units free now, and tasks waiting.
+function Semaphore:available()
+  local waiting = 0
+  for i = self.head, self.tail do
+    if not self.waiters[i].gone then waiting = waiting + 1 end
+  end
+  return self.value, waiting
+end
+
+function Semaphore:__tostring()
+  local free, waiting = self:available()
+  return ("avideo.Semaphore (%d of %d free, %d waiting)"):format(free, self.size, waiting)
+end
+
+--- avideo.timeout(s, fn, ...): fn's results, or a `timeout` error after s
+-- seconds, fn being cancelled (it sees `cancelled` and may clean up).
+function M.timeout(s, fn, ...)
+  if type(s) ~= "number" or s ~= s or s < 0 then
+    errors.bad_argument("avideo.timeout", "s", "non-negative number", s)
+  end
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    errors.bad_argument("avideo.timeout", "fn", "function", fn)
+  end
+  local task = sched.waiting_task("avideo.timeout")
+  if task == nil then return sched.run(M.timeout, s, fn, ...) end
+  local fired = false
+  local watchdog = sched.spawn(function()
+    sched.sleep(s)
+    fired = true
+    task:cancel("timed out")
+  end)
+  local r = table.pack(pcall(fn, ...))
+  watchdog:cancel()
+  if fired then
+    -- the cancel may still be pending if fn swallowed it: consume it
+    task.cancel_pending = false
+    errors.raise("timeout", ("total timeout: not done within %g s (avideo.timeout)"):format(s), { phase = "total" })
+  end
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+return M
