@@ -37,10 +37,14 @@ local function check_options(opts, allowed, fn)
   return opts
 end
 
+local function show(v)
+  return type(v) == "string" and ("%q"):format(v) or tostring(v)
+end
+
 local function check_count(v, name, default)
   if v == nil then return default end
   if type(v) ~= "number" or v ~= v or v < 0 or v % 1 ~= 0 then
-    raise("invalid", ("%s must be a whole number >= 0 (0 = no limit), got %s"):format(name, tostring(v)))
+    raise("invalid", ("%s must be a whole number >= 0 (0 = no limit), got %s"):format(name, show(v)))
   end
   return math.tointeger(v) or v
 end
@@ -49,7 +53,7 @@ local function check_seconds(v, name)
   if v == nil or v == false then return v end
   if type(v) ~= "number" or v ~= v or v < 0 then
     raise("invalid", ("timeout %s must be a number of seconds >= 0 (or false for none), got %s")
-      :format(name, tostring(v)))
+      :format(name, show(v)))
   end
   return v
 end
@@ -177,6 +181,7 @@ function Session:request(method, url, opts)
   check_session(self, "request")
   if type(method) ~= "string" then bad_argument("session:request", "method", "string", method) end
   if type(url) ~= "string" then bad_argument("session:request", "url", "string", url) end
+  local given_method, given_url = method, url
   method = method:upper()
   url = join_url(self.base_url, url)
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
@@ -202,7 +207,7 @@ function Session:request(method, url, opts)
   end
   if self.closed then raise("invalid", "session is closed", { url = url, method = method }) end
   local task = waiting_task("session:" .. method:lower())
-  if task == nil then return sched.run(Session.request, self, method, url, opts) end
+  if task == nil then return sched.run(Session.request, self, given_method, given_url, opts) end
   local op, kind, message = self._core:request(task, method, url, headers, body,
     timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
   if not op then raise(kind, message, { url = url, method = method }) end
@@ -211,7 +216,7 @@ function Session:request(method, url, opts)
   if not status then
     -- text is the kind and raw_headers the message here; timeouts name their phase
     raise(text, raw_headers, { url = url, method = method,
-      phase = text == "timeout" and raw_headers:match("^(%w+) timeout") or nil })
+      phase = text == "timeout" and raw_headers:match("^([%w_]+) timeout") or nil })
   end
   local r = new_response(status, text, raw_headers, final_url or url, method)
   if raise_status and status >= 400 then r:raise_for_status() end

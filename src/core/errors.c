@@ -29,12 +29,12 @@ const char *av_error_kind(CURLcode code) {
   case CURLE_SSL_SHUTDOWN_FAILED:
   case CURLE_USE_SSL_FAILED:
     return "tls";
-  case CURLE_UNSUPPORTED_PROTOCOL:
-  case CURLE_URL_MALFORMAT:
   case CURLE_BAD_FUNCTION_ARGUMENT:
     return "invalid";
   default:
-    /* resets, truncated bodies, bad status lines, too many redirects */
+    /* Resets, truncated bodies, bad status lines, too many redirects, and
+     * redirects to refused schemes or bad URLs: user input was checked
+     * before sending, so what fails here is the server's answer. */
     return "protocol";
   }
 }

@@ -1,0 +1,273 @@
+-- Sessions against a real HTTP peer on loopback: verbs, options, responses,
+-- limits (in flight, per host, FIFO, no starvation), connection reuse,
+-- timeouts, error kinds, and refused input.
+local avideo = require "avideo"
+local peer_support = require "support.peer"
+
+local peer
+
+local function stats()
+  return avideo.get(peer.url .. "/stats"):json()
+end
+
+local function reset_stats()
+  avideo.post(peer.url .. "/reset-stats")
+end
+
+local function settled()
+  local s = avideo.stats()
+  assert.are.same({ tasks = 0, ops = 0, transfers = 0 }, { tasks = s.tasks, ops = s.ops, transfers = s.transfers })
+end
+
+local function raises(kind, pattern, f, ...)
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  assert.is_true(avideo.is_error(e, kind), "expected a " .. kind .. " error, got " .. tostring(e))
+  if pattern then assert.matches(pattern, tostring(e)) end
+  return e
+end
+
+describe("session", function()
+  lazy_setup(function() peer = peer_support.start() end)
+  lazy_teardown(function() peer.stop() end)
+  after_each(settled)
+
+  describe("requests", function()
+    it("sends each verb with params, headers, json and data", function()
+      avideo.run(function()
+        local s <close> = avideo.session { headers = { ["X-Default"] = "d", ["X-Over"] = "session" } }
+        local r = s:get(peer.url .. "/echo", { params = { q = "a b&c", n = 3 }, headers = { ["X-Over"] = "request" } }):json()
+        assert.are.equal("GET", r.method)
+        assert.are.same({ "3" }, r.query.n)
+        assert.are.same({ "a b&c" }, r.query.q)
+        assert.are.equal("d", r.headers["x-default"])
+        assert.are.equal("request", r.headers["x-over"])
+        for _, verb in ipairs { "post", "put", "patch", "delete" } do
+          local e = s[verb](s, peer.url .. "/echo", { json = { warnings = avideo.json.array() } }):json()
+          assert.are.equal(verb:upper(), e.method)
+          assert.are.equal('{"warnings":[]}', e.body)
+          assert.are.equal("application/json", e.headers["content-type"])
+        end
+        local d = s:post(peer.url .. "/echo", { data = "raw body", headers = { ["Content-Type"] = "text/plain" } }):json()
+        assert.are.equal("raw body", d.body)
+        assert.are.equal("text/plain", d.headers["content-type"])
+        local h = s:head(peer.url .. "/echo")
+        assert.are.equal(200, h.status)
+        assert.are.equal("", h:text())
+        assert.are.equal("PATCH", s:request("patch", peer.url .. "/echo"):json().method)
+      end)
+    end)
+
+    it("never waits for 100-continue on large bodies", function()
+      local big = string.rep("x", 200000)
+      local t0 = avideo.now()
+      local r = avideo.post(peer.url .. "/echo", { data = big }):json()
+      assert.are.equal(#big, #r.body)
+      assert.is_nil(r.headers.expect)
+      assert.is_true(avideo.now() - t0 < 0.5)
+    end)
+
+    it("gives a response with status, reason, ok, url, headers, text, json", function()
+      local r = avideo.get(peer.url .. "/status/404")
+      assert.are.equal(404, r.status)
+      assert.are.equal("Not Found", r.reason)
+      assert.is_false(r.ok)
+      assert.are.equal(peer.url .. "/status/404", r.url)
+      assert.are.equal("application/json; charset=utf-8", r.headers["Content-Type"])
+      assert.are.equal(r.headers["content-type"], r.headers["CONTENT-TYPE"])
+      assert.are.same({ status = 404 }, r:json())
+      local e = raises("http", "404 Not Found", r.raise_for_status, r)
+      assert.are.equal(404, e.status)
+      assert.are.equal(peer.url .. "/status/404", e.url)
+      local ok = avideo.get(peer.url .. "/status/200")
+      assert.are.equal(ok, ok:raise_for_status())
+    end)
+
+    it("follows redirects and reports the final url", function()
+      local r = avideo.get(peer.url .. "/redirect", { params = { to = "/status/201" } })
+      assert.are.equal(201, r.status)
+      assert.are.equal(peer.url .. "/status/201", r.url)
+    end)
+
+    it("joins base_url and raises for status when asked", function()
+      avideo.run(function()
+        local s <close> = avideo.session { base_url = peer.url, raise_for_status = true }
+        assert.are.equal(200, s:get("/status/200").status)
+        assert.are.equal(200, s:get("status/200").status)
+        raises("http", "500", s.get, s, "/status/500")
+        assert.are.equal(500, s:get("/status/500", { raise_for_status = false }).status)
+      end)
+    end)
+
+    it("blocks outside tasks, with the same session", function()
+      local s <close> = avideo.session {}
+      assert.are.equal(200, s:get(peer.url .. "/status/200").status)
+      assert.are.equal(200, avideo.get(peer.url .. "/status/200").status)
+    end)
+
+    it("close() refuses new requests and <close> closes", function()
+      local s = avideo.session {}
+      do
+        local s2 <close> = s
+      end
+      assert.is_true(s.closed)
+      raises("invalid", "session is closed", s.get, s, peer.url .. "/status/200")
+    end)
+  end)
+
+  describe("connections and limits", function()
+    it("reuses connections: C connections for N requests", function()
+      reset_stats()
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 5 }
+        local fs = {}
+        for i = 1, 200 do fs[i] = function() return s:get(peer.url .. "/hold?ms=1").status end end
+        avideo.gather(fs)
+      end)
+      local st = stats()
+      -- 5 in flight, plus the one that asked for the stats
+      assert.is_true(st.connections <= 6, "connections: " .. st.connections)
+    end)
+
+    it("never has more than limit_per_host in flight per host, FIFO per host", function()
+      reset_stats()
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 0, limit_per_host = 3 }
+        local fs = {}
+        for i = 1, 30 do
+          local base = i % 2 == 0 and peer.url or peer.url2
+          fs[i] = function() return s:get(base .. "/hold?ms=20&tag=" .. i).status end
+        end
+        avideo.gather(fs)
+      end)
+      local st = stats()
+      local h1 = st.by_host["127.0.0.1:" .. peer.port]
+      local h2 = st.by_host["127.0.0.2:" .. peer.port]
+      assert.are.equal(3, h1.max)
+      assert.are.equal(3, h2.max)
+      assert.are.equal(6, st.max_active)
+      -- per host, requests arrive in the order they were made
+      local last = { [0] = 0, [1] = 0 }
+      for _, tag in ipairs(st.order) do
+        local i = tonumber(tag)
+        assert.is_true(i > last[i % 2], "out of order: " .. table.concat(st.order, ","))
+        last[i % 2] = i
+      end
+    end)
+
+    it("caps the total, and a busy host does not starve another", function()
+      reset_stats()
+      local second_done
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 4, limit_per_host = 3 }
+        local busy = {}
+        for i = 1, 30 do busy[i] = function() return s:get(peer.url .. "/hold?ms=30").status end end
+        local t0 = avideo.now()
+        local g = avideo.spawn(avideo.gather, busy)
+        avideo.sleep(0)
+        s:get(peer.url2 .. "/hold?ms=30")
+        second_done = avideo.now() - t0
+        g:wait()
+      end)
+      local st = stats()
+      assert.are.equal(4, st.max_active)
+      assert.are.equal(3, st.by_host["127.0.0.1:" .. peer.port].max)
+      -- the other host's request ran beside the first wave, not after all 30
+      assert.is_true(second_done < 0.2, "second host waited " .. second_done)
+    end)
+
+    it("does not count queue time against the total timeout", function()
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 1, timeout = 0.25 }
+        local fs = {}
+        for i = 1, 4 do fs[i] = function() return s:get(peer.url .. "/hold?ms=100").status end end
+        -- 4 x 100 ms in a row: 400 ms in all, but each only 100 ms from its slot
+        assert.are.same({ 200, 200, 200, 200 }, avideo.gather(fs))
+      end)
+    end)
+
+    it("times out in the pool, and a cancelled request frees its slot at once", function()
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 1 }
+        local holder = avideo.spawn(s.get, s, peer.url .. "/hold?ms=5000")
+        avideo.sleep(0.02)
+        local e = raises("timeout", "pool timeout", s.get, s, peer.url .. "/hold", { timeout = { pool = 0.05 } })
+        assert.are.equal("pool", e.phase)
+        local t0 = avideo.now()
+        local next_one = avideo.spawn(s.get, s, peer.url .. "/hold?ms=1")
+        avideo.sleep(0.02)
+        holder:cancel()
+        assert.are.equal(200, next_one:wait().status)
+        assert.is_true(avideo.now() - t0 < 0.3)
+        assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      end)
+    end)
+  end)
+
+  describe("errors", function()
+    it("names each kind", function()
+      raises("connect", nil, avideo.get, "http://127.0.0.1:1/")
+      raises("dns", nil, avideo.get, "http://no-such-host.invalid/")
+      raises("protocol", nil, avideo.get, peer.url .. "/reset-before")
+      raises("protocol", nil, avideo.get, peer.url .. "/reset-mid")
+      raises("protocol", nil, avideo.get, peer.url .. "/short")
+      raises("protocol", nil, avideo.get, peer.url .. "/bad-status")
+      raises("invalid", "not valid JSON", function() return avideo.get(peer.url .. "/not-json"):json() end)
+      raises("http", "503", function() return avideo.get(peer.url .. "/status/503"):raise_for_status() end)
+    end)
+
+    it("times out by phase: sock_read, total, connect", function()
+      local e = raises("timeout", "sock_read", avideo.get, peer.url .. "/stall", { timeout = { sock_read = 0.1 } })
+      assert.are.equal("sock_read", e.phase)
+      local t0 = avideo.now()
+      e = raises("timeout", "total", avideo.get, peer.url .. "/drip", { timeout = { total = 0.2, sock_read = 0.1 } })
+      assert.are.equal("total", e.phase)
+      assert.is_true(avideo.now() - t0 < 0.25)
+      e = raises("timeout", "connect", avideo.get, peer.blackhole, { timeout = { connect = 0.05 } })
+      assert.are.equal("connect", e.phase)
+    end)
+
+    it("cuts off a body larger than max_body_size", function()
+      raises("protocol", "max_body_size", avideo.get, peer.url .. "/big?bytes=100000", { max_body_size = 1000 })
+      assert.are.equal(100000, #avideo.get(peer.url .. "/big?bytes=100000"):text())
+    end)
+  end)
+
+  describe("refused input (nothing is sent)", function()
+    it("refuses other schemes and bad URLs", function()
+      for _, url in ipairs { "file:///etc/passwd", "gopher://x/", "dict://x/", "ftp://x/", "/relative", "http://", "not a url" } do
+        raises("invalid", nil, avideo.get, url)
+      end
+    end)
+
+    it("refuses redirects to other schemes", function()
+      raises("protocol", nil, avideo.get, peer.url .. "/redirect?to=file:///etc/passwd")
+    end)
+
+    it("refuses CR/LF in headers and bad header names", function()
+      reset_stats()
+      raises("invalid", "CR, LF", avideo.get, peer.url .. "/echo", { headers = { ["X-A"] = "a\r\nX-Injected: 1" } })
+      raises("invalid", "CR, LF", avideo.get, peer.url .. "/echo", { headers = { ["X-A"] = "a\nb" } })
+      raises("invalid", "not allowed", avideo.get, peer.url .. "/echo", { headers = { ["X A"] = "v" } })
+      raises("invalid", "CR, LF", avideo.session, { headers = { X = "\r" } })
+      assert.are.equal(0, stats().connections - 1)
+    end)
+
+    it("refuses wrong types, unknown options, bad limits and timeouts", function()
+      raises("invalid", "url", avideo.get, 42)
+      raises("invalid", "unknown option 'limit_perhost'", avideo.session, { limit_perhost = 1 })
+      for _, bad in ipairs { -1, 0 / 0, 1.5, "10" } do
+        raises("invalid", "limit", avideo.session, { limit = bad })
+        raises("invalid", "limit_per_host", avideo.session, { limit_per_host = bad })
+      end
+      raises("invalid", "timeout", avideo.session, { timeout = -1 })
+      raises("invalid", "timeout", avideo.session, { timeout = { total = 0 / 0 } })
+      raises("invalid", "unknown timeout field", avideo.session, { timeout = { read = 1 } })
+      raises("invalid", "bad argument 'url'", function() return avideo.session():get() end)
+      raises("invalid", "as a method", function() local s = avideo.session() return s.get(peer.url) end)
+      raises("invalid", "JSON", avideo.post, peer.url .. "/echo", { json = { f = print } })
+      raises("invalid", "json or data", avideo.post, peer.url .. "/echo", { json = 1, data = "x" })
+      raises("invalid", "HTTP method", avideo.request, "GE T", peer.url)
+    end)
+  end)
+end)

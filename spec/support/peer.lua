@@ -1,0 +1,29 @@
+--- Start and stop spec/support/peer.py, the recording and misbehaving HTTP
+-- peer of the module specs. `start()` -> { url, url2, port, stop() }, where
+-- url2 reaches the same peer as another host (127.0.0.2), and blackhole is
+-- a URL whose connect never completes.
+local M = {}
+
+function M.start()
+  local dir = (os.getenv("AVIDEO_SOURCE_DIR") or ".") .. "/spec/support/"
+  local pipe = assert(io.popen("echo $$; exec /usr/bin/python3 " .. dir .. "peer.py 2>&1", "r"))
+  local pid = tonumber(pipe:read("l"))
+  local line = pipe:read("l")
+  local port = (line or ""):match("^peer listening on http://127%.0%.0%.1:(%d+)$")
+  if not port then
+    pipe:close()
+    error("test peer did not start: " .. tostring(line), 2)
+  end
+  local hole = (pipe:read("l") or ""):match("^blackhole (%d+)$")
+  local peer = { pid = pid, port = tonumber(port), blackhole = "http://127.0.0.1:" .. tostring(hole) .. "/",
+                 url = "http://127.0.0.1:" .. port, url2 = "http://127.0.0.2:" .. port }
+  function peer.stop()
+    if peer.stopped then return end
+    peer.stopped = true
+    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    pipe:close()
+  end
+  return peer
+end
+
+return M

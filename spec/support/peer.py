@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""A test peer for the module's specs: a real HTTP server (aiohttp.web) on
+loopback that records what clients do (connections, concurrency, arrival
+order) and misbehaves on request (resets, stalls, short bodies, bad status
+lines). Prints "peer listening on http://HOST:PORT" when ready."""
+import asyncio
+import json
+import socket
+import sys
+
+from aiohttp import web
+
+state = {"connections": set(), "active": 0, "max_active": 0, "by_host": {}, "order": []}
+
+
+def count_in(host):
+    state["active"] += 1
+    state["max_active"] = max(state["max_active"], state["active"])
+    h = state["by_host"].setdefault(host, {"active": 0, "max": 0, "count": 0})
+    h["active"] += 1
+    h["count"] += 1
+    h["max"] = max(h["max"], h["active"])
+    return h
+
+
+@web.middleware
+async def track(request, handler):
+    state["connections"].add(id(request.transport))
+    return await handler(request)
+
+
+async def hold(request):
+    """Hold the request ms milliseconds, counting concurrency per Host."""
+    ms = int(request.query.get("ms", "0"))
+    state["order"].append(request.query.get("tag", ""))
+    h = count_in(request.host)
+    try:
+        await asyncio.sleep(ms / 1000)
+    finally:
+        h["active"] -= 1
+        state["active"] -= 1
+    return web.json_response({"tag": request.query.get("tag", "")})
+
+
+async def stats(request):
+    return web.json_response({
+        "connections": len(state["connections"]), "max_active": state["max_active"],
+        "active": state["active"], "by_host": state["by_host"], "order": state["order"]})
+
+
+async def reset_stats(request):
+    state.update(connections=set(), active=0, max_active=0, by_host={}, order=[])
+    return web.json_response("ok")
+
+
+async def echo(request):
+    body = await request.read()
+    return web.json_response({
+        "method": request.method, "path": request.path, "query_string": request.query_string,
+        "query": {k: request.query.getall(k) for k in request.query.keys()},
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "body": body.decode("utf-8", "replace")})
+
+
+async def status(request):
+    code = int(request.match_info["code"])
+    return web.json_response({"status": code}, status=code)
+
+
+async def redirect(request):
+    raise web.HTTPFound(request.query["to"])
+
+
+async def raw(request, data, close=True):
+    """Write raw bytes on the connection, then abort it."""
+    transport = request.transport
+    transport.write(data)
+    await asyncio.sleep(0.05)
+    if close:
+        transport.abort()
+    return web.Response()  # never sent: the connection is gone
+
+
+async def reset_before(request):
+    request.transport.abort()
+    await asyncio.sleep(0.05)
+    return web.Response()
+
+
+async def reset_mid(request):
+    return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+
+
+async def short(request):
+    return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+
+
+async def bad_status(request):
+    return await raw(request, b"HTTP/1.1 abc\r\nbroken\r\n\r\n")
+
+
+async def stall(request):
+    """Headers at once, then nothing: a sock_read timeout."""
+    resp = web.StreamResponse(headers={"Content-Length": "10"})
+    await resp.prepare(request)
+    await asyncio.sleep(3600)
+    return resp
+
+
+async def drip(request):
+    """A byte every 50 ms forever: only a total timeout ends it."""
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    while True:
+        await resp.write(b"x")
+        await asyncio.sleep(0.05)
+
+
+async def big(request):
+    return web.Response(body=b"x" * int(request.query["bytes"]))
+
+
+async def text(request):
+    return web.Response(text="this is not json {", content_type="application/json")
+
+
+def blackhole():
+    """A loopback port whose accept queue is full: connects to it hang, so a
+    connect timeout can be tested without leaving the machine."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    return port, (listener, fillers)
+
+
+def main():
+    host = "127.0.0.1"
+    app = web.Application(middlewares=[track])
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_get("/hold", hold)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/reset-stats", reset_stats)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/reset-before", reset_before)
+    app.router.add_get("/reset-mid", reset_mid)
+    app.router.add_get("/short", short)
+    app.router.add_get("/bad-status", bad_status)
+    app.router.add_get("/stall", stall)
+    app.router.add_get("/drip", drip)
+    app.router.add_get("/big", big)
+    app.router.add_get("/not-json", text)
+
+    async def start():
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=30)
+        await runner.setup()
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        # the same port on 127.0.0.2: a second "host" for per-host limit specs
+        await web.TCPSite(runner, "127.0.0.2", port).start()
+        hole_port, keep = blackhole()
+        print(f"peer listening on http://{host}:{port}", flush=True)
+        print(f"blackhole {hole_port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(start())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
