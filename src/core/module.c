@@ -20,7 +20,9 @@ __attribute__((visibility("default"))) int luaopen_avideo_core(lua_State *L) {
   av_work_open(L);
   lua_pushliteral(L, AVIDEO_VERSION);
   lua_setfield(L, -2, "_VERSION");
-  lua_pushstring(L, curl_version());
+  /* curl_version_info, not curl_version: the latter initialises libldap,
+   * which leaks memory that valgrind rightly reports */
+  lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
   return 1;
 }
