@@ -1,8 +1,12 @@
 --- Start and stop the real avideo-server for specs.
 -- The binary comes from $AVIDEO_SERVER (set by ctest) or the default build dir.
 -- `start{...}` runs it on 127.0.0.1, port 0, and reads the port from its
--- "listening" line; `stop()` sends SIGTERM and returns its exit status.
+-- "listening" line; `stop()` sends SIGTERM, waits (bounded) for the exit
+-- and returns its status {ok, how, code} as io.popen's close gives it.
 local M = {}
+
+--- Seconds `stop()` waits for a clean exit before it sends SIGKILL.
+M.stop_timeout = 10
 
 local function binary()
   return os.getenv("AVIDEO_SERVER") or "build/src/server/avideo-server"
@@ -10,6 +14,22 @@ end
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function sleep(seconds)
+  local ok, socket = pcall(require, "socket")
+  if ok then socket.sleep(seconds) else os.execute("sleep " .. seconds) end
+end
+
+-- Whether the process has exited. It stays a zombie until the pipe is
+-- closed, so `kill -0` cannot tell: read its state from /proc.
+local function exited(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return true end
+  local stat = f:read("a") or ""
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state == nil or state == "Z" or state == "X"
 end
 
 --- Start a server. opts: time_scale, keepalive_timeout, videos, seed, args (list of extra args).
@@ -24,14 +44,18 @@ function M.start(opts)
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
   -- The shell prints its pid, then execs the server (same pid); the server
-  -- prints its one "listening" line.
-  local pipe = assert(io.popen("echo $$; exec " .. table.concat(quoted, " ") .. " 2>&1", "r"))
+  -- prints its one "listening" line. Under ctest's sanitizer settings leak
+  -- checks are off for Lua; turn them back on for an ASan-built server.
+  local env = ""
+  if os.getenv("ASAN_OPTIONS") then env = "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 " end
+  local pipe = assert(io.popen("echo $$; " .. env .. "exec " .. table.concat(quoted, " ") .. " 2>&1", "r"))
   local pid = tonumber(pipe:read("l"))
   local line = pipe:read("l")
   local host, port = (line or ""):match("^avideo%-server listening on http://([%d%.]+):(%d+)$")
   if not port then
+    local rest = pipe:read("a")
     pipe:close()
-    error("avideo-server did not start: " .. tostring(line), 2)
+    error("avideo-server did not start: " .. tostring(line) .. "\n" .. tostring(rest), 2)
   end
   local server = { pid = pid, port = tonumber(port), host = host,
                    url = "http://" .. host .. ":" .. port }
@@ -39,6 +63,13 @@ function M.start(opts)
     if server.stopped then return server.status end
     server.stopped = true
     os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    local waited = 0
+    while not exited(pid) and waited < M.stop_timeout do
+      sleep(0.02)
+      waited = waited + 0.02
+    end
+    server.hung = not exited(pid)
+    if server.hung then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
     local rest = pipe:read("a")
     local ok, how, code = pipe:close()
     server.output = rest
