@@ -3,7 +3,9 @@
 -- src/core/work.c), so it cannot see the caller's locals: it must have no
 -- upvalue but _ENV, and its globals are the worker state's own. Arguments
 -- and results are copied: nil, booleans, numbers (integer or float),
--- strings and plain tables, nested.
+-- strings and plain tables, nested. Each call gets a fresh state (about
+-- 50 us of CPU); libuv's pool runs 4 calls at once (UV_THREADPOOL_SIZE) and
+-- queues the rest.
 --
 -- Errors: a function or an argument that cannot cross (an upvalue, a C
 -- function, a function/userdata/cyclic/metatable argument), or a result
