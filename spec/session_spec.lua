@@ -240,6 +240,23 @@ describe("session", function()
       end
     end)
 
+    it("refuses a bad URL on an origin it has already used", function()
+      avideo.run(function()
+        local s <close> = avideo.session {}
+        assert.are.equal(200, s:get(peer.url .. "/status/200").status)
+        raises("invalid", "URL", s.get, s, peer.url .. "/bad path")
+        raises("invalid", nil, s.get, s, peer.url .. "0/status/200")
+        assert.are.equal(200, s:get(peer.url .. "/status/200?x=1#f").status)
+      end)
+    end)
+
+    it("takes read_bufsize within libcurl's bounds", function()
+      local s <close> = avideo.session { read_bufsize = 1024 }
+      assert.are.equal(100000, #s:get(peer.url .. "/big?bytes=100000"):text())
+      raises("invalid", "read_bufsize", avideo.session, { read_bufsize = 100 })
+      raises("invalid", "read_bufsize", avideo.session, { read_bufsize = 4096.5 })
+    end)
+
     it("refuses redirects to other schemes", function()
       raises("protocol", nil, avideo.get, peer.url .. "/redirect?to=file:///etc/passwd")
     end)

@@ -1,6 +1,7 @@
 --- Responses: status, reason, ok, url, headers (case-insensitive), text(),
--- json(), raise_for_status(). Headers and reason are parsed on first use:
--- most callers only read the status and the body.
+-- json(), raise_for_status(). Headers, reason, ok and method are worked out
+-- on first use from the finished request op: most callers only read the
+-- status and the body, and a small table is cheaper to make and collect.
 local errors = require "avideo.errors"
 local json = require "avideo.json"
 
@@ -45,7 +46,7 @@ end
 
 local lazy = {}
 function lazy.headers(r)
-  local h, reason = parse_headers(r._raw_headers)
+  local h, reason = parse_headers(r._op:headers())
   rawset(r, "headers", h)
   if rawget(r, "reason") == nil then rawset(r, "reason", reason ~= "" and reason or REASONS[r.status] or "") end
   return h
@@ -53,6 +54,14 @@ end
 function lazy.reason(r)
   lazy.headers(r)
   return rawget(r, "reason")
+end
+function lazy.ok(r)
+  return r.status < 400
+end
+function lazy.method(r)
+  local m = r._op:method()
+  rawset(r, "method", m)
+  return m
 end
 
 local methods = {}
@@ -93,11 +102,9 @@ end
 
 local M = {}
 
-function M.new(status, body, raw_headers, url, method)
-  return setmetatable({
-    status = status, ok = status < 400, url = url, method = method,
-    _body = body, _raw_headers = raw_headers,
-  }, Response)
+--- A response for a finished request op.
+function M.new(status, body, url, op)
+  return setmetatable({ status = status, url = url, _body = body, _op = op }, Response)
 end
 
 M.Response = Response

@@ -18,6 +18,8 @@ M.loop = loop
 -- Every yield of ours passes this first: anything else is a stray
 -- coroutine.yield in user code, which would otherwise lose the task.
 local YIELD = setmetatable({}, { __name = "avideo.yield" })
+-- What a task's coroutine returns when its function has returned.
+local DONE = setmetatable({}, { __name = "avideo.done" })
 
 local Task = { __name = "avideo.Task" }
 Task.__index = Task
@@ -101,6 +103,7 @@ local function task_main(task, fn, ...)
     error(cancelled_error(task), 0)
   end
   task.results = pack(fn(...))
+  return DONE
 end
 
 local function finish(task, ok, err)
@@ -139,14 +142,13 @@ local function resume(task, value)
     ok, y = co_resume(task.co, value)
   end
   current = nil
+  if y == YIELD and ok then return end
   if not ok then return finish(task, false, y) end
-  if co_status(task.co) == "dead" then return finish(task, true) end
-  if y ~= YIELD then
-    -- a bare coroutine.yield inside a task: nothing would ever resume it
-    return finish(task, false, errors.new("invalid",
-      "coroutine.yield called directly inside an avideo task; use avideo.sleep,"
-      .. " or run plain coroutines without yielding across the task"))
-  end
+  if y == DONE and co_status(task.co) == "dead" then return finish(task, true) end
+  -- a bare coroutine.yield inside a task: nothing would ever resume it
+  return finish(task, false, errors.new("invalid",
+    "coroutine.yield called directly inside an avideo task; use avideo.sleep,"
+    .. " or run plain coroutines without yielding across the task"))
 end
 
 --- Create a task for fn(...) and queue its first run.
@@ -353,6 +355,5 @@ function M.sleep(s)
 end
 
 M.now = core.now
-M.YIELD = YIELD
 
 return M

@@ -20,7 +20,7 @@ local DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 local SESSION_OPTIONS = {
   limit = true, limit_per_host = true, base_url = true, headers = true,
-  timeout = true, raise_for_status = true, max_body_size = true,
+  timeout = true, raise_for_status = true, max_body_size = true, read_bufsize = true,
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
@@ -155,7 +155,11 @@ function Session.new(loop, opts)
     bad_argument("avideo.session", "base_url", "string", opts.base_url)
   end
   local headers = flat_headers(opts.headers, "avideo.session")
-  local core, kind, message = loop:session(limit, per_host, headers)
+  local bufsize = opts.read_bufsize
+  if bufsize ~= nil and (math.type(bufsize) ~= "integer" or bufsize < 1024 or bufsize > 10485760) then
+    raise("invalid", "read_bufsize must be a whole number of bytes from 1024 to 10485760, got " .. show(bufsize))
+  end
+  local core, kind, message = loop:session(limit, per_host, headers, bufsize)
   if not core then raise(kind, message) end
   return setmetatable({
     _core = core,
@@ -176,14 +180,11 @@ local function check_session(self, fn)
   end
 end
 
---- session:request(method, url [, opts]) -> response
-function Session:request(method, url, opts)
-  check_session(self, "request")
-  if type(method) ~= "string" then bad_argument("session:request", "method", "string", method) end
-  if type(url) ~= "string" then bad_argument("session:request", "url", "string", url) end
-  local given_method, given_url = method, url
-  method = method:upper()
-  url = join_url(self.base_url, url)
+-- The request path shared by every verb; method is upper case already.
+local function request(self, method, url, opts)
+  if type(url) ~= "string" then bad_argument("session:" .. method:lower(), "url", "string", url) end
+  local given_url = url
+  if self.base_url then url = join_url(self.base_url, url) end
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
   if opts ~= nil then
     check_options(opts, REQUEST_OPTIONS, "session:request")
@@ -207,27 +208,34 @@ function Session:request(method, url, opts)
   end
   if self.closed then raise("invalid", "session is closed", { url = url, method = method }) end
   local task = waiting_task("session:" .. method:lower())
-  if task == nil then return sched.run(Session.request, self, given_method, given_url, opts) end
+  if task == nil then return sched.run(request, self, method, given_url, opts) end
   local op, kind, message = self._core:request(task, method, url, headers, body,
     timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
   if not op then raise(kind, message, { url = url, method = method }) end
   await_op(task, op)
-  local status, text, raw_headers, final_url = op:result()
+  local status, text, final_url = op:result()
   if not status then
-    -- text is the kind and raw_headers the message here; timeouts name their phase
-    raise(text, raw_headers, { url = url, method = method,
-      phase = text == "timeout" and raw_headers:match("^([%w_]+) timeout") or nil })
+    -- text is the kind and final_url the message here; timeouts name their phase
+    raise(text, final_url, { url = url, method = method,
+      phase = text == "timeout" and final_url:match("^([%w_]+) timeout") or nil })
   end
-  local r = new_response(status, text, raw_headers, final_url or url, method)
+  local r = new_response(status, text, final_url or url, op)
   if raise_status and status >= 400 then r:raise_for_status() end
   return r
+end
+
+--- session:request(method, url [, opts]) -> response
+function Session:request(method, url, opts)
+  check_session(self, "request")
+  if type(method) ~= "string" then bad_argument("session:request", "method", "string", method) end
+  return request(self, method:upper(), url, opts)
 end
 
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
   local M = m:upper()
   Session[m] = function(self, url, opts)
-    check_session(self, m)
-    return Session.request(self, M, url, opts)
+    if getmetatable(self) ~= Session then check_session(self, m) end
+    return request(self, M, url, opts)
   end
 end
 

@@ -186,18 +186,23 @@ void av_curl_remove(av_loop *lp, CURL *easy) {
   lp->n_running--;
 }
 
-void av_curl_setup_easy(av_loop *lp, CURL *easy) {
+/* What every easy handle of this loop has, set once per handle. */
+static void av_curl_setup_easy(av_loop *lp, CURL *easy) {
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, av_curl_open_fn);
   curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, lp);
   curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, av_curl_close_fn);
   curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, lp);
 }
 
+static void av_curl_setup_easy(av_loop *lp, CURL *easy);
+
 av_easy *av_easy_get(av_loop *lp) {
   av_easy *e = lp->idle_easy;
   if (e) {
+    /* Options persist across transfers: the request sets what varies. */
     lp->idle_easy = e->next;
-    curl_easy_reset(e->h);
+    e->fresh = false;
   } else {
     e = malloc(sizeof *e);
     if (!e) return NULL;
@@ -206,6 +211,8 @@ av_easy *av_easy_get(av_loop *lp) {
       free(e);
       return NULL;
     }
+    e->fresh = true;
+    av_curl_setup_easy(lp, e->h);
     lp->n_easy++;
   }
   e->next = NULL;

@@ -33,11 +33,8 @@ void av_request_fail(av_request *req, const char *kind, const char *fmt, ...) {
 static void av_request_detach(av_request *req) {
   av_loop *lp = req->op.loop;
   av_curl_remove(lp, req->easy->h);
-  curl_easy_setopt(req->easy->h, CURLOPT_CURLU, NULL);
   av_easy_put(lp, req->easy);
   req->easy = NULL;
-  curl_url_cleanup(req->url);
-  req->url = NULL;
 }
 
 static double av_seconds(long ms) { return (double)ms / 1000.0; }
@@ -75,7 +72,11 @@ void av_request_done(av_request *req, CURLcode code) {
     av_request_timed_out(req, h);
   } else {
     const char *detail = req->easy->errbuf[0] ? req->easy->errbuf : curl_easy_strerror(code);
-    av_request_fail(req, av_error_kind(code), "%s", detail);
+    long redirects = 0;
+    curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
+    /* a URL libcurl refused before any redirect is the caller's */
+    bool bad_url = code == CURLE_URL_MALFORMAT && redirects == 0;
+    av_request_fail(req, bad_url ? "invalid" : av_error_kind(code), "%s", detail);
   }
   av_request_detach(req);
   av_session_release(s, req);
@@ -158,12 +159,47 @@ static size_t av_request_header_cb(char *p, size_t size, size_t n, void *ud) {
 /* Connected, about to send: the sock_read clock starts. */
 static int av_request_prereq_cb(void *ud, char *ip, char *local_ip, int port, int local_port) {
   av_request *req = ud;
+  if (!req->sock_read_ms) return CURL_PREREQFUNC_OK;
   av_request_touch(req);
   av_deadline_set(&req->op, (uint64_t)req->sock_read_ms);
   return CURL_PREREQFUNC_OK;
 }
 
 /* ------------------------------------------------------------ running */
+
+/* Options every request sets the same way: once per easy handle. */
+static void av_request_easy_defaults(av_easy *e) {
+  CURL *h = e->h;
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, e->errbuf);
+  /* Only http and https, on the first request and on every redirect. */
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+  /* HTTP/2 over TLS only: libcurl 7.88 cannot reuse h2c connections. */
+  curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "avideo/" AVIDEO_VERSION);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, av_request_write_cb);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, av_request_header_cb);
+  curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, av_request_prereq_cb);
+}
+
+/* The method and body, undoing whatever the handle's last request set. */
+static void av_request_set_method(av_request *req, CURL *h) {
+  bool head = strcmp(req->method, "HEAD") == 0;
+  bool get = strcmp(req->method, "GET") == 0;
+  bool post = strcmp(req->method, "POST") == 0;
+  curl_easy_setopt(h, CURLOPT_HTTPGET, 1L); /* clears POST, upload and NOBODY */
+  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, (get || head || post) ? NULL : req->method);
+  if (head) {
+    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  } else if (req->has_body || post) {
+    if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+  }
+}
 
 bool av_request_run(av_request *req) {
   av_loop *lp = req->op.loop;
@@ -175,40 +211,17 @@ bool av_request_run(av_request *req) {
   CURL *h = e->h;
   req->easy = e;
   req->phase = AV_REQ_RUNNING;
-  av_curl_setup_easy(lp, h);
+  if (e->fresh) av_request_easy_defaults(e);
   curl_easy_setopt(h, CURLOPT_PRIVATE, req);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, e->errbuf);
-  curl_easy_setopt(h, CURLOPT_CURLU, req->url);
-  /* Only http and https, on the first request and on every redirect. */
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
-  /* HTTP/2 over TLS only: libcurl 7.88 cannot reuse h2c connections. */
-  curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(h, CURLOPT_USERAGENT, "avideo/" AVIDEO_VERSION);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, av_request_write_cb);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, req);
-  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, av_request_header_cb);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, req);
+  curl_easy_setopt(h, CURLOPT_PREREQDATA, req);
+  curl_easy_setopt(h, CURLOPT_URL, req->url);
+  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, req->session->read_bufsize);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers ? req->headers : req->session->headers);
-  if (req->total_ms) curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->total_ms);
-  if (req->connect_ms) curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
-  if (req->sock_read_ms) {
-    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, av_request_prereq_cb);
-    curl_easy_setopt(h, CURLOPT_PREREQDATA, req);
-  }
-  if (strcmp(req->method, "HEAD") == 0) {
-    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-  } else if (strcmp(req->method, "GET") != 0 || req->has_body) {
-    if (strcmp(req->method, "POST") != 0) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
-    if (req->has_body || strcmp(req->method, "POST") == 0) {
-      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-      curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-    }
-  }
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->total_ms);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
+  av_request_set_method(req, h);
   CURLMcode rc = av_curl_add(lp, h);
   if (rc != CURLM_OK) {
     req->easy = NULL;
@@ -243,37 +256,74 @@ static int av_request_refuse(lua_State *L, const char *fmt, ...) {
   return 3;
 }
 
-/* Parse and check the URL into req->url; fill key with "scheme://host:port". */
-static const char *av_request_parse_url(av_request *req, const char *url, luaL_Buffer *key) {
-  static char why[160];
-  req->url = curl_url();
-  if (!req->url) return "out of memory";
-  CURLUcode uc = curl_url_set(req->url, CURLUPART_URL, url, 0);
+/* Check url with libcurl's parser and build its limiter key
+ * "scheme://host:port" on the stack; NULL, or why the URL is refused. */
+static const char *av_url_check(lua_State *L, const char *url) {
+  static const char *const oom = "out of memory";
+  char why[160];
+  CURLU *u = curl_url();
+  if (!u) return oom;
+  char *scheme = NULL, *host = NULL, *port = NULL;
+  CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
   if (uc != CURLUE_OK) {
     snprintf(why, sizeof why, "bad URL: %s", curl_url_strerror(uc));
-    return why;
-  }
-  char *scheme = NULL, *host = NULL, *port = NULL;
-  curl_url_get(req->url, CURLUPART_SCHEME, &scheme, 0);
-  const char *err = NULL;
-  if (!scheme || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+  } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+             (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
     snprintf(why, sizeof why, "unsupported URL scheme '%.40s' (only http and https)", scheme ? scheme : "");
-    err = why;
-  } else if (curl_url_get(req->url, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
-    err = "bad URL: no host";
-  } else if (curl_url_get(req->url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK || !port) {
-    err = "bad URL: no port";
+  } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
+    snprintf(why, sizeof why, "bad URL: no host");
+  } else if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK || !port) {
+    snprintf(why, sizeof why, "bad URL: no port");
   } else {
-    for (char *c = scheme; *c; c++) luaL_addchar(key, (char)(*c | 0x20));
-    luaL_addstring(key, "://");
-    for (char *c = host; *c; c++) luaL_addchar(key, (*c >= 'A' && *c <= 'Z') ? (char)(*c | 0x20) : *c);
-    luaL_addchar(key, ':');
-    luaL_addstring(key, port);
+    why[0] = '\0';
+    luaL_Buffer key;
+    luaL_buffinit(L, &key);
+    for (char *c = scheme; *c; c++) luaL_addchar(&key, (char)(*c | 0x20));
+    luaL_addstring(&key, "://");
+    for (char *c = host; *c; c++) luaL_addchar(&key, (*c >= 'A' && *c <= 'Z') ? (char)(*c | 0x20) : *c);
+    luaL_addchar(&key, ':');
+    luaL_addstring(&key, port);
+    luaL_pushresult(&key);
   }
   curl_free(scheme);
   curl_free(host);
   curl_free(port);
-  return err;
+  curl_url_cleanup(u);
+  if (!why[0]) return NULL;
+  lua_pushstring(L, why);
+  return lua_tostring(L, -1);
+}
+
+/* The limiter key of url, pushed on the stack; NULL or why it is refused.
+ * A session keeps the last origin it checked ("http://host:port" as the
+ * caller wrote it): URLs that start with it followed by '/', '?', '#' or
+ * nothing share its key, so only the first of many requests to one origin
+ * pays for a second parse (libcurl parses every URL anyway, and refuses
+ * junk in the rest of it as CURLE_URL_MALFORMAT, reported as `invalid`). */
+static const char *av_request_key(lua_State *L, av_session *s, const char *url) {
+  const char *sep = strstr(url, "://");
+  size_t origin_len = sep ? (size_t)(sep + 3 - url) + strcspn(sep + 3, "/?#") : 0;
+  if (s->origin && origin_len == s->origin_len && memcmp(url, s->origin, origin_len) == 0) {
+    lua_pushstring(L, s->origin_key);
+    return NULL;
+  }
+  const char *err = av_url_check(L, url);
+  if (err || !sep) return err;
+  char *origin = malloc(origin_len + 1);
+  char *key = strdup(lua_tostring(L, -1));
+  if (!origin || !key) {
+    free(origin);
+    free(key);
+    return NULL; /* no cache this time: the key on the stack is still right */
+  }
+  memcpy(origin, url, origin_len);
+  origin[origin_len] = '\0';
+  free(s->origin);
+  free(s->origin_key);
+  s->origin = origin;
+  s->origin_len = origin_len;
+  s->origin_key = key;
+  return NULL;
 }
 
 static bool av_method_valid(const char *m, size_t len) {
@@ -302,7 +352,7 @@ int av_request_new(lua_State *L) {
   if (!av_method_valid(method, mlen)) return av_request_refuse(L, "bad HTTP method '%s'", method);
   if (s->closed) return av_request_refuse(L, "session is closed");
 
-  av_request *req = lua_newuserdatauv(L, sizeof *req, AV_OP_NUV);
+  av_request *req = lua_newuserdatauv(L, sizeof *req, AV_REQUEST_NUV);
   int idx = lua_gettop(L);
   memset(req, 0, sizeof *req);
   av_op_init(&req->op, s->loop, &av_request_vt);
@@ -315,12 +365,13 @@ int av_request_new(lua_State *L) {
   req->pool_ms = pool;
   req->max_body = (size_t)max_body;
 
-  luaL_Buffer key;
-  luaL_buffinit(L, &key);
-  const char *err = av_request_parse_url(req, url, &key);
-  luaL_pushresult(&key);
+  const char *err = av_request_key(L, s, url);
   if (err) return av_request_refuse(L, "%s", err);
   const char *keystr = lua_tostring(L, -1);
+  /* the URL string stays referenced by the op, so req->url stays valid */
+  lua_pushvalue(L, 4);
+  lua_setiuservalue(L, idx, AV_UV_URL);
+  req->url = lua_tostring(L, 4);
   if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0) {
     if (!av_headers_append(L, 5, &req->headers, NULL)) return av_request_refuse(L, "%s", lua_tostring(L, -1));
     if (!av_headers_inherit(&req->headers, s->headers)) return luaL_error(L, "out of memory");
@@ -359,7 +410,7 @@ static bool av_headers_inherit(struct curl_slist **list, const struct curl_slist
   return true;
 }
 
-/* req:result() -> status, body, headers, effective_url | nil, kind, message */
+/* req:result() -> status, body, effective_url | nil, kind, message */
 static int av_request_result(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
   if (req->phase != AV_REQ_DONE || req->op.state != AV_OP_IDLE)
@@ -372,12 +423,25 @@ static int av_request_result(lua_State *L) {
   }
   lua_pushinteger(L, req->status);
   lua_pushlstring(L, req->resp_body.data ? req->resp_body.data : "", req->resp_body.len);
-  lua_pushlstring(L, req->resp_headers.data ? req->resp_headers.data : "", req->resp_headers.len);
   if (req->effective_url) lua_pushstring(L, req->effective_url); else lua_pushnil(L);
-  /* the strings are Lua's now: free the buffers early, not at GC */
+  /* the body is Lua's now: free the buffer early, not at GC */
   av_buf_free(&req->resp_body);
-  av_buf_free(&req->resp_headers);
-  return 4;
+  return 3;
+}
+
+/* req:headers() -> the raw header block of the final response. Most
+ * callers never look, so it becomes a Lua string only when asked. */
+static int av_request_headers(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  lua_pushlstring(L, req->resp_headers.data ? req->resp_headers.data : "", req->resp_headers.len);
+  return 1;
+}
+
+/* req:method() -> the HTTP method */
+static int av_request_method(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  lua_pushstring(L, req->method);
+  return 1;
 }
 
 static int av_request_op_cancel(lua_State *L) {
@@ -394,14 +458,12 @@ static int av_request_gc(lua_State *L) {
     av_deadline_clear(&req->op);
     av_request_cancel(&req->op);
   }
-  if (req->url) curl_url_cleanup(req->url);
   curl_slist_free_all(req->headers);
   free(req->body);
   free(req->effective_url);
   free(req->err_message);
   av_buf_free(&req->resp_body);
   av_buf_free(&req->resp_headers);
-  req->url = NULL;
   req->headers = NULL;
   req->body = req->effective_url = req->err_message = NULL;
   return 0;
@@ -409,7 +471,8 @@ static int av_request_gc(lua_State *L) {
 
 void av_request_open(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"result", av_request_result}, {"cancel", av_request_op_cancel}, {NULL, NULL}};
+      {"result", av_request_result}, {"headers", av_request_headers},
+      {"method", av_request_method}, {"cancel", av_request_op_cancel}, {NULL, NULL}};
   luaL_newmetatable(L, AV_REQUEST_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

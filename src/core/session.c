@@ -242,12 +242,15 @@ static lua_Integer av_limit_arg(lua_State *L, int arg, const char *name) {
   return (lua_Integer)v;
 }
 
-/* loop:session(limit, limit_per_host, headers) -> session core */
+/* loop:session(limit, limit_per_host, headers, read_bufsize) -> session core */
 static int av_session_new(lua_State *L) {
   av_loop *lp = av_loop_check(L, 1);
   lua_Integer limit = av_limit_arg(L, 2, "limit");
   lua_Integer per_host = av_limit_arg(L, 3, "limit_per_host");
   if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  lua_Integer bufsize = luaL_optinteger(L, 5, AV_DEFAULT_BUFSIZE);
+  if (bufsize < 1024 || bufsize > CURL_MAX_READ_SIZE) /* libcurl's own bounds */
+    return av_error_arg(L, 5, "read_bufsize must be from 1024 to %d bytes", CURL_MAX_READ_SIZE);
   av_session *s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, AV_SESSION_MT);
@@ -256,6 +259,7 @@ static int av_session_new(lua_State *L) {
   s->loop = lp;
   s->limit = limit;
   s->limit_per_host = per_host;
+  s->read_bufsize = (long)bufsize;
   if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->headers, NULL)) {
     lua_pushnil(L);
     lua_pushliteral(L, "invalid");
@@ -308,6 +312,9 @@ static void av_session_free(av_session *s) {
   s->nbuckets = s->nkeys = 0;
   curl_slist_free_all(s->headers);
   s->headers = NULL;
+  free(s->origin);
+  free(s->origin_key);
+  s->origin = s->origin_key = NULL;
 }
 
 static int av_session_gc(lua_State *L) {
