@@ -337,7 +337,8 @@ function M.running() return running end
 --- Live tasks, and what the core still holds (for leak checks in specs).
 function M.stats()
   local pending, transfers, easy, sockets = loop:pending()
-  return { tasks = live, ops = pending, transfers = transfers, easy_handles = easy, sockets = sockets }
+  return { tasks = live, ops = pending, transfers = transfers, easy_handles = easy, sockets = sockets,
+           jobs = loop:jobs() }
 end
 
 --- Yield for s seconds (0: let other ready tasks run first).
