@@ -105,6 +105,32 @@ describe("avideo.run", function()
   end)
 end)
 
+describe("many tasks", function()
+  after_each(settled)
+
+  it("spawns and gathers 100,000 tasks; Lua memory returns to its baseline", function()
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local before = collectgarbage("count")
+    local sum = avideo.run(function()
+      local tasks = {}
+      for i = 1, 100000 do
+        tasks[i] = avideo.spawn(function(x) avideo.sleep(0); return x end, i)
+      end
+      local r = avideo.gather(tasks)
+      local total = 0
+      for i = 1, #r do total = total + r[i] end
+      return total
+    end)
+    assert.are.equal(100000 * 100001 / 2, sum)
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local after = collectgarbage("count")
+    -- within 64 KiB of where it started: nothing per task is kept
+    assert.is_true(after - before < 64, ("Lua heap grew by %.0f KiB"):format(after - before))
+  end)
+end)
+
 describe("avideo.sleep and avideo.now", function()
   after_each(settled)
 

@@ -255,7 +255,7 @@ local function break_deadlock()
   end
 end
 
-local out = {}
+local out = {} -- loop:step() fills it with token, op pairs
 
 local function drive(main)
   local deadlocks = 0
@@ -270,7 +270,11 @@ local function drive(main)
       rq_head = i + 1
       if t.status == "pending" then resume(t, v) end
     end
-    if rq_head > rq_tail then rq_head, rq_tail = 1, 0 end
+    if rq_head > rq_tail then
+      -- emptied: start over, and let a queue that grew large go
+      if rq_tail > 1024 then rq_task, rq_val = {}, {} end
+      rq_head, rq_tail = 1, 0
+    end
     if live == 0 then return end
     if main.status ~= "pending" and main.status ~= "done" then
       -- the main task failed: stop the rest (asyncio.run does the same)
@@ -322,8 +326,10 @@ function M.run(fn, ...)
   main.retrieved = true
   local ok, err = pcall(drive, main)
   running = false
+  if not ok then abandon() end
+  -- fresh tables: ones that held many entries keep their size
+  out, tasks = {}, {}
   if not ok then
-    abandon()
     report_unretrieved()
     error(err, 0)
   end

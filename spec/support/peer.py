@@ -5,8 +5,12 @@ order) and misbehaves on request (resets, stalls, short bodies, bad status
 lines). Prints "peer listening on http://HOST:PORT" when ready."""
 import asyncio
 import json
+import os
 import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 
 from aiohttp import web
 
@@ -144,6 +148,17 @@ def blackhole():
     return port, (listener, fillers)
 
 
+def tls_context(tmp):
+    """A self-signed certificate, made now: clients that verify must refuse it."""
+    key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 def main():
     host = "127.0.0.1"
     app = web.Application(middlewares=[track])
@@ -171,8 +186,12 @@ def main():
         # the same port on 127.0.0.2: a second "host" for per-host limit specs
         await web.TCPSite(runner, "127.0.0.2", port).start()
         hole_port, keep = blackhole()
+        with tempfile.TemporaryDirectory() as tmp:
+            tls = web.TCPSite(runner, host, 0, ssl_context=tls_context(tmp))
+            await tls.start()
         print(f"peer listening on http://{host}:{port}", flush=True)
         print(f"blackhole {hole_port}", flush=True)
+        print(f"tls {tls._server.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.Event().wait()
 
     try:

@@ -35,6 +35,7 @@ void av_op_start(lua_State *L, av_op *op, int idx, int tidx, int loopidx) {
   lua_pop(L, 1);
   op->state = AV_OP_PENDING;
   op->loop->n_pending++;
+  op->loop->n_anchored++;
 }
 
 void av_op_finish(av_op *op) {
@@ -285,6 +286,12 @@ static int av_loop_step(lua_State *L) {
     op->state = AV_OP_IDLE;
     lp->n_pending--;
     n++;
+  }
+  /* luaL_ref's table never shrinks: once empty after a large burst, replace it */
+  if (lp->n_pending == 0 && lp->n_anchored > 4096) {
+    lua_newtable(L);
+    lua_setiuservalue(L, 1, 1);
+    lp->n_anchored = 0;
   }
   lua_pushinteger(L, n);
   return 1;

@@ -99,6 +99,7 @@ struct av_loop {
   av_op **heap;
   size_t heap_len, heap_cap;
   size_t n_pending;           /* ops PENDING or READY */
+  size_t n_anchored;          /* anchors made since the anchor table was new */
   size_t n_running;           /* transfers inside libcurl */
 };
 
