@@ -2,9 +2,10 @@
 -- Every video is processed in its own task and gathered, but the model is
 -- CPU-bound and runs inline: while one task computes, no other task can
 -- run, requests that finished wait to be read, and connections sit idle.
--- In the talk this starved loop later reused a connection the server had
--- closed after 5 s idle, and the run failed with a reset
--- (docs/walkthrough.md tells what happens here).
+-- In the talk the starved loop then sent a request on a connection the
+-- server had closed after 5 s idle, and the run failed with a reset. Here
+-- it fails too, on a connection opened just before a stall
+-- (docs/walkthrough.md shows how).
 --
 --   lua5.4 examples/content_warnings_async_attempt.lua [--url URL] [--n 100] [--model-seconds 1.0]
 dofile((arg[0]:match("^.*/") or "") .. "lib/bootstrap.lua")

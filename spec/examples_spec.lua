@@ -71,6 +71,24 @@ local function service_args(url, n, model_seconds)
   return { "--url", url, "--n", tostring(n), "--model-seconds", tostring(model_seconds or 0.02) }
 end
 
+-- Run a content-warnings version that must succeed: every stage done for
+-- each of the n videos. Returns its timeline events and its output.
+local function run_service(name, url, n, model_seconds)
+  local out, code = run(name, service_args(url, n, model_seconds))
+  assert.are.equal(0, code, out)
+  local events = timeline(out)
+  for _, stage in ipairs { "video", "transcript", "model", "patch" } do
+    assert.are.equal(n, count(events, stage, "done"), stage)
+  end
+  assert.matches("processed " .. n .. " videos in [%d.]+ s", out)
+  return events, out
+end
+
+-- A server of its own for one test, stopped when the variable goes out of scope.
+local function own_server(opts)
+  return setmetatable(support.start(opts), { __close = function(s) s.stop() end })
+end
+
 local function get_ids(url, n)
   return avideo.get(url .. "/videos/", { params = { n = n } }):raise_for_status():json()
 end
@@ -116,10 +134,9 @@ describe("examples", function()
   end)
 
   it("content_warnings_sync.lua does every stage of every video in order", function()
-    local out, code = run("content_warnings_sync", service_args(server.url, 10))
-    assert.are.equal(0, code, out)
+    local events, out = run_service("content_warnings_sync", server.url, 10)
     assert.is_nil(out:find("\27[", 1, true), "plain output when not a terminal")
-    local events, expected = timeline(out), {}
+    local expected = {}
     for i = 1, 10 do
       for _, stage in ipairs { "video", "transcript", "model", "patch" } do
         expected[#expected + 1] = stage .. " start " .. ids[i]
@@ -129,24 +146,16 @@ describe("examples", function()
     local got = {}
     for i, e in ipairs(events) do got[i] = e.stage .. " " .. e.event .. " " .. e.id end
     assert.are.same(expected, got)
-    assert.matches("processed 10 videos in [%d.]+ s", out)
   end)
 
   it("content_warnings_async_attempt.lua gathers the videos but runs one model at a time", function()
-    local out, code = run("content_warnings_async_attempt", service_args(server.url, 20))
-    assert.are.equal(0, code, out)
-    local events = timeline(out)
-    for _, stage in ipairs { "video", "transcript", "model", "patch" } do
-      assert.are.equal(20, count(events, stage, "done"), stage)
-    end
+    local events = run_service("content_warnings_async_attempt", server.url, 20)
     assert.is_true(most_at_once(events, "video") > 1, "gathered")
     assert.are.equal(1, most_at_once(events, "model"), "the model blocks the loop")
-    assert.matches("processed 20 videos in [%d.]+ s", out)
   end)
 
   it("content_warnings_async_final.lua PATCHes every video: the NASA warnings, [] elsewhere", function()
-    local fresh <close> = setmetatable(support.start { time_scale = TIME_SCALE },
-      { __close = function(s) s.stop() end })
+    local fresh <close> = own_server { time_scale = TIME_SCALE }
     local session <close> = avideo.session { base_url = fresh.url, limit_per_host = 10, raise_for_status = true }
     local all = get_ids(fresh.url, 100)
     -- mark every video first, so that a video the example missed shows
@@ -156,16 +165,10 @@ describe("examples", function()
     end
     avideo.gather(marks)
 
-    local out, code = run("content_warnings_async_final", service_args(fresh.url, 100))
-    assert.are.equal(0, code, out)
-    local events = timeline(out)
-    for _, stage in ipairs { "video", "transcript", "model", "patch" } do
-      assert.are.equal(100, count(events, stage, "done"), stage)
-    end
+    local events, out = run_service("content_warnings_async_final", fresh.url, 100)
     assert.is_true(most_at_once(events, "video") <= 5, "video semaphore")
     assert.is_true(most_at_once(events, "transcript") <= 10, "transcript semaphore")
     assert.is_true(most_at_once(events, "model") > 1, "models run in threads while the loop goes on")
-    assert.matches("processed 100 videos in [%d.]+ s", out)
 
     local checks = {}
     for i, id in ipairs(all) do
@@ -187,14 +190,11 @@ describe("examples", function()
 
   it("reproduces the talk's lesson: a starved loop outlives the keep-alive, the final version does not", function()
     -- connections idle for 1 s are closed; models of 0.3 s run back to back
-    local strict <close> = setmetatable(support.start { time_scale = TIME_SCALE, keepalive_timeout = 1 },
-      { __close = function(s) s.stop() end })
+    local strict <close> = own_server { time_scale = TIME_SCALE, keepalive_timeout = 1 }
     local out, code = run("content_warnings_async_attempt", service_args(strict.url, 20, 0.3))
     assert.are_not.equal(0, code, out)
     assert.matches("avideo%.%a+ error: ", out)
-    out, code = run("content_warnings_async_final", service_args(strict.url, 20, 0.3))
-    assert.are.equal(0, code, out)
-    assert.matches("processed 20 videos", out)
+    run_service("content_warnings_async_final", strict.url, 20, 0.3)
   end)
 
   it("prints the timeline in colour and columns on a terminal, plainly with NO_COLOR", function()

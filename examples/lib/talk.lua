@@ -101,7 +101,6 @@ local function show(v, indent)
   for i, k in ipairs(keys) do parts[i] = ("%q: %s"):format(tostring(k), show(v[k], inner)) end
   return "{" .. table.concat(parts, ",\n" .. inner) .. "}"
 end
-M.show = show
 
 local cell = {}
 
