@@ -12,10 +12,15 @@ M.KINDS = {
   protocol = true, cancelled = true, invalid = true,
 }
 
+-- Control characters escaped: tostring(err) is always one line.
+local function printable(s)
+  return (tostring(s):gsub("[%c]", function(c) return ("\\x%02X"):format(c:byte()) end))
+end
+
 function Error.__tostring(e)
   local where = ""
-  if e.url then where = " (" .. (e.method and e.method .. " " or "") .. e.url .. ")" end
-  return "avideo." .. e.kind .. " error: " .. e.message .. where
+  if e.url then where = " (" .. (e.method and e.method .. " " or "") .. printable(e.url) .. ")" end
+  return "avideo." .. e.kind .. " error: " .. printable(e.message) .. where
 end
 
 --- Make an error object. fields: url, method, status (copied in).

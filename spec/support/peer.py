@@ -75,6 +75,10 @@ async def redirect(request):
     raise web.HTTPFound(request.query["to"])
 
 
+async def redirect_loop(request):
+    raise web.HTTPFound("/redirect-loop")
+
+
 async def raw(request, data, close=True):
     """Write raw bytes on the connection, then abort it."""
     transport = request.transport
@@ -168,6 +172,7 @@ def main():
     app.router.add_post("/reset-stats", reset_stats)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/redirect-loop", redirect_loop)
     app.router.add_get("/reset-before", reset_before)
     app.router.add_get("/reset-mid", reset_mid)
     app.router.add_get("/short", short)

@@ -4,6 +4,7 @@
  * the longest-waiting request whose key has room runs next, so one busy
  * host cannot starve another. A request reaches libcurl only when it runs:
  * libcurl's own queueing costs far more and is not FIFO across hosts. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -154,6 +155,24 @@ void av_session_release(av_session *s, av_request *req) {
 
 /* ------------------------------------------------------------ Lua side */
 
+/* Push s with control characters escaped, so an error stays one line. */
+static const char *av_push_printable(lua_State *L, const char *s, size_t len) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < len && i < 200; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f) {
+      char esc[8];
+      snprintf(esc, sizeof esc, "\\x%02X", c);
+      luaL_addstring(&b, esc);
+    } else {
+      luaL_addchar(&b, (char)c);
+    }
+  }
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
+}
+
 /* "Name: value" for libcurl, or NULL with an error message pushed.
  * Names must be RFC 9110 tokens; CR, LF and NUL are refused anywhere, so a
  * header can never smuggle another header or request. */
@@ -166,13 +185,17 @@ static bool av_header_valid(lua_State *L, const char *name, size_t nlen, const c
   for (size_t i = 0; i < nlen; i++) {
     unsigned char c = (unsigned char)name[i];
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c && strchr(tchar, c)))) {
-      lua_pushfstring(L, "header name '%s' has a character not allowed in a header name", name);
+      const char *shown = av_push_printable(L, name, nlen);
+      lua_pushfstring(L, "header name '%s' has a character not allowed in a header name", shown);
+      lua_remove(L, -2);
       return false;
     }
   }
   for (size_t i = 0; i < vlen; i++) {
     if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') {
-      lua_pushfstring(L, "header '%s' value contains CR, LF or NUL", name);
+      const char *shown = av_push_printable(L, name, nlen);
+      lua_pushfstring(L, "header '%s' value contains CR, LF or NUL", shown);
+      lua_remove(L, -2);
       return false;
     }
   }

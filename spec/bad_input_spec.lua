@@ -1,0 +1,99 @@
+-- Bad input to every public function: a clear `invalid` error that names
+-- the argument, and nothing sent (the peer counts connections).
+local avideo = require "avideo"
+local peer_support = require "support.peer"
+
+local NaN = 0 / 0
+
+describe("bad input", function()
+  local peer
+  lazy_setup(function() peer = peer_support.start() end)
+  lazy_teardown(function() peer.stop() end)
+
+  local function connections()
+    return avideo.get(peer.url .. "/stats"):json().connections
+  end
+
+  -- name of the call, the call, and what the message must mention
+  local cases = {
+    { "run(nil)", function() avideo.run(nil) end, "fn" },
+    { "run(42)", function() avideo.run(42) end, "fn" },
+    { "spawn(nil) in a task", function() avideo.run(function() avideo.spawn(nil) end) end, "fn" },
+    { "gather()", function() avideo.gather() end, "gather" },
+    { "gather({1})", function() avideo.gather({ 1 }) end, "item #1" },
+    { "gather opts not a table", function() avideo.gather({}, 5) end, "opts" },
+    { "gather limit NaN", function() avideo.gather({}, { limit = NaN }) end, "limit" },
+    { "gather limit -1", function() avideo.gather({}, { limit = -1 }) end, "limit" },
+    { "sleep(nil)", function() avideo.sleep(nil) end, "'s'" },
+    { "sleep(-1)", function() avideo.sleep(-1) end, "'s'" },
+    { "sleep(NaN)", function() avideo.sleep(NaN) end, "'s'" },
+    { "timeout(nil, f)", function() avideo.timeout(nil, print) end, "'s'" },
+    { "timeout(1, nil)", function() avideo.timeout(1, nil) end, "fn" },
+    { "semaphore(0)", function() avideo.semaphore(0) end, "n must" },
+    { "semaphore('2')", function() avideo.semaphore("2") end, "n must" },
+    { "semaphore(NaN)", function() avideo.semaphore(NaN) end, "n must" },
+    { "run_in_thread(nil)", function() avideo.run_in_thread(nil) end, "" },
+    { "run_in_thread(print)", function() avideo.run_in_thread(print) end, "" },
+    { "run_in_thread(f with upvalue)", function()
+      local up = 1
+      avideo.run_in_thread(function() return up end)
+    end, "upvalue" },
+    { "run_in_thread(f, io.stdout)", function() avideo.run_in_thread(function(x) return x end, io.stdout) end, "userdata" },
+    { "session('x')", function() avideo.session("x") end, "opts" },
+    { "session{limit=NaN}", function() avideo.session { limit = NaN } end, "limit" },
+    { "session{limit=-5}", function() avideo.session { limit = -5 } end, "limit" },
+    { "session{limit_per_host=1.5}", function() avideo.session { limit_per_host = 1.5 } end, "limit_per_host" },
+    { "session{timeout=NaN}", function() avideo.session { timeout = NaN } end, "timeout" },
+    { "session{timeout={pool=-1}}", function() avideo.session { timeout = { pool = -1 } } end, "timeout pool" },
+    { "session{timeout='5'}", function() avideo.session { timeout = "5" } end, "timeout" },
+    { "session{base_url=1}", function() avideo.session { base_url = 1 } end, "base_url" },
+    { "session{headers='x'}", function() avideo.session { headers = "x" } end, "headers" },
+    { "session{headers={X={}}}", function() avideo.session { headers = { X = {} } } end, "header 'X'" },
+    { "session{max_body_size=-1}", function() avideo.session { max_body_size = -1 } end, "max_body_size" },
+    { "session{bogus=1}", function() avideo.session { bogus = 1 } end, "unknown option 'bogus'" },
+    { "get(nil)", function() avideo.get(nil) end, "url" },
+    { "get(url, 'x')", function() avideo.get(peer.url, "x") end, "opts" },
+    { "get file://", function() avideo.get("file:///etc/passwd") end, "scheme 'file'" },
+    { "get gopher://", function() avideo.get("gopher://127.0.0.1/") end, "scheme 'gopher'" },
+    { "get dict://", function() avideo.get("dict://127.0.0.1/") end, "scheme 'dict'" },
+    { "get bad URL", function() avideo.get("http://[::1") end, "URL" },
+    { "get empty URL", function() avideo.get("") end, "URL" },
+    { "get URL with LF", function() avideo.get(peer.url .. "/echo\nX: y") end, "URL" },
+    { "params not a table", function() avideo.get(peer.url .. "/echo", { params = 1 }) end, "params" },
+    { "params value a function", function() avideo.get(peer.url .. "/echo", { params = { a = print } }) end, "param 'a'" },
+    { "CR in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\r" } }) end, "CR, LF" },
+    { "LF in a header name", function() avideo.get(peer.url .. "/echo", { headers = { ["A\nB"] = "x" } }) end, "header name" },
+    { "NUL in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\0y" } }) end, "CR, LF" },
+    { "json NaN", function() avideo.post(peer.url .. "/echo", { json = { x = NaN } }) end, "JSON" },
+    { "json function", function() avideo.post(peer.url .. "/echo", { json = print }) end, "JSON" },
+    { "json cycle", function()
+      local t = {}
+      t.t = t
+      avideo.post(peer.url .. "/echo", { json = t })
+    end, "JSON" },
+    { "data a table", function() avideo.post(peer.url .. "/echo", { data = {} }) end, "data" },
+    { "timeout NaN", function() avideo.get(peer.url .. "/echo", { timeout = NaN }) end, "timeout" },
+    { "request(nil, url)", function() avideo.request(nil, peer.url) end, "method" },
+    { "request('G ET', url)", function() avideo.request("G ET", peer.url) end, "method" },
+    { "json.decode(nil)", function() avideo.json.decode(nil) end, "text" },
+    { "json.decode('{')", function() avideo.json.decode("{") end, "JSON" },
+    { "json.array(1)", function() avideo.json.array(1) end, "'t'" },
+  }
+
+  it("refuses each with a clear invalid error, and sends nothing", function()
+    local before = connections()
+    for _, case in ipairs(cases) do
+      local name, f, mention = case[1], case[2], case[3]
+      local ok, e = pcall(f)
+      assert.is_false(ok, name .. ": no error")
+      assert.is_true(avideo.is_error(e, "invalid"), name .. ": not an invalid error: " .. tostring(e))
+      assert.is_truthy(tostring(e):find(mention, 1, true), name .. ": message does not mention "
+        .. mention .. ": " .. tostring(e))
+      assert.is_nil(tostring(e):find("\n"), name .. ": not one line")
+    end
+    -- the only new connection is the one that asks for the stats
+    assert.is_true(connections() - before <= 1)
+    local s = avideo.stats()
+    assert.are.same({ 0, 0, 0 }, { s.tasks, s.ops, s.transfers })
+  end)
+end)
