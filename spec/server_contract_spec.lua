@@ -5,9 +5,7 @@ local client = require "support.server_client"
 local json = client.json
 
 local function assert_clean_exit(server)
-  local status = server.stop()
-  assert.is_false(server.hung, "server did not exit on SIGTERM")
-  assert.are.same({ ok = true, how = "exit", code = 0 }, status, server.output)
+  assert(support.stop_clean(server))
 end
 
 -- Top-level keys of a compact JSON object, in the order they appear.
@@ -33,6 +31,8 @@ end
 local VIDEO_KEYS = { "id", "title", "description", "upload_date", "views", "warnings" }
 
 describe("avideo-server data #server", function()
+  after_each(support.stop_scoped)
+
   local server, ids
 
   setup(function()
@@ -135,8 +135,8 @@ describe("avideo-server data #server", function()
   end)
 
   it("is the same on every run for a seed, and differs with the seed", function()
-    local again = support.start { time_scale = 0 }
-    local other = support.start { time_scale = 0, seed = 1 }
+    local again = support.start_scoped { time_scale = 0 }
+    local other = support.start_scoped { time_scale = 0, seed = 1 }
     local paths = { "/videos/?n=1000", "/videos/" .. ids[1], "/videos/" .. ids[500] .. "/transcript" }
     for _, path in ipairs(paths) do
       assert.are.equal(client.get(server.url .. path).body, client.get(again.url .. path).body)
@@ -147,7 +147,7 @@ describe("avideo-server data #server", function()
   end)
 
   it("keeps ids unique and word-like past the vocabulary (--videos)", function()
-    local big = support.start { time_scale = 0, videos = 5000 }
+    local big = support.start_scoped { time_scale = 0, videos = 5000 }
     local many = client.get_json(big.url .. "/videos/?n=5000")
     assert.are.equal(5000, #many)
     local seen = {}
@@ -158,7 +158,7 @@ describe("avideo-server data #server", function()
     end
     assert.are.equal(200, client.get(big.url .. "/videos/" .. many[5000]).status)
     assert_clean_exit(big)
-    local none = support.start { time_scale = 0, videos = 0 }
+    local none = support.start_scoped { time_scale = 0, videos = 0 }
     assert.are.equal("[]", client.get(none.url .. "/videos/").body)
     assert.are.equal(404, client.get(none.url .. "/videos/student").status)
     assert_clean_exit(none)
@@ -166,6 +166,8 @@ describe("avideo-server data #server", function()
 end)
 
 describe("avideo-server contract at time scale 1 #server", function()
+  after_each(support.stop_scoped)
+
   local server, id, other
 
   setup(function()

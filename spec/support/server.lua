@@ -2,7 +2,8 @@
 -- The binary comes from $AVIDEO_SERVER (set by ctest) or the default build dir.
 -- `start{...}` runs it on 127.0.0.1, port 0, and reads the port from its
 -- "listening" line; `stop()` sends SIGTERM, waits (bounded) for the exit
--- and returns its status {ok, how, code} as io.popen's close gives it.
+-- and returns its status {ok, how, code} as io.popen's close gives it;
+-- `wait()` waits the same way without the signal.
 local M = {}
 
 --- Seconds `stop()` waits for a clean exit before it sends SIGKILL.
@@ -43,12 +44,13 @@ function M.start(opts)
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
-  -- The shell prints its pid, then execs the server (same pid); the server
-  -- prints its one "listening" line. Under ctest's sanitizer settings leak
-  -- checks are off for Lua; turn them back on for an ASan-built server.
-  local env = ""
-  if os.getenv("ASAN_OPTIONS") then env = "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 " end
-  local pipe = assert(io.popen("echo $$; " .. env .. "exec " .. table.concat(quoted, " ") .. " 2>&1", "r"))
+  -- The shell prints its pid, then execs the server (same pid, through
+  -- env); the server prints its one "listening" line. The sanitizer build
+  -- preloads libasan for lua5.4: the server needs none (an ASan build has
+  -- its own), and leak checks, off for Lua, go back on for it.
+  local env = "env -u LD_PRELOAD "
+  if os.getenv("ASAN_OPTIONS") then env = env .. "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 " end
+  local pipe = assert(io.popen("echo $$; exec " .. env .. table.concat(quoted, " ") .. " 2>&1", "r"))
   local pid = tonumber(pipe:read("l"))
   local line = pipe:read("l")
   local host, port = (line or ""):match("^avideo%-server listening on http://([%d%.]+):(%d+)$")
@@ -59,12 +61,13 @@ function M.start(opts)
   end
   local server = { pid = pid, port = tonumber(port), host = host,
                    url = "http://" .. host .. ":" .. port }
-  function server.stop()
+  --- Wait (at most `timeout` seconds, then SIGKILL) for the process to
+  -- end by itself, e.g. after `kill("INT")`; returns its status.
+  function server.wait(timeout)
     if server.stopped then return server.status end
     server.stopped = true
-    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
     local waited = 0
-    while not exited(pid) and waited < M.stop_timeout do
+    while not exited(pid) and waited < (timeout or M.stop_timeout) do
       sleep(0.02)
       waited = waited + 0.02
     end
@@ -76,11 +79,45 @@ function M.start(opts)
     server.status = { ok = ok, how = how, code = code }
     return server.status
   end
+  function server.stop()
+    if not server.stopped then os.execute("kill -TERM " .. pid .. " 2>/dev/null") end
+    return server.wait(M.stop_timeout)
+  end
   --- Send a signal by name (e.g. "KILL") without waiting.
   function server.kill(sig)
     os.execute("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
   end
+  -- A server a failed spec never stopped must not outlive it: collecting
+  -- the pipe would wait for the process forever. This table is newer than
+  -- the pipe, so its finalizer runs first.
+  setmetatable(server, { __gc = function(s)
+    if not s.stopped then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+  end })
   return server
+end
+
+--- Stop a server and tell whether it went cleanly: exit status 0 after
+-- SIGTERM, in time. Returns true, or false and what happened (for assert).
+function M.stop_clean(server)
+  local status = server.stop()
+  if server.hung then return false, "did not exit on SIGTERM: " .. tostring(server.output) end
+  if status.ok and status.how == "exit" and status.code == 0 then return true end
+  return false, ("ended by %s %s: %s"):format(status.how, status.code, server.output)
+end
+
+local scoped = {}
+
+--- Like start, for a server one test starts itself: `stop_scoped` (from
+-- after_each) stops it even when the test failed half-way.
+function M.start_scoped(opts)
+  local server = M.start(opts)
+  scoped[#scoped + 1] = server
+  return server
+end
+
+function M.stop_scoped()
+  for _, server in ipairs(scoped) do server.stop() end
+  scoped = {}
 end
 
 return M

@@ -159,7 +159,14 @@ int main(int argc, char **argv)
     uv_loop_close(&loop);
     return 1;
   }
+  /* Runs until a signal stopped the server and its last handle closed. */
   uv_run(&loop, UV_RUN_DEFAULT);
+  av_server_close(&server);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  /* Closing the handles restored the default action; stopping already, a
+   * repeated signal must not turn the exit 0 into a kill. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
   av_server_free(&server);
   if (uv_loop_close(&loop) != 0) {
     fprintf(stderr, "avideo-server: handles left open at exit\n");

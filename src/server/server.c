@@ -26,8 +26,8 @@ static void av_server_stop(struct av_server *server)
     return;
   av_request_abort_all(server);
   av_http_close(&server->http);
-  uv_close((uv_handle_t *)&server->sigint, NULL);
-  uv_close((uv_handle_t *)&server->sigterm, NULL);
+  /* The signal handles stay: a second signal during the shutdown must not
+   * kill the process. Unreferenced, they let the loop end. */
 }
 
 static void av_server_signal_cb(uv_signal_t *handle, int signum)
@@ -120,6 +120,8 @@ bool av_server_start(struct av_server *server, uv_loop_t *loop,
   server->sigint.data = server->sigterm.data = server;
   uv_signal_start(&server->sigint, av_server_signal_cb, SIGINT);
   uv_signal_start(&server->sigterm, av_server_signal_cb, SIGTERM);
+  uv_unref((uv_handle_t *)&server->sigint);
+  uv_unref((uv_handle_t *)&server->sigterm);
 
   /* The one line scripts wait for; an IPv6 address needs brackets. */
   const char *open = strchr(options->host, ':') ? "[" : "";
@@ -128,6 +130,12 @@ bool av_server_start(struct av_server *server, uv_loop_t *loop,
          close, server->http.port);
   fflush(stdout);
   return true;
+}
+
+void av_server_close(struct av_server *server)
+{
+  uv_close((uv_handle_t *)&server->sigint, NULL);
+  uv_close((uv_handle_t *)&server->sigterm, NULL);
 }
 
 void av_server_free(struct av_server *server)

@@ -283,6 +283,8 @@ struct av_server {
 /* Build the data, listen, print the ready line, catch SIGINT/SIGTERM. */
 bool av_server_start(struct av_server *server, uv_loop_t *loop,
                      const struct av_options *options);
+/* Close the signal handles, once the loop ran dry after a signal. */
+void av_server_close(struct av_server *server);
 /* Free what start built (after the loop has run dry). */
 void av_server_free(struct av_server *server);
 
