@@ -33,10 +33,13 @@ local function exited(pid)
   return state == nil or state == "Z" or state == "X"
 end
 
---- Start a server. opts: time_scale, keepalive_timeout, videos, seed, args (list of extra args).
+--- Start a server. opts: time_scale, keepalive_timeout, videos, seed, args (list of extra args),
+-- wrapper (list: a command the server runs under, e.g. valgrind and its options).
 function M.start(opts)
   opts = opts or {}
-  local args = { binary(), "--host", "127.0.0.1", "--port", "0" }
+  local args = {}
+  for _, a in ipairs(opts.wrapper or {}) do args[#args + 1] = a end
+  for _, a in ipairs { binary(), "--host", "127.0.0.1", "--port", "0" } do args[#args + 1] = a end
   if opts.time_scale then args[#args + 1] = "--time-scale"; args[#args + 1] = tostring(opts.time_scale) end
   if opts.keepalive_timeout then args[#args + 1] = "--keepalive-timeout"; args[#args + 1] = tostring(opts.keepalive_timeout) end
   if opts.videos then args[#args + 1] = "--videos"; args[#args + 1] = tostring(opts.videos) end
