@@ -21,20 +21,26 @@ function M.array(t)
   return t
 end
 
--- Replace marked empty tables by a placeholder string cjson cannot produce
--- from user data: a NUL-led token is escaped as \u0000 by cjson, so the raw
--- NUL below never appears in its output except from this placeholder.
-local PLACEHOLDER = "\0avideo-empty-array\0"
-local ENCODED = '"\\u0000avideo-empty-array\\u0000"'
+-- Replace marked empty tables by a placeholder string, encode, then put
+-- `[]` where the placeholder landed. The placeholder starts with a NUL
+-- (escaped by cjson as \u0000); if the user's data holds that very string,
+-- a placeholder with another number is chosen.
+local function placeholder(n) return "\0avideo-empty-array-" .. n .. "\0" end
 
-local function substitute(v, seen)
-  if type(v) ~= "table" then return v, false end
-  if arrays[v] and next(v) == nil then return PLACEHOLDER, true end
+local function substitute(v, mark, seen)
+  local tv = type(v)
+  if tv == "string" then
+    if v == mark then error(mark, 0) end -- collision: the caller retries
+    return v, false
+  end
+  if tv ~= "table" then return v, false end
+  if arrays[v] and next(v) == nil then return mark, true end
   if seen[v] then error("cannot encode a table that contains itself", 0) end
   seen[v] = true
   local copy, changed = {}, false
   for k, x in pairs(v) do
-    local y, c = substitute(x, seen)
+    if k == mark then error(mark, 0) end
+    local y, c = substitute(x, mark, seen)
     copy[k] = y
     changed = changed or c
   end
@@ -44,30 +50,63 @@ local function substitute(v, seen)
   return copy, true
 end
 
+local function encode_with_arrays(value)
+  for n = 1, 100 do
+    local mark = placeholder(n)
+    local ok, v, changed = pcall(substitute, value, mark, {})
+    if ok then
+      local s = codec.encode(v)
+      if not changed then return s end
+      local encoded = codec.encode(mark):gsub("%p", "%%%0")
+      return (s:gsub(encoded, "[]"))
+    elseif v ~= mark then
+      error(v, 0)
+    end
+  end
+  error("no placeholder free for empty arrays", 0)
+end
+
 --- Encode a Lua value as compact JSON; raises an `invalid` error if it cannot.
 function M.encode(value)
   local ok, out = pcall(function()
     if next(arrays) == nil then return codec.encode(value) end
-    local v, changed = substitute(value, {})
-    local s = codec.encode(v)
-    if changed then
-      -- the placeholder may be a key's value or an array element
-      s = s:gsub(ENCODED:gsub("%p", "%%%0"), "[]")
-    end
-    return s
+    return encode_with_arrays(value)
   end)
   if not ok then errors.raise("invalid", "value cannot be encoded as JSON: " .. (tostring(out):gsub("^[^:]*:%d+: ", ""))) end
   return out
 end
 
+local tointeger = math.tointeger
+
+-- lua-cjson 2.1.0 decodes every number as a float (925068.0); JSON has one
+-- number type, and Lua users expect whole numbers to be integers, as
+-- Python's json gives int. Convert them in place.
+local function integers(t)
+  for k, v in next, t do
+    local tv = type(v)
+    if tv == "number" then
+      local i = tointeger(v)
+      if i then t[k] = i end
+    elseif tv == "table" then
+      integers(v)
+    end
+  end
+  return t
+end
+
+--- Decode text, raising plain strings (for callers that wrap the error).
+function M.raw_decode(text)
+  local v = codec.decode(text)
+  if type(v) == "table" then return integers(v) end
+  return tointeger(v) or v
+end
+
 --- Decode JSON text; raises an `invalid` error on bad input.
 function M.decode(text)
   if type(text) ~= "string" then errors.bad_argument("avideo.json.decode", "text", "string", text) end
-  local ok, v = pcall(codec.decode, text)
-  if not ok then errors.raise("invalid", "invalid JSON: " .. tostring(v)) end
+  local ok, v = pcall(M.raw_decode, text)
+  if not ok then errors.raise("invalid", "invalid JSON: " .. (tostring(v):gsub("^[^:]*:%d+: ", ""))) end
   return v
 end
-
-M.raw_decode = codec.decode -- raises plain strings; for hot paths that wrap it
 
 return M
