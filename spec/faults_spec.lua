@@ -5,11 +5,7 @@ local avideo = require "avideo"
 local peer_support = require "support.peer"
 local server_support = require "support.server"
 
-local function settled()
-  local s = avideo.stats()
-  assert.are.same({ tasks = 0, ops = 0, transfers = 0, jobs = 0 },
-    { tasks = s.tasks, ops = s.ops, transfers = s.transfers, jobs = s.jobs })
-end
+local settled = require "support.settled"
 
 describe("faults", function()
   local peer

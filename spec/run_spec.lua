@@ -2,10 +2,7 @@
 -- without HTTP, plus every misuse that must give a clear error.
 local avideo = require "avideo"
 
-local function settled()
-  local s = avideo.stats()
-  assert.are.same({ tasks = 0, ops = 0 }, { tasks = s.tasks, ops = s.ops })
-end
+local settled = require "support.settled"
 
 describe("avideo.run", function()
   after_each(settled)

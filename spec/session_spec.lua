@@ -14,10 +14,7 @@ local function reset_stats()
   avideo.post(peer.url .. "/reset-stats")
 end
 
-local function settled()
-  local s = avideo.stats()
-  assert.are.same({ tasks = 0, ops = 0, transfers = 0 }, { tasks = s.tasks, ops = s.ops, transfers = s.transfers })
-end
+local settled = require "support.settled"
 
 local function raises(kind, pattern, f, ...)
   local ok, e = pcall(f, ...)
