@@ -24,6 +24,12 @@ local M = {
   semaphore = sync.semaphore,
   timeout = sync.timeout,
   run_in_thread = thread.run_in_thread,
+  -- embedding in a host's event loop (docs/embedding.md)
+  start = sched.start,
+  step = sched.step,
+  backend_fd = sched.backend_fd,
+  backend_timeout = sched.backend_timeout,
+  use_loop = sched.use_loop,
 }
 
 --- avideo.session(opts) -> session (see avideo/session.lua for the options)

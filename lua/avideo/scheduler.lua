@@ -2,6 +2,10 @@
 -- loop (avideo.core) or another task wakes it. User code never runs inside
 -- a libuv or libcurl callback: the C core only marks ops ready, and this
 -- file resumes their tasks after `loop:step()` returns.
+--
+-- `run` drives the loop until its tasks end, blocking. A host with its own
+-- event loop uses `start` and `step` instead: the same tasks, the same
+-- loop, advanced one non-blocking turn at a time (see docs/embedding.md).
 local core = require "avideo.core"
 local errors = require "avideo.errors"
 
@@ -25,7 +29,8 @@ local Task = { __name = "avideo.Task" }
 Task.__index = Task
 M.Task = Task
 
-local running = false   -- inside avideo.run
+local running = false   -- inside avideo.run, or tasks started with avideo.start live
+local stepping = false  -- tasks started with avideo.start live (running is true too)
 local current = nil     -- the task being resumed
 local live = 0          -- tasks not yet ended
 local tasks = {}        -- co -> task for every live task: keeps them alive
@@ -53,7 +58,10 @@ end
 function M.waiting_task(what)
   local task = current
   if task == nil then
-    if running then
+    if stepping then
+      errors.raise("invalid", what .. " called outside any task while tasks started with"
+        .. " avideo.start run; call it from a task (avideo.start or avideo.spawn)")
+    elseif running then
       errors.raise("invalid", what .. " called inside avideo.run but outside any task"
         .. " (from a finalizer or a callback); call it from a task")
     end
@@ -257,24 +265,46 @@ end
 
 local out = {} -- loop:step() fills it with token, op pairs
 
+-- Run the tasks woken so far; ones woken meanwhile wait a turn, so a task
+-- that keeps yielding cannot starve I/O.
+local function run_ready()
+  local tail = rq_tail
+  while rq_head <= tail do
+    local i = rq_head
+    local t, v = rq_task[i], rq_val[i]
+    rq_task[i], rq_val[i] = nil, nil
+    rq_head = i + 1
+    if t.status == "pending" then resume(t, v) end
+  end
+  if rq_head > rq_tail then
+    -- emptied: start over, and let a queue that grew large go
+    if rq_tail > 1024 then rq_task, rq_val = {}, {} end
+    rq_head, rq_tail = 1, 0
+  end
+end
+
+-- Resume the tasks of the n ops loop:step() put in `out`.
+local function deliver(n)
+  for i = 1, n do
+    local t, op = out[2 * i - 1], out[2 * i]
+    out[2 * i - 1], out[2 * i] = nil, nil
+    if t.op == op then resume(t, op) end
+  end
+end
+
+-- Nothing can wake the live tasks: cancel them, and give up if they keep
+-- waiting after that. `count` is how many turns in a row found this.
+local function deadlocked(count)
+  if count > 2 then
+    error(errors.new("invalid", "deadlock: tasks keep waiting on each other after cancellation"), 0)
+  end
+  break_deadlock()
+end
+
 local function drive(main)
   local deadlocks = 0
   while true do
-    -- run the tasks woken so far; ones woken meanwhile wait a turn, so a
-    -- task that keeps yielding cannot starve I/O
-    local tail = rq_tail
-    while rq_head <= tail do
-      local i = rq_head
-      local t, v = rq_task[i], rq_val[i]
-      rq_task[i], rq_val[i] = nil, nil
-      rq_head = i + 1
-      if t.status == "pending" then resume(t, v) end
-    end
-    if rq_head > rq_tail then
-      -- emptied: start over, and let a queue that grew large go
-      if rq_tail > 1024 then rq_task, rq_val = {}, {} end
-      rq_head, rq_tail = 1, 0
-    end
+    run_ready()
     if live == 0 then return end
     if main.status ~= "pending" and main.status ~= "done" then
       -- the main task failed: stop the rest (asyncio.run does the same)
@@ -283,18 +313,11 @@ local function drive(main)
     local n = loop:step(rq_head <= rq_tail, out)
     if n == 0 and rq_head > rq_tail then
       deadlocks = deadlocks + 1
-      if deadlocks > 2 then
-        error(errors.new("invalid", "deadlock: tasks keep waiting on each other after cancellation"), 0)
-      end
-      break_deadlock()
+      deadlocked(deadlocks)
     elseif n > 0 then
       deadlocks = 0
     end
-    for i = 1, n do
-      local t, op = out[2 * i - 1], out[2 * i]
-      out[2 * i - 1], out[2 * i] = nil, nil
-      if t.op == op then resume(t, op) end
-    end
+    deliver(n)
   end
 end
 
@@ -314,6 +337,10 @@ end
 --- Run fn(...) as the main task and drive the loop until it and every task
 -- it spawned end. Returns its results or raises its error.
 function M.run(fn, ...)
+  if stepping then
+    errors.raise("invalid", "avideo.run called while tasks started with avideo.start run;"
+      .. " start it with avideo.start too, or call it from one of those tasks")
+  end
   if running then
     errors.raise("invalid", "avideo.run called inside a running avideo.run;"
       .. " call the function directly, or use avideo.spawn")
@@ -337,8 +364,110 @@ function M.run(fn, ...)
   return main:result()
 end
 
---- True inside avideo.run.
+--- True inside avideo.run, and while tasks started with avideo.start live.
 function M.running() return running end
+
+-- ------------------------------------------------------------ embedding
+-- start/step drive the same scheduler as run, one turn per step, never
+-- blocking: for hosts that run their own event loop and call step when
+-- backend_fd() is readable or backend_timeout() ms have passed.
+
+local step_deadlocks = 0 -- turns in a row that found the started tasks stuck
+
+local function stop_stepping()
+  running, stepping = false, false
+  step_deadlocks = 0
+  out, tasks = {}, {}
+  loop:timeout(false)
+  report_unretrieved()
+end
+
+--- avideo.start(fn, ...) -> task: run fn(...) as a task without blocking;
+-- avideo.step() advances it. Like the main task of avideo.run, its owner
+-- reads its outcome (task:done(), task:result()). Inside avideo.run it is
+-- avideo.spawn.
+function M.start(fn, ...)
+  if running and not stepping then return M.spawn(fn, ...) end
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    errors.bad_argument("avideo.start", "fn", "function", fn)
+  end
+  running, stepping = true, true
+  local task = M.spawn(fn, ...)
+  task.retrieved = true
+  loop:timeout(true) -- a host loop must not block before the first step
+  return task
+end
+
+-- One turn: the tasks woken so far, then whatever the loop has ready.
+local function step_turn()
+  run_ready()
+  if live == 0 then return end
+  local n = loop:step(true, out)
+  deliver(n)
+  if n == 0 and rq_head > rq_tail and live > 0 and loop:pending() == 0 then
+    step_deadlocks = step_deadlocks + 1
+    deadlocked(step_deadlocks)
+  elseif n > 0 then
+    step_deadlocks = 0
+  end
+end
+
+--- avideo.step() -> true while started tasks remain: one non-blocking
+-- turn of the scheduler. Raises only if the scheduler itself failed (the
+-- tasks' own errors stay in their task objects).
+function M.step()
+  if not stepping then
+    if running then errors.raise("invalid", "avideo.step called inside avideo.run") end
+    return false
+  end
+  if current ~= nil then
+    errors.raise("invalid", "avideo.step called from inside a task; tasks wait with avideo.sleep or a request")
+  end
+  local ok, err = pcall(step_turn)
+  if not ok then
+    abandon()
+    stop_stepping()
+    error(err, 0)
+  end
+  if live == 0 then
+    stop_stepping()
+    return false
+  end
+  loop:timeout(rq_head <= rq_tail) -- keeps a handed-over host loop awake while tasks are ready
+  return true
+end
+
+--- The file descriptor a host watches for reading, to call avideo.step().
+function M.backend_fd() return loop:fd() end
+
+--- Milliseconds a host may wait on backend_fd() before calling
+-- avideo.step() anyway: 0 = now, -1 = no deadline.
+function M.backend_timeout() return loop:timeout(rq_head <= rq_tail) end
+
+local luv_check -- with luv: a check handle that steps once per turn of luv's loop
+
+--- avideo.use_loop(host): let a host's libuv loop wake avideo. host is
+-- the luv module (luv's loop in this Lua state; avideo.step then runs once
+-- per turn of it, from a luv check handle), a light userdata uv_loop_t *
+-- (a C host then calls avideo.step itself), or nil to stop.
+function M.use_loop(host)
+  local kind = type(host)
+  if (host ~= nil and kind ~= "table" and kind ~= "userdata")
+      or (kind == "table" and type(host.new_check) ~= "function") then
+    errors.bad_argument("avideo.use_loop", "host", "the luv module or a uv_loop_t light userdata", host)
+  end
+  loop:attach(host)
+  -- Stopped, not closed, when luv is handed back: luv 1.44 crashes at exit
+  -- on a handle closed but never given a turn of its loop.
+  if luv_check then luv_check:stop() end
+  if kind == "table" then
+    -- luv calls Lua from its own callbacks; unref'd, so only avideo's
+    -- watchers (armed while tasks live) keep luv's loop running
+    luv_check = luv_check or host.new_check()
+    luv_check:start(function() M.step() end)
+    luv_check:unref()
+  end
+end
 
 --- Live tasks, and what the core still holds (for leak checks in specs).
 function M.stats()

@@ -1,5 +1,6 @@
 /* avideo.core internals: one header that declares every internal function
- * with a one-line purpose. Only luaopen_avideo_core is exported. */
+ * with a one-line purpose. Only luaopen_avideo_core is exported; the public
+ * header for hosts is include/avideo.h. */
 #ifndef AVIDEO_PRIVATE_H
 #define AVIDEO_PRIVATE_H
 
@@ -11,6 +12,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <uv.h>
+
+#include "avideo.h"
 
 #define AV_LOOP_MT "avideo.loop"
 #define AV_SESSION_MT "avideo.session_core"
@@ -78,6 +81,7 @@ void av_deadline_clear(av_op *op);
 /* ----------------------------------------------------------------- loop */
 typedef struct av_sock av_sock;
 typedef struct av_easy av_easy;
+typedef struct av_host av_host;
 
 struct av_loop {
   uv_loop_t uv;
@@ -101,6 +105,9 @@ struct av_loop {
   size_t n_pending;           /* ops PENDING or READY */
   size_t n_anchored;          /* anchors made since the anchor table was new */
   size_t n_running;           /* transfers inside libcurl */
+  /* embedding: watchers on a host's libuv loop (loop:attach), or NULL */
+  av_host *host;
+  bool busy;                  /* the scheduler has tasks to run now: a host must not block */
 };
 
 /* Check that arg idx is an open loop. */
