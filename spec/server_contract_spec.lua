@@ -196,27 +196,25 @@ describe("avideo-server contract at time scale 1 #server", function()
     assert.are.equal(422, client.get(server.url .. "/videos/?n").status)
   end)
 
+  -- GET path: 200 after delay, or 404 for an unknown id after the same.
+  local function assert_answer(path, delay, status)
+    local r = client.get(server.url .. path)
+    assert.are.equal(status, r.status)
+    assert.are.equal("application/json", r.headers["content-type"])
+    assert_delay(delay, r)
+    if status == 404 then assert.are.equal('{"detail":"Video not found"}', r.body) end
+    return r
+  end
+
   it("answers GET /videos/{id} after 0.2 s, and an unknown id with 404 after the same", function()
-    local r = client.get(server.url .. "/videos/" .. id)
-    assert.are.equal(200, r.status)
-    assert_delay(0.2, r)
-    assert.are.same(VIDEO_KEYS, key_order(r.body))
-    r = client.get(server.url .. "/videos/nosuchvideo")
-    assert.are.equal(404, r.status)
-    assert.are.equal('{"detail":"Video not found"}', r.body)
-    assert_delay(0.2, r)
+    assert.are.same(VIDEO_KEYS, key_order(assert_answer("/videos/" .. id, 0.2, 200).body))
+    assert_answer("/videos/nosuchvideo", 0.2, 404)
   end)
 
   it("answers the transcript after 0.1 s as a JSON string, 404 for an unknown id", function()
-    local r = client.get(server.url .. "/videos/" .. id .. "/transcript")
-    assert.are.equal(200, r.status)
-    assert.are.equal("application/json", r.headers["content-type"])
-    assert_delay(0.1, r)
+    local r = assert_answer("/videos/" .. id .. "/transcript", 0.1, 200)
     assert.are.equal("string", type(json.decode(r.body)))
-    r = client.get(server.url .. "/videos/nosuchvideo/transcript")
-    assert.are.equal(404, r.status)
-    assert.are.equal('{"detail":"Video not found"}', r.body)
-    assert_delay(0.1, r)
+    assert_answer("/videos/nosuchvideo/transcript", 0.1, 404)
   end)
 
   it("merges a PATCH after 50 ms, keeping key order, visible to later GETs", function()

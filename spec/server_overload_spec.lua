@@ -115,44 +115,50 @@ describe("avideo-server overload #server", function()
     sock:close()
   end)
 
-  it("takes a client that leaves the queue out of it", function()
-    -- Ten hold the slots; a probe queues first, five more queue behind it
-    -- and leave. When a slot frees, the probe must see nobody behind it.
-    local holders, leavers = {}, {}
+  -- Ten raw requests take every video slot, then a probe queues behind
+  -- them. Returns the request text, the holders, the probe and its start.
+  local function fill_then_probe()
     local request = ("GET /videos/%s HTTP/1.1\r\nHost: x\r\n\r\n"):format(id)
+    local holders = {}
     for i = 1, 10 do holders[i] = client.connect(server); assert(holders[i]:send(request)) end
     client.sleep(0.03)
     local probe = client.connect(server)
     local start = client.now()
     assert(probe:send(request))
     client.sleep(0.03)
+    return request, holders, probe, start
+  end
+
+  local function assert_answered(socks, from)
+    for i = from or 1, #socks do
+      assert.are.equal(200, (client.read_response(socks[i])))
+      socks[i]:close()
+    end
+  end
+
+  it("takes a client that leaves the queue out of it", function()
+    -- Five more queue behind the probe and leave: when a slot frees, the
+    -- probe must see nobody behind it.
+    local request, holders, probe, start = fill_then_probe()
+    local leavers = {}
     for i = 1, 5 do leavers[i] = client.connect(server); assert(leavers[i]:send(request)) end
     client.sleep(0.03)
     for _, s in ipairs(leavers) do s:close() end
-    assert.are.equal(200, (client.read_response(probe)))
+    assert_answered({ probe })
     local took = client.now() - start
     -- slot free at ~0.17 s after the probe, then 0.2 s (0.7 s if the five counted)
     assert.is_true(took > 0.3 and took < 0.45, took)
-    for _, s in ipairs(holders) do assert.are.equal(200, (client.read_response(s))); s:close() end
-    probe:close()
+    assert_answered(holders)
   end)
 
   it("gives the slot of a client that leaves while holding it to the next at once", function()
-    local holders = {}
-    local request = ("GET /videos/%s HTTP/1.1\r\nHost: x\r\n\r\n"):format(id)
-    for i = 1, 10 do holders[i] = client.connect(server); assert(holders[i]:send(request)) end
-    client.sleep(0.03)
-    local probe = client.connect(server)
-    local start = client.now()
-    assert(probe:send(request))
-    client.sleep(0.03)
+    local _, holders, probe, start = fill_then_probe()
     for i = 1, 5 do holders[i]:close() end
-    assert.are.equal(200, (client.read_response(probe)))
+    assert_answered({ probe })
     local took = client.now() - start
     -- a slot frees at ~0.03 s, then 0.2 s; kept slots would free at ~0.17 s
     assert.is_true(took > 0.2 and took < 0.3, took)
-    for i = 6, 10 do assert.are.equal(200, (client.read_response(holders[i]))); holders[i]:close() end
-    probe:close()
+    assert_answered(holders, 6)
   end)
 
   it("loses no slot to clients that vanish at any stage", function()

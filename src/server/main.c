@@ -28,7 +28,7 @@ static void av_main_usage(FILE *out)
     "Serves GET /videos/?n=N, GET /videos/{id}, GET /videos/{id}/transcript\n"
     "and PATCH /videos/{id} as compact JSON over HTTP/1.1.\n"
     "Request bodies are limited to 1 MiB (413 beyond), request line and\n"
-    "headers to 32 KiB.\n"
+    "headers to 16 KiB.\n"
     "When ready, prints \"avideo-server listening on http://HOST:PORT\".\n"
     "SIGINT or SIGTERM stops it.\n",
     AV_VIDEOS_MAX);

@@ -18,8 +18,9 @@
 
 /* Largest request body (a PATCH); beyond it the answer is 413. */
 #define AV_BODY_LIMIT ((size_t)1 << 20)
-/* Memory MHD gives each connection for its request line and headers. */
-#define AV_HEADER_LIMIT ((size_t)32 << 10)
+/* Memory MHD gives each connection for its request line and headers (and
+ * zeroes between requests: keep it small; h11 allows 16 KiB too). */
+#define AV_HEADER_LIMIT ((size_t)16 << 10)
 /* Most videos --videos accepts: the store keeps them all in memory. */
 #define AV_VIDEOS_MAX 100000
 
