@@ -7,13 +7,20 @@ local M = {}
 
 function M.start()
   local dir = (os.getenv("AVIDEO_SOURCE_DIR") or ".") .. "/spec/support/"
-  local pipe = assert(io.popen("echo $$; exec /usr/bin/python3 " .. dir .. "peer.py 2>&1", "r"))
+  -- stderr to a file: aiohttp logs the peer's own misbehaviour there, and a
+  -- pipe nobody drains would block it
+  local log = os.tmpname()
+  local pipe = assert(io.popen("echo $$; exec /usr/bin/python3 " .. dir .. "peer.py 2>" .. log, "r"))
   local pid = tonumber(pipe:read("l"))
   local line = pipe:read("l")
   local port = (line or ""):match("^peer listening on http://127%.0%.0%.1:(%d+)$")
   if not port then
     pipe:close()
-    error("test peer did not start: " .. tostring(line), 2)
+    local f = io.open(log)
+    local why = f and f:read("a") or ""
+    if f then f:close() end
+    os.remove(log)
+    error("test peer did not start: " .. tostring(line) .. " " .. why, 2)
   end
   local hole = (pipe:read("l") or ""):match("^blackhole (%d+)$")
   local tls = (pipe:read("l") or ""):match("^tls (%d+)$")
@@ -25,6 +32,7 @@ function M.start()
     peer.stopped = true
     os.execute("kill -TERM " .. pid .. " 2>/dev/null")
     pipe:close()
+    os.remove(log)
   end
   return peer
 end
