@@ -42,6 +42,9 @@ describe("bad input", function()
     { "session('x')", function() avideo.session("x") end, "opts" },
     { "session{limit=NaN}", function() avideo.session { limit = NaN } end, "limit" },
     { "session{limit=-5}", function() avideo.session { limit = -5 } end, "limit" },
+    -- found by fuzz/run: a float limit past 2^63 reached a C cast
+    { "session{limit=2^63}", function() avideo.session { limit = 2 ^ 63 } end, "limit" },
+    { "session{limit_per_host=math.huge}", function() avideo.session { limit_per_host = math.huge } end, "limit_per_host" },
     { "session{limit_per_host=1.5}", function() avideo.session { limit_per_host = 1.5 } end, "limit_per_host" },
     { "session{timeout=NaN}", function() avideo.session { timeout = NaN } end, "timeout" },
     { "session{timeout={pool=-1}}", function() avideo.session { timeout = { pool = -1 } } end, "timeout pool" },

@@ -43,10 +43,10 @@ end
 
 local function check_count(v, name, default)
   if v == nil then return default end
-  if type(v) ~= "number" or v ~= v or v < 0 or v % 1 ~= 0 then
+  if type(v) ~= "number" or v < 0 or not math.tointeger(v) then
     raise("invalid", ("%s must be a whole number >= 0 (0 = no limit), got %s"):format(name, show(v)))
   end
-  return math.tointeger(v) or v
+  return math.tointeger(v)
 end
 
 local function check_seconds(v, name)

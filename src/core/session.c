@@ -259,10 +259,13 @@ av_session *av_session_check(lua_State *L, int idx) {
 
 static lua_Integer av_limit_arg(lua_State *L, int arg, const char *name) {
   if (lua_isnoneornil(L, arg)) return 0;
-  lua_Number v = luaL_checknumber(L, arg);
-  if (!(v >= 0) || v != (lua_Number)(lua_Integer)v)
+  int exact = 0;
+  /* lua_tointegerx, not a cast: a float out of range (2^63, inf, NaN)
+   * must be refused, and casting it is undefined behaviour */
+  lua_Integer v = lua_type(L, arg) == LUA_TNUMBER ? lua_tointegerx(L, arg, &exact) : 0;
+  if (!exact || v < 0)
     return av_error_arg(L, arg, "%s must be a whole number >= 0 (0 = no limit)", name);
-  return (lua_Integer)v;
+  return v;
 }
 
 /* loop:session(limit, limit_per_host, headers, read_bufsize) -> session core */
