@@ -40,7 +40,11 @@ local function urls(server, path, n)
   return list
 end
 
+-- Under valgrind (AVIDEO_SLOW) the client side is slower: more slack.
+local SLOW = os.getenv("AVIDEO_SLOW") and 2 or 1
+
 local function assert_times(expected, results, slack, any_status)
+  slack = slack * SLOW
   assert.are.equal(#expected, #results)
   for i, r in ipairs(results) do
     if not any_status then assert.are.equal(200, r.status) end
@@ -214,15 +218,17 @@ end)
 describe("avideo-server staircase of 100 #server", function()
   after_each(support.stop_scoped)
 
-  it("follows the model for 100 concurrent GETs at a small time scale", function()
-    local scale = 0.25
+  it("follows the model for 100 concurrent GETs at a smaller time scale", function()
+    -- Half the real delays: steps of 0.6 s stay far apart even when a busy
+    -- machine delays curl's hundred connections by tens of ms.
+    local scale = 0.5
     local server = support.start_scoped { time_scale = scale }
     local id = client.get_json(server.url .. "/videos/?n=1")[1]
     local results = client.parallel(urls(server, "/videos/" .. id, 100))
     local expected = model(100, 10, 0.2, 0.1, scale)
-    assert_times(expected, results, 0.04)
+    assert_times(expected, results, 0.12)
     -- the shape: ten at the base delay, then 1.2 s (scaled) steps
-    assert.is_true(math.abs(expected[10] - 0.05) < 1e-9 and math.abs(expected[20] - 0.35) < 1e-9)
+    assert.is_true(math.abs(expected[10] - 0.1) < 1e-9 and math.abs(expected[20] - 0.7) < 1e-9)
     assert_clean_exit(server)
   end)
 end)

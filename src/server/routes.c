@@ -77,6 +77,7 @@ static enum MHD_Result av_routes_start(struct av_server *server,
   }
   if (&req->call != call)
     req->call = *call;
+  av_buf_free(&req->body); /* a GET's body is never needed */
   av_request_defer(req, gate);
   return MHD_YES;
 }
