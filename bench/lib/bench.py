@@ -110,7 +110,9 @@ def build(args, wanted):
     if args.no_build:
         return problems
     log(f"building {', '.join(wanted)} in {args.build_dir}")
-    err = cmake(args, "-S", ROOT, "-B", args.build_dir, "-DCMAKE_BUILD_TYPE=Release", "-DAVIDEO_TESTS=OFF")
+    server = "ON" if "avideo-server" in wanted else "OFF"
+    err = cmake(args, "-S", ROOT, "-B", args.build_dir, "-DCMAKE_BUILD_TYPE=Release",
+                "-DAVIDEO_TESTS=OFF", "-DAVIDEO_BUILD_BENCH=ON", f"-DAVIDEO_BUILD_SERVER={server}")
     if err:
         return {t: "cmake configure failed: " + err for t in wanted}
     for target in wanted:
