@@ -98,7 +98,7 @@ describe("avideo.run", function()
       return sum
     end)
     assert.are.equal(10000, n)
-    assert.is_true(avideo.now() - t0 < 2)
+    if os.getenv("AVIDEO_SLOW") ~= "1" then assert.is_true(avideo.now() - t0 < 2) end
   end)
 end)
 
