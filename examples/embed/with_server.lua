@@ -31,10 +31,12 @@ local server = support.start { time_scale = time_scale }
 for j, a in ipairs(cmd) do
   cmd[j] = "'" .. a:gsub("{url}", server.url):gsub("'", "'\\''") .. "'"
 end
--- An ASan-built command is its own program: give it leak checks, which
--- the Lua interpreter running this script (ASan preloaded) must not have.
+-- An ASan-built command is its own program, but without LeakSanitizer:
+-- its tracer crashes at exit here (signal 11 inside LSan) when libuv's
+-- pool threads are being joined. Leaks of these programs are checked under
+-- valgrind instead (docs/embedding.md).
 local env = ""
-if os.getenv("ASAN_OPTIONS") then env = "env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 " end
+if os.getenv("ASAN_OPTIONS") then env = "env ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 " end
 io.stdout:flush()
 local ok, how, code = os.execute(env .. table.concat(cmd, " "))
 local stopped, why = support.stop_clean(server)
