@@ -49,8 +49,13 @@ function M.wake(task, value)
   push_ready(task, value)
 end
 
-local function cancelled_error(task)
-  return errors.new("cancelled", task.cancel_message or "task was cancelled")
+-- A cancel asked for while the task ran or was queued takes effect at its
+-- next wait: raise `cancelled` there (once).
+local function check_cancel(task)
+  if task.cancel_pending then
+    task.cancel_pending = false
+    error(errors.new("cancelled", task.cancel_message or "task was cancelled"), 0)
+  end
 end
 
 --- The task that may wait now, or nil outside avideo.run (the caller then
@@ -75,10 +80,7 @@ function M.waiting_task(what)
     errors.raise("invalid", what .. " cannot wait here: inside a metamethod or a C function"
       .. " (a table.sort comparator, a string.gsub callback, a __close or __gc handler)")
   end
-  if task.cancel_pending then
-    task.cancel_pending = false
-    error(cancelled_error(task), 0)
-  end
+  check_cancel(task)
   return task
 end
 
@@ -86,10 +88,7 @@ end
 -- was woken with. Raises `cancelled` if the task was cancelled meanwhile.
 function M.suspend(task)
   local v = co_yield(YIELD)
-  if task.cancel_pending then
-    task.cancel_pending = false
-    error(cancelled_error(task), 0)
-  end
+  check_cancel(task)
   return v
 end
 
@@ -98,18 +97,12 @@ function M.await_op(task, op)
   task.op = op
   local v = co_yield(YIELD)
   task.op = nil
-  if task.cancel_pending then
-    task.cancel_pending = false
-    error(cancelled_error(task), 0)
-  end
+  check_cancel(task)
   return v
 end
 
 local function task_main(task, fn, ...)
-  if task.cancel_pending then
-    task.cancel_pending = false
-    error(cancelled_error(task), 0)
-  end
+  check_cancel(task)
   task.results = pack(fn(...))
   return DONE
 end
