@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$server_bin" ]; then
-  for candidate in "$root/build-server/src/server/avideo-server" "$root/build/src/server/avideo-server"; do
+  for candidate in "$root/build/src/server/avideo-server" "$root/build-server/src/server/avideo-server"; do
     if [ -x "$candidate" ]; then server_bin=$candidate; break; fi
   done
 fi
