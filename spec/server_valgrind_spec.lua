@@ -49,7 +49,7 @@ describe("avideo-server under valgrind #server", function()
     }
     local ids = client.get_json(server.url .. "/videos/?n=50")
     local urls = {}
-    for i = 1, 1500 do
+    for i = 1, 3000 do
       local id = ids[i % #ids + 1]
       local kind = i % 6
       if kind == 0 then urls[i] = server.url .. "/videos/" .. id .. "/transcript"
@@ -59,7 +59,7 @@ describe("avideo-server under valgrind #server", function()
       elseif kind == 4 then urls[i] = server.url .. "/videos/?n=bad" .. i
       else urls[i] = server.url .. "/videos/" .. id end
     end
-    assert.are.equal(1500, #client.get_many(urls))
+    assert.are.equal(3000, #client.get_many(urls))
 
     -- overload: queues on both gated endpoints
     local burst = {}
