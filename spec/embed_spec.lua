@@ -57,7 +57,9 @@ describe("avideo.start and avideo.step", function()
     if not os.getenv("AVIDEO_SLOW") then assert.is_true(avideo.now() - t0 < 0.015, "step blocked") end
     assert.is_true(b:done())
     local ms = avideo.backend_timeout() -- a sleeps: about 20 ms to wait
-    assert.is_true(ms > 0 and ms <= 20, "timeout " .. ms)
+    -- (under valgrind the step itself may have used up the 20 ms)
+    local least = os.getenv("AVIDEO_SLOW") and 0 or 1
+    assert.is_true(ms >= least and ms <= 20, "timeout " .. ms)
     drive()
     assert.are.same({ "b", "a" }, order)
     assert.are.equal(42, a:result())
