@@ -76,29 +76,14 @@ function M.encode(value)
   return out
 end
 
-local tointeger = math.tointeger
-
 -- lua-cjson 2.1.0 decodes every number as a float (925068.0); JSON has one
 -- number type, and Lua users expect whole numbers to be integers, as
--- Python's json gives int. Convert them in place.
-local function integers(t)
-  for k, v in next, t do
-    local tv = type(v)
-    if tv == "number" then
-      local i = tointeger(v)
-      if i then t[k] = i end
-    elseif tv == "table" then
-      integers(v)
-    end
-  end
-  return t
-end
+-- Python's json gives int. The C core converts them in place.
+local integers = require("avideo.core").json_integers
 
 --- Decode text, raising plain strings (for callers that wrap the error).
 function M.raw_decode(text)
-  local v = codec.decode(text)
-  if type(v) == "table" then return integers(v) end
-  return tointeger(v) or v
+  return integers(codec.decode(text))
 end
 
 --- Decode JSON text; raises an `invalid` error on bad input.

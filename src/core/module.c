@@ -18,6 +18,7 @@ __attribute__((visibility("default"))) int luaopen_avideo_core(lua_State *L) {
   av_request_open(L);
   av_session_open(L);
   av_work_open(L);
+  av_json_open(L);
   lua_pushliteral(L, AVIDEO_VERSION);
   lua_setfield(L, -2, "_VERSION");
   /* curl_version_info, not curl_version: the latter initialises libldap,

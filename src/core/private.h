@@ -234,6 +234,10 @@ void av_request_fail(av_request *req, const char *kind, const char *fmt, ...);
 /* libcurl finished req (msg copied): collect the result and release. */
 void av_request_done(av_request *req, CURLcode code);
 
+/* ---------------------------------------------------------------- json */
+/* Register core.json_integers (whole-number floats to integers, in place). */
+void av_json_open(lua_State *L);
+
 /* ---------------------------------------------------------------- work */
 /* Register loop:work() and the work op metatable (run_in_thread). */
 void av_work_open(lua_State *L);
