@@ -180,9 +180,32 @@ local function check_session(self, fn)
   end
 end
 
+-- "session:get" and the like, for messages, made once per method.
+local call_names = setmetatable({}, { __index = function(t, method)
+  local name = "session:" .. method:lower()
+  t[method] = name
+  return name
+end })
+
+-- The second half of a request: wait for the op and make the response.
+-- request() tail-calls it, so its many locals are not kept alive on the
+-- stack of a waiting task.
+local function finish(task, op, url, method, raise_status)
+  await_op(task, op)
+  local status, text, final_url = op:result()
+  if not status then
+    -- text is the kind and final_url the message here; timeouts name their phase
+    raise(text, final_url, { url = url, method = method,
+      phase = text == "timeout" and final_url:match("^([%w_]+) timeout") or nil })
+  end
+  local r = new_response(status, text, final_url or url, op)
+  if raise_status and status >= 400 then r:raise_for_status() end
+  return r
+end
+
 -- The request path shared by every verb; method is upper case already.
 local function request(self, method, url, opts)
-  if type(url) ~= "string" then bad_argument("session:" .. method:lower(), "url", "string", url) end
+  if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
   local given_url = url
   if self.base_url then url = join_url(self.base_url, url) end
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
@@ -207,21 +230,12 @@ local function request(self, method, url, opts)
     max_body = check_count(opts.max_body_size, "max_body_size", max_body)
   end
   if self.closed then raise("invalid", "session is closed", { url = url, method = method }) end
-  local task = waiting_task("session:" .. method:lower())
+  local task = waiting_task(call_names[method])
   if task == nil then return sched.run(request, self, method, given_url, opts) end
   local op, kind, message = self._core:request(task, method, url, headers, body,
     timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
   if not op then raise(kind, message, { url = url, method = method }) end
-  await_op(task, op)
-  local status, text, final_url = op:result()
-  if not status then
-    -- text is the kind and final_url the message here; timeouts name their phase
-    raise(text, final_url, { url = url, method = method,
-      phase = text == "timeout" and final_url:match("^([%w_]+) timeout") or nil })
-  end
-  local r = new_response(status, text, final_url or url, op)
-  if raise_status and status >= 400 then r:raise_for_status() end
-  return r
+  return finish(task, op, url, method, raise_status)
 end
 
 --- session:request(method, url [, opts]) -> response
