@@ -24,6 +24,8 @@ describe("bad input", function()
     { "gather opts not a table", function() avideo.gather({}, 5) end, "opts" },
     { "gather limit NaN", function() avideo.gather({}, { limit = NaN }) end, "limit" },
     { "gather limit -1", function() avideo.gather({}, { limit = -1 }) end, "limit" },
+    { "gather limit 2^63", function() avideo.gather({ print }, { limit = 2 ^ 63 }) end, "limit" },
+    { "gather limit inf", function() avideo.gather({ print }, { limit = math.huge }) end, "limit" },
     { "sleep(nil)", function() avideo.sleep(nil) end, "'s'" },
     { "sleep(-1)", function() avideo.sleep(-1) end, "'s'" },
     { "sleep(NaN)", function() avideo.sleep(NaN) end, "'s'" },

@@ -37,6 +37,23 @@ describe("avideo.run", function()
     assert.are.same({ 1, 2, 3 }, done)
   end)
 
+  it("cancels the other tasks when the main task fails", function()
+    local seen
+    local t0 = avideo.now()
+    local ok, e = pcall(avideo.run, function()
+      avideo.spawn(function()
+        local ok2, err = pcall(avideo.sleep, 5)
+        seen = not ok2 and err.kind
+      end)
+      avideo.sleep(0.01)
+      error("main failed", 0)
+    end)
+    assert.is_false(ok)
+    assert.are.equal("main failed", e)
+    assert.are.equal("cancelled", seen)
+    assert.is_true(avideo.now() - t0 < 1)
+  end)
+
   it("refuses nesting and bad arguments with clear errors", function()
     local ok, e = pcall(avideo.run, function() return avideo.run(function() end) end)
     assert.is_false(ok)

@@ -15,10 +15,7 @@ local function callable(x)
 end
 
 local function on_error(e)
-  if type(e) == "table" then
-    if errors.is_error(e) and not e.traceback then e.traceback = debug.traceback(nil, 2) end
-    return e
-  end
+  if errors.is_error(e) and not e.traceback then e.traceback = debug.traceback(nil, 2) end
   return e
 end
 
@@ -71,10 +68,14 @@ local function parse(first, ...)
     end
   end
   local limit = opts.limit
-  if limit ~= nil and (math.type(limit) ~= "integer" and not (type(limit) == "number" and limit % 1 == 0) or limit < 0) then
-    errors.raise("invalid", "gather limit must be a whole number >= 0 (0 = no limit)")
+  if limit ~= nil then
+    -- math.tointeger, not `% 1`: 2^63 or inf must be refused, not become nil
+    limit = type(limit) == "number" and math.tointeger(limit) or nil
+    if not limit or limit < 0 then
+      errors.raise("invalid", "gather limit must be a whole number >= 0 (0 = no limit)")
+    end
   end
-  return items, n, opts.return_exceptions and true or false, (limit ~= nil and limit > 0) and math.tointeger(limit) or n
+  return items, n, opts.return_exceptions and true or false, (limit and limit > 0) and limit or n
 end
 
 --- avideo.gather(list [, opts]) or avideo.gather(f1, f2, ...).

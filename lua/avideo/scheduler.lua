@@ -295,12 +295,14 @@ local function deadlocked(count)
 end
 
 local function drive(main)
-  local deadlocks = 0
+  local deadlocks, stopping = 0, false
   while true do
     run_ready()
     if live == 0 then return end
-    if main.status ~= "pending" and main.status ~= "done" then
-      -- the main task failed: stop the rest (asyncio.run does the same)
+    if not stopping and main.status ~= "pending" and main.status ~= "done" then
+      -- the main task failed: cancel the rest once (asyncio.run does the
+      -- same), not at every turn while they wind down
+      stopping = true
       for _, t in pairs(tasks) do t:cancel("avideo.run is ending: its main task failed") end
     end
     local n = loop:step(rq_head <= rq_tail, out)

@@ -187,10 +187,19 @@ local call_names = setmetatable({}, { __index = function(t, method)
   return name
 end })
 
--- The second half of a request: wait for the op and make the response.
--- request() tail-calls it, so its many locals are not kept alive on the
--- stack of a waiting task.
-local function finish(task, op, url, method, raise_status)
+-- The second half of a request, once its options are checked and encoded:
+-- start it and wait for the response. Outside any task it runs itself as
+-- the main task of avideo.run (the blocking form), so nothing is checked or
+-- encoded twice. request() tail-calls it, so request()'s many locals are
+-- not kept alive on the stack of a waiting task.
+local function send(self, method, url, headers, body, timeout, max_body, raise_status)
+  local task = waiting_task(call_names[method])
+  if task == nil then
+    return sched.run(send, self, method, url, headers, body, timeout, max_body, raise_status)
+  end
+  local op, kind, message = self._core:request(task, method, url, headers, body,
+    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
+  if not op then raise(kind, message, { url = url, method = method }) end
   await_op(task, op)
   local status, text, final_url = op:result()
   if not status then
@@ -206,7 +215,6 @@ end
 -- The request path shared by every verb; method is upper case already.
 local function request(self, method, url, opts)
   if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
-  local given_url = url
   if self.base_url then url = join_url(self.base_url, url) end
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
   if opts ~= nil then
@@ -230,12 +238,7 @@ local function request(self, method, url, opts)
     max_body = check_count(opts.max_body_size, "max_body_size", max_body)
   end
   if self.closed then raise("invalid", "session is closed", { url = url, method = method }) end
-  local task = waiting_task(call_names[method])
-  if task == nil then return sched.run(request, self, method, given_url, opts) end
-  local op, kind, message = self._core:request(task, method, url, headers, body,
-    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
-  if not op then raise(kind, message, { url = url, method = method }) end
-  return finish(task, op, url, method, raise_status)
+  return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 
 --- session:request(method, url [, opts]) -> response
