@@ -509,11 +509,8 @@ static int av_loop_step(lua_State *L) {
     if (nowait) {
       uv_run(&lp->uv, UV_RUN_NOWAIT);
     } else {
+      /* uv_run returns 0 once nothing is active: no op can become ready */
       while (lp->ready_head == NULL && uv_run(&lp->uv, UV_RUN_ONCE) != 0) {
-      }
-      if (lp->ready_head == NULL) {
-        /* libuv had nothing left; let due timers/closes settle once more */
-        uv_run(&lp->uv, UV_RUN_NOWAIT);
       }
     }
   }
