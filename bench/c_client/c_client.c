@@ -1,10 +1,13 @@
 /*
  * c_client: the plain C baseline of avideo's benchmarks.
  *
- *   c_client URL N CONCURRENCY
+ *   c_client URL N CONCURRENCY [--discard]
  *
  * Makes N GET requests of URL with at most CONCURRENCY in flight, decodes
- * each body as JSON (jansson) and checks the status is 200, then prints
+ * each body as JSON (jansson) and checks the status is 200. Every decoded
+ * document is kept until all requests are done, as a gather that returns
+ * the results keeps them (the avideo client's work); --discard frees each
+ * one right after decoding instead. Then it prints
  *
  *   RESULT requests=N finished=F errors=E
  *
@@ -68,6 +71,7 @@ struct client {
   struct transfer *transfers;
   int concurrency;
   long total, started, finished, errors;
+  json_t **kept; /* decoded documents, in completion order; NULL with --discard */
   struct sock **socks; /* by file descriptor */
   size_t nsocks;
 };
@@ -139,8 +143,8 @@ static int transfer_start(struct client *c, struct transfer *t) {
   return curl_multi_add_handle(c->multi, t->easy) == CURLM_OK ? 0 : -1;
 }
 
-/* Status 200 and a body that decodes as JSON. */
-static int transfer_ok(struct transfer *t, CURLcode result) {
+/* Status 200 and a body that decodes as JSON, kept unless discarding. */
+static int transfer_ok(struct client *c, struct transfer *t, CURLcode result) {
   long status = 0;
   if (result != CURLE_OK || t->oom) return 0;
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -148,7 +152,8 @@ static int transfer_ok(struct transfer *t, CURLcode result) {
   json_error_t err;
   json_t *doc = json_loadb(t->body, t->len, 0, &err);
   if (!doc) return 0;
-  json_decref(doc);
+  if (c->kept) c->kept[c->finished - 1] = doc;
+  else json_decref(doc);
   return 1;
 }
 
@@ -165,7 +170,7 @@ static void client_drain(struct client *c) {
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
     curl_multi_remove_handle(c->multi, easy);
     c->finished++;
-    if (!transfer_ok(t, result)) c->errors++;
+    if (!transfer_ok(c, t, result)) c->errors++;
     if (c->started < c->total && transfer_start(c, t) != 0) {
       c->errors += c->total - c->started + 1;
       c->finished += c->total - c->started + 1;
@@ -259,8 +264,9 @@ static long parse_count(const char *s) {
 
 int main(int argc, char **argv) {
   long n, conc;
-  if (argc != 4 || (n = parse_count(argv[2])) < 0 || (conc = parse_count(argv[3])) < 1) {
-    fprintf(stderr, "usage: %s URL N CONCURRENCY\n", argv[0]);
+  int discard = argc == 5 && strcmp(argv[4], "--discard") == 0;
+  if ((argc != 4 && !discard) || (n = parse_count(argv[2])) < 0 || (conc = parse_count(argv[3])) < 1) {
+    fprintf(stderr, "usage: %s URL N CONCURRENCY [--discard]\n", argv[0]);
     return 2;
   }
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 2;
@@ -272,6 +278,7 @@ int main(int argc, char **argv) {
   if (uv_loop_init(&c.loop) != 0) goto out_global;
   uv_timer_init(&c.loop, &c.timer); /* before the first add: it fires inside it */
   c.timer.data = &c;
+  if (!discard && n > 0 && !(c.kept = calloc((size_t)n, sizeof *c.kept))) goto out_loop;
   if (!(c.multi = curl_multi_init())) goto out_loop;
   curl_multi_setopt(c.multi, CURLMOPT_SOCKETFUNCTION, client_on_socket);
   curl_multi_setopt(c.multi, CURLMOPT_SOCKETDATA, &c);
@@ -324,6 +331,8 @@ out_loop:
   uv_run(&c.loop, UV_RUN_DEFAULT);
   uv_loop_close(&c.loop);
   free(c.socks);
+  for (long i = 0; c.kept && i < n; i++) json_decref(c.kept[i]); /* NULL-safe */
+  free(c.kept);
 out_global:
   curl_global_cleanup();
   return rc;

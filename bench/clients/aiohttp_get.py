@@ -1,10 +1,11 @@
 """aiohttp client of the benchmarks, written the way the talk does.
 
-    /usr/bin/python3 aiohttp_get.py URL N LIMIT [--hold SECONDS]
+    /usr/bin/python3 aiohttp_get.py URL N LIMIT [--hold SECONDS] [--discard]
 
 N GETs of URL through one ClientSession whose TCPConnector allows LIMIT
 connections, all gathered at once (so N - LIMIT wait queued in the
 connector); each answer's status is checked and its body decoded as JSON.
+gather returns every decoded document; --discard returns None instead.
 --hold stops after SECONDS whatever is still in flight: the memory
 benchmarks read the peak RSS while requests wait on a slow server.
 Prints "RESULT requests=N finished=F errors=E".
@@ -17,16 +18,17 @@ import sys
 import aiohttp
 
 
-async def get_json(session, url):
+async def get_json(session, url, discard):
     async with session.get(url) as response:
         response.raise_for_status()
-        return await response.json()
+        document = await response.json()
+        return None if discard else document
 
 
-async def main(url, n, limit, hold):
+async def main(url, n, limit, hold, discard):
     connector = aiohttp.TCPConnector(limit=limit)
     async with aiohttp.ClientSession(connector=connector) as session:
-        tasks = [asyncio.ensure_future(get_json(session, url)) for _ in range(n)]
+        tasks = [asyncio.ensure_future(get_json(session, url, discard)) for _ in range(n)]
         if hold is not None:
             await asyncio.sleep(hold)
             finished = sum(1 for t in tasks if t.done())
@@ -45,5 +47,6 @@ if __name__ == "__main__":
     parser.add_argument("n", type=int)
     parser.add_argument("limit", type=int)
     parser.add_argument("--hold", type=float)
+    parser.add_argument("--discard", action="store_true")
     args = parser.parse_args()
-    sys.exit(1 if asyncio.run(main(args.url, args.n, args.limit, args.hold)) else 0)
+    sys.exit(1 if asyncio.run(main(args.url, args.n, args.limit, args.hold, args.discard)) else 0)

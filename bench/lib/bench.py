@@ -39,6 +39,9 @@ def parse_args(argv):
     p.add_argument("--only", help="comma list of clients: " + ",".join(bench_cases.CLIENTS)
                    + " (default: all; c always runs in the cost section, ratios are against it)")
     p.add_argument("--limits", default="10,100,1000", help="cost section: requests in flight")
+    p.add_argument("--results", default=",".join(bench_cases.RESULTS),
+                   help="cost section: kept (every decoded document kept to the end, as gather"
+                   " returns them), discarded (dropped once decoded), or both (default)")
     p.add_argument("--n", type=int, help="cost section: requests per run (default 20000, quick 2000)")
     p.add_argument("--reps", type=int, default=3, help="repetitions, the median is reported (default 3)")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
@@ -261,14 +264,15 @@ def run_case(ctx, servers, case, rep, baseline_cache):
 
 
 def add_ratios(results, rep):
-    """× C within one repetition: a client's CPU per request over C's."""
-    base = {case.limit: m["cpu_us"] for case, per_rep in results
+    """× C within one repetition: a client's CPU per request over C's in the
+    same case (same limit, results kept or discarded alike)."""
+    base = {case.name: m["cpu_us"] for case, per_rep in results
             if case.section == "client cost" and case.client == "c"
             for m, _ in [per_rep[rep] or (None, None)] if m}
     for case, per_rep in results:
         metrics, _ = per_rep[rep] or (None, None)
-        if case.section == "client cost" and metrics and case.limit in base:
-            metrics["ratio"] = metrics["cpu_us"] / base[case.limit]
+        if case.section == "client cost" and metrics and case.name in base:
+            metrics["ratio"] = metrics["cpu_us"] / base[case.name]
 
 
 def describe(case, metrics):
@@ -392,7 +396,11 @@ def main(argv):
     all_cases = []
     if "cost" in args.sections:
         cost_clients = ["c"] + [c for c in clients if c != "c"]
-        all_cases += bench_cases.cost_cases(ctx, cost_clients, counts(args.limits), args.n)
+        modes = split(args.results)
+        bad = [m for m in modes if m not in bench_cases.RESULTS]
+        if bad or not modes:
+            sys.exit(f"bench/run: --results takes {' and/or '.join(bench_cases.RESULTS)}, got {args.results}")
+        all_cases += bench_cases.cost_cases(ctx, cost_clients, counts(args.limits), args.n, modes)
     if "memory" in args.sections:
         all_cases += bench_cases.memory_cases(ctx, clients, counts(args.in_flight), counts(args.queued))
     if "scenario" in args.sections:
