@@ -4,6 +4,7 @@ loopback that records what clients do (connections, concurrency, arrival
 order) and misbehaves on request (resets, stalls, short bodies, bad status
 lines). Prints "peer listening on http://HOST:PORT" when ready."""
 import asyncio
+import gzip
 import json
 import os
 import socket
@@ -133,6 +134,13 @@ async def big(request):
     return web.Response(body=b"x" * int(request.query["bytes"]))
 
 
+async def gzipped(request):
+    """A JSON document compressed whatever the request accepted: the client
+    must decode it (Content-Encoding: gzip)."""
+    body = gzip.compress(json.dumps({"compressed": True, "accept": request.headers.get("Accept-Encoding")}).encode())
+    return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+
 async def text(request):
     return web.Response(text="this is not json {", content_type="application/json")
 
@@ -185,6 +193,7 @@ def main():
     app.router.add_get("/drip", drip)
     app.router.add_get("/big", big)
     app.router.add_get("/not-json", text)
+    app.router.add_get("/gzip", gzipped)
 
     async def start():
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=30)

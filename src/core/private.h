@@ -183,9 +183,18 @@ void av_session_unqueue(av_session *s, av_request *req);
 void av_session_release(av_session *s, av_request *req);
 /* Check that idx is a session of an open loop. */
 av_session *av_session_check(lua_State *L, int idx);
+
+/* ------------------------------------------------------------- headers */
 /* Append the flat header list {n1, v1, ...} at idx to *list, leaving out
  * names already in skip; false with a message pushed on bad input. */
 bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, const struct curl_slist *skip);
+/* Append to *list the entries of defaults whose names *list lacks; false
+ * when out of memory. */
+bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults);
+/* Append the headers every session sends unless the user gave them:
+ * User-Agent, Accept-Encoding (what libcurl decodes), and "Expect:" (no
+ * 100-continue wait); false when out of memory. */
+bool av_headers_defaults(struct curl_slist **list);
 
 /* ------------------------------------------------------------- request */
 typedef struct av_buf {

@@ -10,7 +10,6 @@
 #include "private.h"
 
 static void av_request_cancel(av_op *op);
-static bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults);
 static void av_request_expire(av_op *op);
 static const av_op_vtable av_request_vt = {av_request_cancel, av_request_expire};
 
@@ -178,8 +177,9 @@ static void av_request_easy_defaults(av_easy *e) {
   curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
   /* HTTP/2 over TLS only: libcurl 7.88 cannot reuse h2c connections. */
   curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  /* Decode what the server compressed; the Accept-Encoding header itself
+   * comes with the session's default headers (see av_headers_defaults). */
   curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(h, CURLOPT_USERAGENT, "avideo/" AVIDEO_VERSION);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, av_request_write_cb);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, av_request_header_cb);
   curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, av_request_prereq_cb);
@@ -392,22 +392,6 @@ int av_request_new(lua_State *L) {
   av_session_acquire(s, req, keystr);
   lua_pushvalue(L, idx);
   return 1;
-}
-
-/* Append to *list the entries of defaults whose names *list lacks. */
-static bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults) {
-  struct curl_slist *own = *list;
-  for (const struct curl_slist *d = defaults; d; d = d->next) {
-    size_t n = strcspn(d->data, ":;");
-    bool found = false;
-    for (const struct curl_slist *p = own; p && !found; p = p->next)
-      found = strncasecmp(p->data, d->data, n) == 0 && (p->data[n] == ':' || p->data[n] == ';');
-    if (found) continue;
-    struct curl_slist *l = curl_slist_append(*list, d->data);
-    if (!l) return false;
-    *list = l;
-  }
-  return true;
 }
 
 /* req:result() -> status, body, effective_url | nil, kind, message */
