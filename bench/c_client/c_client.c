@@ -23,6 +23,9 @@
  *     (e.g. the threaded resolver's wake-up pair) gets a poll handle on first
  *     sight that is closed on CURL_POLL_REMOVE;
  *   - CURLOPT_NOSIGNAL, HTTP/1.1, easy handles reused for the next request;
+ *   - the request avideo sends: the same default headers (User-Agent,
+ *     Accept-Encoding: gzip, deflate, no Expect) with libcurl decoding
+ *     compressed answers, so both sides make the same HTTP exchange;
  *   - our own concurrency: at most CONCURRENCY handles are in the multi, the
  *     next request starts when one finishes (no CURLMOPT_MAX_*);
  *   - libcurl is never called from inside its own callbacks: finished
@@ -72,6 +75,7 @@ struct client {
   int concurrency;
   long total, started, finished, errors;
   json_t **kept; /* decoded documents, in completion order; NULL with --discard */
+  struct curl_slist *headers;
   struct sock **socks; /* by file descriptor */
   size_t nsocks;
 };
@@ -285,6 +289,14 @@ int main(int argc, char **argv) {
   curl_multi_setopt(c.multi, CURLMOPT_TIMERFUNCTION, client_on_timeout);
   curl_multi_setopt(c.multi, CURLMOPT_TIMERDATA, &c);
 
+  /* avideo's default request headers (src/core/headers.c), same lengths */
+  static const char *const header_lines[] = {"User-Agent: avideo/c-baseline",
+                                             "Accept-Encoding: gzip, deflate", "Expect:"};
+  for (size_t i = 0; i < sizeof header_lines / sizeof *header_lines; i++) {
+    struct curl_slist *l = curl_slist_append(c.headers, header_lines[i]);
+    if (!l) goto out_multi;
+    c.headers = l;
+  }
   if (!(c.transfers = calloc((size_t)c.concurrency, sizeof *c.transfers))) goto out_multi;
   for (int i = 0; i < c.concurrency; i++) {
     struct transfer *t = &c.transfers[i];
@@ -296,6 +308,8 @@ int main(int argc, char **argv) {
     curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(t->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, c.headers);
+    curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, sock_on_open);
     curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, &c);
     curl_easy_setopt(t->easy, CURLOPT_CLOSESOCKETFUNCTION, sock_on_closesocket);
@@ -324,6 +338,7 @@ out_transfers:
   free(c.transfers);
 out_multi:
   curl_multi_cleanup(c.multi); /* closes cached connections through sock_on_closesocket */
+  curl_slist_free_all(c.headers);
 out_loop:
   for (size_t fd = 0; fd < c.nsocks; fd++)
     if (c.socks[fd]) sock_forget(c.socks[fd]);
