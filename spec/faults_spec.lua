@@ -75,20 +75,27 @@ describe("faults", function()
     assert.matches("redirect", e.message:lower())
   end)
 
+  it("reports a body that does not decode as its Content-Encoding says", function()
+    local ok, e = pcall(avideo.get, peer.url .. "/bad-gzip")
+    assert.is_false(ok)
+    assert.are.equal("protocol", e.kind)
+    assert.matches("content unencoding", e.message:lower()) -- libcurl's words
+  end)
+
   it("keeps working after every kind of fault, with nothing left behind", function()
     avideo.run(function()
       local s <close> = avideo.session { limit = 4, timeout = { sock_read = 0.2, total = 1 } }
       local paths = { "/reset-before", "/reset-mid", "/short", "/bad-status", "/stall", "/drip",
-                      "/status/500", "/status/200", "/not-json" }
+                      "/status/500", "/status/200", "/not-json", "/bad-gzip" }
       local fs = {}
-      for i = 1, 36 do
+      for i = 1, 40 do
         local path = paths[(i - 1) % #paths + 1]
         fs[i] = function() return s:get(peer.url .. path):raise_for_status():json() end
       end
       local r = avideo.gather(fs, { return_exceptions = true })
       local errs = 0
-      for i = 1, 36 do if avideo.is_error(r[i]) then errs = errs + 1 end end
-      assert.are.equal(32, errs) -- all but the four /status/200
+      for i = 1, 40 do if avideo.is_error(r[i]) then errs = errs + 1 end end
+      assert.are.equal(36, errs) -- all but the four /status/200
       assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
       assert.are.same({ status = 200 }, s:get(peer.url .. "/status/200"):json())
     end)

@@ -141,6 +141,11 @@ async def gzipped(request):
     return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
 
 
+async def bad_gzip(request):
+    """Says gzip, sends bytes that are not: decoding must fail cleanly."""
+    return web.Response(body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+
+
 async def text(request):
     return web.Response(text="this is not json {", content_type="application/json")
 
@@ -194,6 +199,7 @@ def main():
     app.router.add_get("/big", big)
     app.router.add_get("/not-json", text)
     app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/bad-gzip", bad_gzip)
 
     async def start():
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=30)
