@@ -59,7 +59,6 @@ describe("session", function()
       local e = avideo.get(peer.url .. "/echo"):json()
       assert.matches("^avideo/%d+%.%d+", e.headers["user-agent"])
       assert.are.equal("gzip, deflate", e.headers["accept-encoding"])
-      assert.is_nil(e.headers["expect"])
       avideo.run(function()
         local s <close> = avideo.session { headers = { ["user-agent"] = "mine/1" } }
         local r = s:get(peer.url .. "/echo", { headers = { ["Accept-Encoding"] = "identity" } }):json()
@@ -69,10 +68,28 @@ describe("session", function()
         assert.are.equal("gzip, deflate", s:get(peer.url .. "/echo"):json().headers["accept-encoding"])
         local empty = s:get(peer.url .. "/echo", { headers = { ["User-Agent"] = "" } }):json()
         assert.are.equal("", empty.headers["user-agent"])
+        local plain <close> = avideo.session { headers = { ["ACCEPT-ENCODING"] = "identity" } }
+        local p = plain:get(peer.url .. "/echo"):json()
+        assert.are.equal("identity", p.headers["accept-encoding"])
+        assert.matches("^avideo/", p.headers["user-agent"])
       end)
       local g = avideo.get(peer.url .. "/gzip")
       assert.are.equal("gzip", g.headers["content-encoding"])
       assert.are.same({ compressed = true, accept = "gzip, deflate" }, g:json())
+    end)
+
+    it("sends every session header of a name alongside a request's own headers", function()
+      avideo.run(function()
+        local s <close> = avideo.session { headers = { ["X-A"] = "1", ["x-a"] = "2" } }
+        for _, opts in ipairs { {}, { headers = { ["X-B"] = "b" } } } do
+          local values = {}
+          for _, kv in ipairs(s:get(peer.url .. "/echo", opts):json().header_list) do
+            if kv[1] == "x-a" then values[#values + 1] = kv[2] end
+          end
+          table.sort(values)
+          assert.are.same({ "1", "2" }, values)
+        end
+      end)
     end)
 
     it("never waits for 100-continue on large bodies", function()

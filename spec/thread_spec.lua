@@ -390,16 +390,21 @@ describe("avideo.run_in_thread", function()
 
   describe("cancellation", function()
     it("a task waiting on a running worker sees cancelled; the job is freed when the worker ends", function()
-      -- the worker must outlive the checks below; under valgrind, which runs
-      -- one thread at a time, the main thread may wait long for its turn
-      local busy = os.getenv("AVIDEO_SLOW") == "1" and 3 or 0.3
-      bounded(10, function()
-        local t = avideo.spawn(run_in_thread, function(s)
+      -- The worker runs until the checks below are done: it spins until a
+      -- marker file exists (8 s at most), so no timing guess is involved,
+      -- even under valgrind, which runs one thread at a time.
+      local marker = os.tmpname()
+      os.remove(marker)
+      bounded(15, function()
+        local t = avideo.spawn(run_in_thread, function(path, most)
           local now = require("avideo.core").now
-          local stop = now() + s
-          while now() < stop do end
-          return "finished"
-        end, busy)
+          local stop = now() + most
+          while now() < stop do
+            local f = io.open(path)
+            if f then f:close() return "released" end
+          end
+          return "gave up"
+        end, marker, 8)
         avideo.sleep(0.05)
         assert.are.equal(1, jobs())
         local ops = avideo.stats().ops -- the task's op, and bounded()'s watchdog timer
@@ -409,8 +414,10 @@ describe("avideo.run_in_thread", function()
         assert.is_true(avideo.is_error(e, "cancelled"))
         assert.are.equal(ops - 1, avideo.stats().ops)
         assert.are.equal(1, jobs()) -- the worker is still running: its job lives on
+        assert(io.open(marker, "w")):close()
         assert.are.equal(0, drain(5))
       end)
+      os.remove(marker)
     end)
 
     it("cancels queued jobs before they start, and times out with avideo.timeout", function()

@@ -289,8 +289,9 @@ int main(int argc, char **argv) {
   curl_multi_setopt(c.multi, CURLMOPT_TIMERFUNCTION, client_on_timeout);
   curl_multi_setopt(c.multi, CURLMOPT_TIMERDATA, &c);
 
-  /* avideo's default request headers (src/core/headers.c), same lengths */
-  static const char *const header_lines[] = {"User-Agent: avideo/c-baseline",
+  /* avideo's default request headers (src/core/headers.c); the agent is
+   * as long as avideo's "avideo/0.1.0" */
+  static const char *const header_lines[] = {"User-Agent: avideo-c/0.1",
                                              "Accept-Encoding: gzip, deflate", "Expect:"};
   for (size_t i = 0; i < sizeof header_lines / sizeof *header_lines; i++) {
     struct curl_slist *l = curl_slist_append(c.headers, header_lines[i]);

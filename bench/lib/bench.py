@@ -41,7 +41,8 @@ def parse_args(argv):
     p.add_argument("--limits", default="10,100,1000", help="cost section: requests in flight")
     p.add_argument("--results", default=",".join(bench_cases.RESULTS),
                    help="cost section: kept (every decoded document kept to the end, as gather"
-                   " returns them), discarded (dropped once decoded), or both (default)")
+                   " returns them), discarded (dropped once decoded), or both (default);"
+                   " wrk and curl decode nothing and run with kept only")
     p.add_argument("--n", type=int, help="cost section: requests per run (default 20000, quick 2000)")
     p.add_argument("--reps", type=int, default=3, help="repetitions, the median is reported (default 3)")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
@@ -78,6 +79,9 @@ def parse_args(argv):
     for m in split(args.scenarios):
         if m not in bench_cases.SCENARIOS:
             p.error(f"unknown scenario {m}")
+    args.results = list(dict.fromkeys(split(args.results)))  # in order, once each
+    if not args.results or any(m not in bench_cases.RESULTS for m in args.results):
+        p.error(f"--results takes {' and/or '.join(bench_cases.RESULTS)}")
     if args.reps < 1:
         p.error("--reps must be at least 1")
     return args
@@ -396,11 +400,7 @@ def main(argv):
     all_cases = []
     if "cost" in args.sections:
         cost_clients = ["c"] + [c for c in clients if c != "c"]
-        modes = split(args.results)
-        bad = [m for m in modes if m not in bench_cases.RESULTS]
-        if bad or not modes:
-            sys.exit(f"bench/run: --results takes {' and/or '.join(bench_cases.RESULTS)}, got {args.results}")
-        all_cases += bench_cases.cost_cases(ctx, cost_clients, counts(args.limits), args.n, modes)
+        all_cases += bench_cases.cost_cases(ctx, cost_clients, counts(args.limits), args.n, args.results)
     if "memory" in args.sections:
         all_cases += bench_cases.memory_cases(ctx, clients, counts(args.in_flight), counts(args.queued))
     if "scenario" in args.sections:

@@ -64,6 +64,7 @@ async def echo(request):
         "method": request.method, "path": request.path, "query_string": request.query_string,
         "query": {k: request.query.getall(k) for k in request.query.keys()},
         "headers": {k.lower(): v for k, v in request.headers.items()},
+        "header_list": [[k.lower(), v] for k, v in request.headers.items()],
         "body": body.decode("utf-8", "replace")})
 
 

@@ -1,14 +1,15 @@
 /* Request headers: validation of the user's, the defaults every session
  * sends, and merging a request's own over its session's. */
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
 #include "private.h"
 
-/* Whether list has a header called name (any case), as "Name: v" or the
- * empty "Name;" or the removing "Name:". */
-static bool av_slist_has(const struct curl_slist *list, const char *name, size_t nlen) {
-  for (const struct curl_slist *p = list; p; p = p->next)
+/* Whether the first n entries of list have a header called name (any
+ * case), as "Name: v", the empty "Name;" or the removing "Name:". */
+static bool av_slist_has(const struct curl_slist *list, size_t n, const char *name, size_t nlen) {
+  for (const struct curl_slist *p = list; p && n > 0; p = p->next, n--)
     if (strncasecmp(p->data, name, nlen) == 0 && (p->data[nlen] == ':' || p->data[nlen] == ';')) return true;
   return false;
 }
@@ -31,7 +32,7 @@ static const char *av_push_printable(lua_State *L, const char *s, size_t len) {
   return lua_tostring(L, -1);
 }
 
-/* "Name: value" for libcurl, or NULL with an error message pushed.
+/* Whether "Name: value" may go to libcurl; false with an error message pushed.
  * Names must be RFC 9110 tokens; CR, LF and NUL are refused anywhere, so a
  * header can never smuggle another header or request. */
 static bool av_header_valid(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen) {
@@ -60,9 +61,9 @@ static bool av_header_valid(lua_State *L, const char *name, size_t nlen, const c
   return true;
 }
 
-/* Append the flat list {name1, value1, ...} at idx to *list, leaving out
- * names that skip has. False with an error message pushed on bad input. */
-bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, const struct curl_slist *skip) {
+/* Append the flat list {name1, value1, ...} at idx to *list. False with an
+ * error message pushed on bad input. */
+bool av_headers_append(lua_State *L, int idx, struct curl_slist **list) {
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   luaL_Buffer b;
   for (lua_Integer i = 1; i + 1 <= n; i += 2) {
@@ -81,36 +82,37 @@ bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, const st
       lua_remove(L, -2);
       return false;
     }
-    if (!av_slist_has(skip, name, nlen)) {
-      luaL_buffinit(L, &b);
-      luaL_addlstring(&b, name, nlen);
-      /* libcurl sends "Name;" as an empty header; "Name:" would remove it */
-      if (vlen == 0) {
-        luaL_addchar(&b, ';');
-      } else {
-        luaL_addstring(&b, ": ");
-        luaL_addlstring(&b, value, vlen);
-      }
-      luaL_pushresult(&b);
-      struct curl_slist *l = curl_slist_append(*list, lua_tostring(L, -1));
-      lua_pop(L, 1);
-      if (!l) {
-        lua_pop(L, 2);
-        lua_pushliteral(L, "out of memory");
-        return false;
-      }
-      *list = l;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, name, nlen);
+    /* libcurl sends "Name;" as an empty header; "Name:" would remove it */
+    if (vlen == 0) {
+      luaL_addchar(&b, ';');
+    } else {
+      luaL_addstring(&b, ": ");
+      luaL_addlstring(&b, value, vlen);
     }
+    luaL_pushresult(&b);
+    struct curl_slist *l = curl_slist_append(*list, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!l) {
+      lua_pop(L, 2);
+      lua_pushliteral(L, "out of memory");
+      return false;
+    }
+    *list = l;
     lua_pop(L, 2);
   }
   return true;
 }
 
-/* Append to *list the entries of defaults whose names *list lacks. */
+/* Append to *list the entries of defaults whose names *list lacks. Only the
+ * request's own entries are searched: defaults that share a name (a
+ * session may send X-A twice) must all be inherited. */
 bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults) {
-  struct curl_slist *own = *list;
+  size_t own = 0;
+  for (const struct curl_slist *p = *list; p; p = p->next) own++;
   for (const struct curl_slist *d = defaults; d; d = d->next) {
-    if (av_slist_has(own, d->data, strcspn(d->data, ":;"))) continue;
+    if (av_slist_has(*list, own, d->data, strcspn(d->data, ":;"))) continue;
     struct curl_slist *l = curl_slist_append(*list, d->data);
     if (!l) return false;
     *list = l;
@@ -130,7 +132,7 @@ bool av_headers_defaults(struct curl_slist **list) {
   const char *defaults[] = {"User-Agent: avideo/" AVIDEO_VERSION, zlib ? "Accept-Encoding: gzip, deflate" : NULL,
                             "Expect:"};
   for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++) {
-    if (!defaults[i] || av_slist_has(*list, defaults[i], strcspn(defaults[i], ":;"))) continue;
+    if (!defaults[i] || av_slist_has(*list, SIZE_MAX, defaults[i], strcspn(defaults[i], ":;"))) continue;
     struct curl_slist *l = curl_slist_append(*list, defaults[i]);
     if (!l) return false;
     *list = l;

@@ -185,9 +185,9 @@ void av_session_release(av_session *s, av_request *req);
 av_session *av_session_check(lua_State *L, int idx);
 
 /* ------------------------------------------------------------- headers */
-/* Append the flat header list {n1, v1, ...} at idx to *list, leaving out
- * names already in skip; false with a message pushed on bad input. */
-bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, const struct curl_slist *skip);
+/* Append the flat header list {n1, v1, ...} at idx to *list; false with a
+ * message pushed on bad input. */
+bool av_headers_append(lua_State *L, int idx, struct curl_slist **list);
 /* Append to *list the entries of defaults whose names *list lacks; false
  * when out of memory. */
 bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults);

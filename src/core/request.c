@@ -373,7 +373,7 @@ int av_request_new(lua_State *L) {
   lua_setiuservalue(L, idx, AV_UV_URL);
   req->url = lua_tostring(L, 4);
   if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0) {
-    if (!av_headers_append(L, 5, &req->headers, NULL)) return av_request_refuse(L, "%s", lua_tostring(L, -1));
+    if (!av_headers_append(L, 5, &req->headers)) return av_request_refuse(L, "%s", lua_tostring(L, -1));
     if (!av_headers_inherit(&req->headers, s->headers)) return luaL_error(L, "out of memory");
   }
   if (body) {
