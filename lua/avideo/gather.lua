@@ -20,30 +20,34 @@ local function on_error(e)
 end
 
 -- One worker: take the next item, run or await it, store its result.
+-- The fields that never change are read once; a plain function is told
+-- from a task without a call.
 local function worker(g)
-  while not g.stopped and g.next <= g.n do
+  local items, results, n = g.items, g.results, g.n
+  while not g.stopped and g.next <= n do
     local i = g.next
     g.next = i + 1
-    local item = g.items[i]
+    local item = items[i]
     local ok, r
-    if is_task(item) then
+    if type(item) ~= "function" and is_task(item) then
       ok, r = pcall(item.wait, item)
     else
       ok, r = xpcall(item, on_error)
     end
     if g.stopped then return end
     if ok or g.return_exceptions then
-      g.results[i] = r
-      g.done = g.done + 1
-      if g.done == g.n then sched.wake(g.parent) end
+      results[i] = r
+      local done = g.done + 1
+      g.done = done
+      if done == n then sched.wake(g.parent) end
     else
       g.stopped = true
       g.err = r
       for _, w in ipairs(g.workers) do
         if w.co ~= coroutine.running() then w:cancel("cancelled by gather: another item failed") end
       end
-      for j = 1, g.n do
-        if is_task(g.items[j]) then g.items[j]:cancel("cancelled by gather: another item failed") end
+      for j = 1, n do
+        if is_task(items[j]) then items[j]:cancel("cancelled by gather: another item failed") end
       end
       sched.wake(g.parent)
       return

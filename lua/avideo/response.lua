@@ -66,10 +66,12 @@ end
 
 local methods = {}
 
+-- Methods first: r:json() and r:raise_for_status() are the common lookups.
 function Response.__index(r, k)
+  local m = methods[k]
+  if m ~= nil then return m end
   local f = lazy[k]
   if f then return f(r) end
-  return methods[k]
 end
 
 function Response.__tostring(r)

@@ -80,7 +80,7 @@ function M.waiting_task(what)
     errors.raise("invalid", what .. " cannot wait here: inside a metamethod or a C function"
       .. " (a table.sort comparator, a string.gsub callback, a __close or __gc handler)")
   end
-  check_cancel(task)
+  if task.cancel_pending then check_cancel(task) end
   return task
 end
 
@@ -97,7 +97,7 @@ function M.await_op(task, op)
   task.op = op
   local v = co_yield(YIELD)
   task.op = nil
-  check_cancel(task)
+  if task.cancel_pending then check_cancel(task) end
   return v
 end
 
