@@ -308,6 +308,9 @@ def summarize(results, reps):
         for key in {k for m in good for k in m}:
             values = [m[key] for m in good if key in m]
             metrics[key] = statistics.median(values)
+            if key == "ratio" and len(values) >= 4 and case.client != "c":
+                # the spread of the ratio over the repetitions: how far to trust it
+                metrics["ratio_q1"], _, metrics["ratio_q3"] = statistics.quantiles(values, n=4)
         note = case.note
         if case.skip:
             note = "skipped: " + case.skip
@@ -338,8 +341,17 @@ def cells(row):
         text, ok = row["target"]
         target = f"{text}: {'ok' if ok else 'MISSED'}"
     return [case.section, case.name, bench_cases.CLIENTS[case.client].label, n,
-            f"{case.limit:,}" if case.limit else "", fmt("cpu_us", ".1f"), fmt("ratio", ".2f"),
+            f"{case.limit:,}" if case.limit else "", fmt("cpu_us", ".1f"), ratio_cell(m),
             fmt("rps", ",.0f"), fmt("rss_mib", ".1f"), result, target, row["note"]]
+
+
+def ratio_cell(m):
+    """The median ratio, and its quartiles over the repetitions when there are 4 or more."""
+    if "ratio" not in m:
+        return ""
+    if "ratio_q1" not in m:
+        return f"{m['ratio']:.2f}"
+    return f"{m['ratio']:.2f} ({m['ratio_q1']:.2f}–{m['ratio_q3']:.2f})"
 
 
 def text_table(rows):
@@ -374,7 +386,8 @@ def header_lines(args, elapsed):
             f"median of {args.reps} repetitions; cost: N={args.n} keep-alive GETs of a "
             f"{os.path.getsize(os.path.join(BENCH_DIR, 'nginx', 'video.json')) - 1}-byte JSON from nginx "
             "(1 worker); CPU = user+sys of the whole client process (wait4); "
-            "× C = CPU per request over the C baseline's in the same repetition",
+            "× C = CPU per request over the C baseline's in the same repetition, median "
+            "(quartiles in brackets from 4 repetitions on); every other repetition runs the cases backwards",
             f"packages: {versions()}",
             f"took {elapsed:.0f} s"]
 
@@ -414,11 +427,14 @@ def main(argv):
     try:
         for rep in range(args.reps):
             baseline_cache = {}
-            for case, per_rep in results:
+            # Every other repetition runs the cases backwards, so neither side
+            # of a ratio always runs first (the machine drifts within a run).
+            order = results if rep % 2 == 0 else results[::-1]
+            for case, per_rep in order:
                 if case.skip:
                     continue
                 per_rep[rep] = run_case(ctx, servers, case, rep, baseline_cache)
-                add_ratios(results, rep)  # c runs first at each limit
+                add_ratios(results, rep)  # once both sides of a ratio ran
                 metrics, failure = per_rep[rep]
                 log(f"[{rep + 1}/{args.reps}] {case.section} {case.name} {case.client}: "
                     + (describe(case, metrics) or "FAILED " + str(failure)))
