@@ -234,6 +234,50 @@ describe("avideo.gather", function()
     assert.are.equal(3, r[3])
   end)
 
+  it("one worker records each failure at its own index and goes on", function()
+    local ran = {}
+    local r = avideo.run(function()
+      local fs = {}
+      for i = 1, 6 do
+        fs[i] = function()
+          ran[#ran + 1] = i
+          avideo.sleep(0)
+          if i % 2 == 0 then error(avideo.error("protocol", "item " .. i)) end
+          return i
+        end
+      end
+      return avideo.gather(fs, { limit = 1, return_exceptions = true })
+    end)
+    assert.are.same({ 1, 2, 3, 4, 5, 6 }, ran)
+    for i = 1, 6 do
+      if i % 2 == 0 then
+        assert.is_true(avideo.is_error(r[i], "protocol"))
+        assert.are.equal("item " .. i, r[i].message)
+        assert.is_string(r[i].traceback)
+      else
+        assert.are.equal(i, r[i])
+      end
+    end
+  end)
+
+  it("one worker stops at the first failure without return_exceptions", function()
+    local ran = {}
+    local ok, e = pcall(avideo.run, function()
+      local fs = {}
+      for i = 1, 5 do
+        fs[i] = function()
+          ran[#ran + 1] = i
+          if i == 2 then error(avideo.error("protocol", "second")) end
+          return i
+        end
+      end
+      return avideo.gather(fs, { limit = 1 })
+    end)
+    assert.is_false(ok)
+    assert.are.equal("second", e.message)
+    assert.are.same({ 1, 2 }, ran)
+  end)
+
   it("runs at most `limit` at a time", function()
     local active, max_active = 0, 0
     local r = avideo.run(function()
