@@ -19,52 +19,39 @@ local function on_error(e)
   return e
 end
 
--- Stop the gather on item `i`'s error: the other workers and the awaited
--- tasks are cancelled, and the parent raises the error.
-local function fail(g, err)
-  g.stopped = true
-  g.err = err
-  local me = coroutine.running()
-  for _, w in ipairs(g.workers) do
-    if w.co ~= me then w:cancel("cancelled by gather: another item failed") end
-  end
-  for j = 1, g.n do
-    if is_task(g.items[j]) then g.items[j]:cancel("cancelled by gather: another item failed") end
-  end
-  sched.wake(g.parent)
-end
-
--- One worker: take the next item, run or await it, store its result, until
--- none is left. The items run inside one protected call, entered again
--- after each failure, rather than one protected call per item: `current`
--- tells which item failed. The fields that never change are read once, and
--- a plain function is told from a task without a call.
+-- One worker: take the next item, run or await it, store its result.
+-- The fields that never change are read once; a plain function is told
+-- from a task without a call.
 local function worker(g)
   local items, results, n = g.items, g.results, g.n
-  local current
-  local function run_items()
-    while not g.stopped and g.next <= n do
-      local i = g.next
-      g.next = i + 1
-      current = i
-      local item = items[i]
-      local r
-      if type(item) ~= "function" and is_task(item) then r = item:wait() else r = item() end
-      if g.stopped then return end
+  while not g.stopped and g.next <= n do
+    local i = g.next
+    g.next = i + 1
+    local item = items[i]
+    local ok, r
+    if type(item) ~= "function" and is_task(item) then
+      ok, r = pcall(item.wait, item)
+    else
+      ok, r = xpcall(item, on_error)
+    end
+    if g.stopped then return end
+    if ok or g.return_exceptions then
       results[i] = r
       local done = g.done + 1
       g.done = done
       if done == n then sched.wake(g.parent) end
+    else
+      g.stopped = true
+      g.err = r
+      for _, w in ipairs(g.workers) do
+        if w.co ~= coroutine.running() then w:cancel("cancelled by gather: another item failed") end
+      end
+      for j = 1, n do
+        if is_task(items[j]) then items[j]:cancel("cancelled by gather: another item failed") end
+      end
+      sched.wake(g.parent)
+      return
     end
-  end
-  while true do
-    local ok, err = xpcall(run_items, on_error)
-    if ok or g.stopped then return end
-    if not g.return_exceptions then return fail(g, err) end
-    results[current] = err
-    local done = g.done + 1
-    g.done = done
-    if done == n then sched.wake(g.parent) end
   end
 end
 
