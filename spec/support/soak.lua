@@ -2,7 +2,8 @@
 --   lua5.4 spec/support/soak.lua N ROUNDS
 -- Each round gathers N requests mixing successes, 404s, sock_read timeouts
 -- and resets. Prints one line per round: "round R rss KIB ok H T P tasks
--- ops transfers jobs easy sockets". Needs AVIDEO_SERVER (and the test peer).
+-- ops transfers jobs easy sockets", and "heap KIB" (live heap bytes) in an
+-- ASan build. Needs AVIDEO_SERVER (and the test peer).
 local avideo = require "avideo"
 local peer = require("support.peer").start()
 local server = require("support.server").start { time_scale = 0 }
@@ -15,6 +16,9 @@ local function rss_kib()
     if kib then return tonumber(kib) end
   end
 end
+
+-- ASan builds only: the live heap, exact, where RSS measures the quarantine
+local allocated_bytes = require("avideo.core").allocated_bytes
 
 local ids = avideo.get(server.url .. "/videos/?n=10"):json()
 local stall = { timeout = { sock_read = 0.05 } }
@@ -41,9 +45,10 @@ for round = 1, ROUNDS do
   collectgarbage("collect")
   collectgarbage("collect")
   local s = avideo.stats()
-  print(("round %d rss %d ok %d http %d timeout %d protocol %d tasks %d ops %d transfers %d jobs %d easy %d sockets %d")
+  print(("round %d rss %d ok %d http %d timeout %d protocol %d tasks %d ops %d transfers %d jobs %d easy %d sockets %d%s")
     :format(round, rss_kib(), counts.ok, counts.http, counts.timeout, counts.protocol,
-      s.tasks, s.ops, s.transfers, s.jobs, s.easy_handles, s.sockets))
+      s.tasks, s.ops, s.transfers, s.jobs, s.easy_handles, s.sockets,
+      allocated_bytes and (" heap %d"):format(allocated_bytes() // 1024) or ""))
   io.stdout:flush()
 end
 peer.stop()
