@@ -284,6 +284,32 @@ describe("avideo-server contract at time scale 1 #server", function()
     assert.are.equal(405, head.status)
   end)
 
+  it("counts connections and requests in flight at /stats, from its own side", function()
+    local fresh = support.start_scoped { time_scale = 0.5 }
+    local first = client.get_json(fresh.url .. "/stats")
+    -- this request is the first on the first connection, and in flight
+    assert.are.same({ connections = 1, open_connections = 1, requests = 1, in_flight = 1, max_in_flight = 1 },
+                    first)
+    -- six requests at once, each on its own connection, each 0.1 s or more
+    local urls = {}
+    for i = 1, 6 do urls[i] = fresh.url .. "/videos/" .. id end
+    for _, r in ipairs(client.parallel(urls)) do assert.are.equal(200, r.status) end
+    local after = client.get_json(fresh.url .. "/stats")
+    assert.are.equal(8, after.connections)
+    assert.are.equal(8, after.requests)
+    assert.are.equal(1, after.in_flight)
+    assert.are.equal(6, after.max_in_flight)
+    assert.is_true(after.open_connections >= 1 and after.open_connections <= 8)
+    assert.are.equal(405, client.request("POST", fresh.url .. "/stats").status)
+    -- a request that is refused before its body counts and ends too
+    local refused = client.request("PATCH", fresh.url .. "/videos/" .. id,
+                                   { headers = { "Content-Length: 99999999" }, body = "{}" })
+    assert.are.equal(413, refused.status)
+    local last = client.get_json(fresh.url .. "/stats")
+    assert.are.equal(11, last.requests)
+    assert.are.equal(1, last.in_flight)
+  end)
+
   it("keeps connections alive across requests", function()
     local sock = client.connect(server)
     for _, path in ipairs { "/videos/" .. id, "/videos/?n=1", "/nope", "/videos/" .. id .. "/transcript" } do

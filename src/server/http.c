@@ -78,6 +78,7 @@ bool av_http_start(struct av_http *http, uv_loop_t *loop,
     MHD_OPTION_CONNECTION_LIMIT, config->connection_limit,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, AV_HEADER_LIMIT,
     MHD_OPTION_NOTIFY_COMPLETED, config->completed, config->cls,
+    MHD_OPTION_NOTIFY_CONNECTION, config->connection, config->cls,
     /* Strict, as h11 behind the talk's service is: a client under test
      * should learn that HTTP/1.1 needs a Host header. */
     MHD_OPTION_STRICT_FOR_CLIENT, 1,

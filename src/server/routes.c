@@ -241,6 +241,10 @@ static enum MHD_Result av_routes_dispatch(struct av_server *server,
                             replies->too_large);
   }
   bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+  if (strcmp(url, "/stats") == 0)
+    return get ? av_reply_json(conn, MHD_HTTP_OK, av_stats_json(&server->stats))
+               : av_reply_queue(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                                replies->get_only);
   call.route = av_routes_match(&server->store, url, &call.video);
   switch (call.route) {
   case AV_ROUTE_LIST: {
@@ -276,16 +280,19 @@ enum MHD_Result av_routes_access(void *cls, struct MHD_Connection *conn,
   struct av_server *server = cls;
 
   if (*con_cls == NULL) {
-    /* First call, headers in. An announced body past the limit is refused
-     * before it is read (MHD then closes the connection, as it should).
-     * Nothing else is answered yet: MHD keeps a connection alive only when
-     * the answer comes after the whole request. */
+    /* First call, headers in: the request counts as in flight until
+     * av_routes_completed, which sees a non-NULL *con_cls. An announced
+     * body past the limit is refused before it is read (MHD then closes
+     * the connection, as it should). Nothing else is answered yet: MHD
+     * keeps a connection alive only when the answer comes after the whole
+     * request. */
+    *con_cls = AV_ROUTES_SEEN;
+    av_stats_request_begin(&server->stats);
     const char *length = MHD_lookup_connection_value(
       conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (length && strtoull(length, NULL, 10) > AV_BODY_LIMIT)
       return av_reply_queue(conn, MHD_HTTP_CONTENT_TOO_LARGE,
                             server->replies.too_large);
-    *con_cls = AV_ROUTES_SEEN;
     return MHD_YES;
   }
   struct av_request *req = av_routes_request(con_cls);
@@ -302,8 +309,12 @@ enum MHD_Result av_routes_access(void *cls, struct MHD_Connection *conn,
 void av_routes_completed(void *cls, struct MHD_Connection *conn,
                          void **con_cls, enum MHD_RequestTerminationCode code)
 {
+  struct av_server *server = cls;
+  if (*con_cls == NULL)
+    return; /* the handler never saw it */
   struct av_request *req = av_routes_request(con_cls);
   *con_cls = NULL;
+  av_stats_request_end(&server->stats);
   if (req)
     av_request_complete(req);
 }

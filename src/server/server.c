@@ -108,6 +108,7 @@ bool av_server_start(struct av_server *server, uv_loop_t *loop,
     .connection_limit = av_server_connection_limit(),
     .access = av_routes_access,
     .completed = av_routes_completed,
+    .connection = av_stats_connection,
     .cls = server,
   };
   if (!av_http_start(&server->http, loop, &config)) {

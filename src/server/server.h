@@ -168,6 +168,26 @@ void av_reply_forget(struct av_replies *replies, size_t i);
 json_t *av_reply_invalid(const char *type, const char *where, json_t *index,
                          const char *msg, json_t *input, json_t *ctx);
 
+/* ---- stats.c: what the server has seen (GET /stats) ---- */
+
+struct av_stats {
+  uint64_t connections;   /* accepted since start */
+  uint64_t requests;      /* received since start */
+  uint64_t open;          /* connections open now */
+  uint64_t in_flight;     /* requests received and not yet answered */
+  uint64_t max_in_flight; /* the most at once since start */
+};
+
+/* MHD's connection notification (cls is the server): count connections. */
+void av_stats_connection(void *cls, struct MHD_Connection *conn,
+                         void **socket_context,
+                         enum MHD_ConnectionNotificationCode code);
+/* A request's headers are in / MHD is done with it. */
+void av_stats_request_begin(struct av_stats *stats);
+void av_stats_request_end(struct av_stats *stats);
+/* The counters as a new JSON object; NULL when out of memory. */
+json_t *av_stats_json(const struct av_stats *stats);
+
 /* ---- http.c: libmicrohttpd driven from the libuv loop ---- */
 
 struct av_http_config {
@@ -176,6 +196,7 @@ struct av_http_config {
   unsigned connection_limit;
   MHD_AccessHandlerCallback access;
   MHD_RequestCompletedCallback completed;
+  MHD_NotifyConnectionCallback connection;
   void *cls;
 };
 
@@ -275,6 +296,7 @@ struct av_server {
   struct av_store store;
   struct av_replies replies;
   struct av_gates gates;
+  struct av_stats stats;
   struct av_http http;
   uv_signal_t sigint, sigterm;
   struct av_request *live; /* requests with state, for shutdown */
