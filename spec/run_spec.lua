@@ -423,3 +423,255 @@ describe("avideo.timeout and avideo.semaphore", function()
     assert.matches("released more times", tostring(e))
   end)
 end)
+
+-- Run fn with io.stderr replaced by a counter; returns how many writes
+-- were made, the first few of them joined, and fn's pcall results.
+local function with_stderr(fn)
+  local n, kept = 0, {}
+  local saved = io.stderr
+  io.stderr = {
+    write = function(self, ...)
+      n = n + 1
+      if n <= 5 then kept[n] = table.concat({ ... }) end
+      return self
+    end,
+  }
+  local r = table.pack(pcall(fn))
+  io.stderr = saved
+  return n, table.concat(kept, "\n"), table.unpack(r, 1, r.n)
+end
+
+describe("a task resumed by coroutine.resume from user code", function()
+  after_each(settled)
+
+  it("is not woken: its sleep lasts the time asked and it ends normally", function()
+    local slept, answers = nil, {}
+    local r = avideo.run(function()
+      local a = avideo.spawn(function()
+        local t0 = avideo.now()
+        avideo.sleep(0.1)
+        slept = avideo.now() - t0
+        return "a done"
+      end)
+      avideo.sleep(0.01)
+      for i = 1, 3 do answers[i] = table.pack(coroutine.resume(a.co, "junk", i)) end
+      assert.is_false(a:done())
+      return a:wait()
+    end)
+    assert.are.equal("a done", r)
+    assert.is_true(slept >= 0.095, ("the sleep of 0.1 s lasted %.3f s"):format(slept))
+    for i = 1, 3 do
+      -- true (the coroutine lives on), nil, and an error saying why
+      local ok, v, e = table.unpack(answers[i], 1, answers[i].n)
+      assert.is_true(ok)
+      assert.is_nil(v)
+      assert.is_true(avideo.is_error(e, "invalid"))
+      assert.matches("coroutine.resume of an avideo task was ignored", e.message, 1, true)
+    end
+  end)
+
+  it("before its first run: it still starts with its own arguments", function()
+    local ok, v, e
+    local r = avideo.run(function()
+      local t = avideo.spawn(function(x, y) return x + y end, 1, 2)
+      ok, v, e = coroutine.resume(t.co, "not", "these")
+      assert.is_false(t:done())
+      return t:wait()
+    end)
+    assert.are.equal(3, r)
+    assert.is_true(ok)
+    assert.is_nil(v)
+    assert.is_true(avideo.is_error(e, "invalid"))
+  end)
+
+  it("while it waits on a semaphore, a gather or a task: it gets what the scheduler hands it", function()
+    local r = avideo.run(function()
+      local sem = avideo.semaphore(1)
+      sem:acquire()
+      local holder = avideo.spawn(function() sem:acquire(); sem:release(); return "sem" end)
+      local g = avideo.spawn(avideo.gather, function() avideo.sleep(0.02); return "g1" end,
+        function() return "g2" end)
+      local waiter = avideo.spawn(function() return holder:wait() .. "+waited" end)
+      avideo.sleep(0.005)
+      for _, t in ipairs { holder, g, waiter } do
+        local ok, v = coroutine.resume(t.co)
+        assert.is_true(ok)
+        assert.is_nil(v)
+        assert.is_false(t:done())
+      end
+      sem:release()
+      local gr = g:wait()
+      return { holder:wait(), gr[1], gr[2], waiter:wait() }
+    end)
+    assert.are.same({ "sem", "g1", "g2", "sem+waited" }, r)
+  end)
+
+  it("from outside any task, between avideo.step calls", function()
+    local t = avideo.start(function()
+      local t0 = avideo.now()
+      avideo.sleep(0.05)
+      return avideo.now() - t0
+    end)
+    assert.is_true(avideo.step()) -- the task starts and sleeps
+    local ok, v, e = coroutine.resume(t.co)
+    assert.is_true(ok)
+    assert.is_nil(v)
+    assert.is_true(avideo.is_error(e, "invalid"))
+    local deadline = avideo.now() + 5
+    while avideo.step() do assert(avideo.now() < deadline, "the started task did not end") end
+    assert.is_true(t:result() >= 0.045)
+  end)
+end)
+
+describe("a gather whose worker is killed by a bare coroutine.yield", function()
+  after_each(settled)
+
+  for _, limit in ipairs { 0, 2 } do
+    it("fails at once with that error and cancels the rest (limit " .. limit .. ")", function()
+      local t0 = avideo.now()
+      local elapsed, seen, ran, err = nil, nil, {}, nil
+      local reports, text, ok, run_err = with_stderr(function()
+        avideo.run(function()
+          -- other work keeps the loop busy: no deadlock breaker to end the wait
+          local bg = avideo.spawn(avideo.sleep, 5)
+          local ok2
+          ok2, err = pcall(avideo.gather, {
+            function()
+              ran[1] = true
+              local ok3, err3 = pcall(avideo.sleep, 5)
+              seen = not ok3 and err3.kind
+              return 1
+            end,
+            function() ran[2] = true; return 2 end,
+            function() ran[3] = true; coroutine.yield(); return 3 end,
+            function() ran[4] = true; return 4 end,
+          }, { limit = limit })
+          elapsed = avideo.now() - t0
+          bg:cancel()
+          assert(not ok2, "the gather returned")
+        end)
+      end)
+      assert.is_true(ok, tostring(run_err))
+      assert.is_true(avideo.is_error(err, "invalid"))
+      assert.matches("coroutine.yield called directly inside an avideo task", err.message, 1, true)
+      assert.is_true(elapsed < 1, ("the gather failed after %.2f s"):format(elapsed))
+      assert.are.equal("cancelled", seen)
+      assert.are.same({ true, true, true }, ran) -- the 4th never started
+      assert.are.equal(0, reports, text) -- the gather's caller got the error: no report
+    end)
+
+    it("with return_exceptions, puts the error in the item's place and goes on (limit "
+        .. math.max(limit - 1, 0) .. ")", function()
+      local reports, text, ok, r = with_stderr(function()
+        return avideo.run(function()
+          return avideo.gather({
+            function() return 1 end,
+            function() coroutine.yield(); return 2 end,
+            function() avideo.sleep(0.01); return 3 end,
+            function() coroutine.yield("x") end,
+            function() return 5 end,
+          }, { limit = math.max(limit - 1, 0), return_exceptions = true })
+        end)
+      end)
+      assert.is_true(ok, tostring(r))
+      assert.are.equal(1, r[1])
+      assert.are.equal(3, r[3])
+      assert.are.equal(5, r[5])
+      for _, i in ipairs { 2, 4 } do
+        assert.is_true(avideo.is_error(r[i], "invalid"), tostring(r[i]))
+        assert.matches("coroutine.yield called directly", r[i].message, 1, true)
+      end
+      assert.are.equal(0, reports, text)
+    end)
+  end
+end)
+
+describe("failed tasks nobody waits for", function()
+  after_each(settled)
+
+  it("are let go when collected, each reported once: memory stays bounded", function()
+    local heap = {}
+    local reports, text, ok, err = with_stderr(function()
+      avideo.run(function()
+        for round = 1, 6 do
+          for _ = 1, 2000 do avideo.spawn(error, "lost in round " .. round, 0) end
+          avideo.sleep(0) -- they run and fail
+          collectgarbage("collect")
+          collectgarbage("collect")
+          heap[round] = collectgarbage("count")
+        end
+      end)
+    end)
+    assert.is_true(ok, tostring(err))
+    -- each one kept would be ~1 KiB: 8,000 of them ~8 MiB
+    local growth = heap[6] - heap[2]
+    assert.is_true(growth < 64, ("Lua heap grew by %.0f KiB over 8,000 failed tasks"):format(growth))
+    assert.are.equal(12000, reports)
+    assert.matches("nobody waited for it: lost in round 1", text, 1, true)
+  end)
+
+  it("are reported on stderr once: when collected, or at the end of the run if still referenced",
+      function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local avideo = require "avideo"
+avideo.run(function()
+  -- spawned by a task that ends at once: no stack slot here refers to it
+  avideo.spawn(function() avideo.spawn(error, "dropped failure", 0) end)
+  kept = avideo.spawn(error, "kept failure", 0)
+  local read = avideo.spawn(error, "read failure", 0)
+  avideo.sleep(0.01)
+  assert(not pcall(read.result, read))
+  read = nil
+  collectgarbage("collect")
+  collectgarbage("collect")
+  io.stderr:write("MARK in run\n")
+end)
+io.stderr:write("MARK run returned\n")
+kept = nil
+collectgarbage("collect")
+collectgarbage("collect")
+io.stderr:write("MARK collected\n")
+]])
+    f:close()
+    local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+    local cmd = ("LUA_PATH=%s LUA_CPATH=%s timeout 60 %s %s 2>&1"):format(quote(os.getenv("LUA_PATH") or ""),
+      quote(os.getenv("LUA_CPATH") or ""), os.getenv("LUA") or "lua5.4", quote(script))
+    local pipe = assert(io.popen(cmd))
+    local out = pipe:read("a")
+    local closed = pipe:close()
+    os.remove(script)
+    assert.is_true(closed, out)
+    local function count(s) return select(2, out:gsub(s:gsub("%p", "%%%0"), "")) end
+    assert.are.equal(2, count("nobody waited for it"), out)
+    assert.are.equal(1, count("dropped failure"), out)
+    assert.are.equal(1, count("kept failure"), out)
+    assert.are.equal(0, count("read failure"), out)
+    local dropped, kept = out:find("dropped failure", 1, true), out:find("kept failure", 1, true)
+    local in_run, returned = out:find("MARK in run", 1, true), out:find("MARK run returned", 1, true)
+    assert.is_true(out:find("MARK collected", 1, true) ~= nil, out)
+    assert.is_true(dropped < in_run, out) -- when collected, during the run
+    assert.is_true(in_run < kept and kept < returned, out) -- at the end of the run
+  end)
+
+  it("are not reported once their error is read, and are when their only waiter gave up", function()
+    local reports, text, ok, err = with_stderr(function()
+      avideo.run(function()
+        local t = avideo.spawn(error, "read later", 0)
+        avideo.sleep(0)
+        assert(not pcall(t.result, t))
+        -- a waiter cancelled before the task fails leaves nobody waiting
+        local u = avideo.spawn(function() avideo.sleep(0.01); error("after the waiter left", 0) end)
+        local w = avideo.spawn(u.wait, u)
+        avideo.sleep(0)
+        w:cancel()
+        assert(not pcall(w.wait, w))
+        avideo.sleep(0.02)
+      end)
+    end)
+    assert.is_true(ok, tostring(err))
+    assert.are.equal(1, reports, text)
+    assert.matches("after the waiter left", text, 1, true)
+  end)
+end)

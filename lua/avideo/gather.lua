@@ -19,14 +19,35 @@ local function on_error(e)
   return e
 end
 
+-- The gather fails with err: the other workers and task items are
+-- cancelled, and the parent wakes to raise it. `except` is the worker
+-- that failed, left alone.
+local function fail(g, err, except)
+  g.stopped = true
+  g.err = err
+  for _, w in ipairs(g.workers) do
+    if w ~= except then w:cancel("cancelled by gather: another item failed") end
+  end
+  for j = 1, g.n do
+    if is_task(g.items[j]) then g.items[j]:cancel("cancelled by gather: another item failed") end
+  end
+  sched.wake(g.parent)
+end
+
 -- One worker: take the next item, run or await it, store its result.
 -- The fields that never change are read once; a plain function is told
--- from a task without a call.
+-- from a task without a call. The worker's task gets the gather's hook
+-- (see worker_failed) and, with return_exceptions, the item it runs. Set
+-- here, not at spawn, the hook takes the slot of the task's spent start
+-- arguments: a worker's table stays as small as any task's.
 local function worker(g)
-  local items, results, n = g.items, g.results, g.n
+  local items, results, n, keep_going = g.items, g.results, g.n, g.return_exceptions
+  local me = sched.current()
+  me.on_fail = g.on_fail
   while not g.stopped and g.next <= n do
     local i = g.next
     g.next = i + 1
+    if keep_going then me.item = i end
     local item = items[i]
     local ok, r
     if type(item) ~= "function" and is_task(item) then
@@ -35,23 +56,34 @@ local function worker(g)
       ok, r = xpcall(item, on_error)
     end
     if g.stopped then return end
-    if ok or g.return_exceptions then
+    if ok or keep_going then
       results[i] = r
       local done = g.done + 1
       g.done = done
       if done == n then sched.wake(g.parent) end
     else
-      g.stopped = true
-      g.err = r
-      for _, w in ipairs(g.workers) do
-        if w.co ~= coroutine.running() then w:cancel("cancelled by gather: another item failed") end
-      end
-      for j = 1, n do
-        if is_task(items[j]) then items[j]:cancel("cancelled by gather: another item failed") end
-      end
-      sched.wake(g.parent)
-      return
+      return fail(g, r, me)
     end
+  end
+end
+
+-- A worker ended failed outside its protected call: the scheduler killed
+-- it (a bare coroutine.yield in an item). Its error counts as the error of
+-- the item it was running: raised by the gather, or with
+-- return_exceptions put in that item's place while a new worker takes
+-- the dead one's, so the gather goes on at the same concurrency.
+local function worker_failed(g, w)
+  if g.stopped then return end -- the gather has ended: w's failure is its own
+  w.retrieved = true -- its error goes to the gather's caller
+  local i = w.item
+  if i == nil then return fail(g, w.err, w) end
+  g.results[i] = w.err
+  local done = g.done + 1
+  g.done = done
+  if done == g.n then return sched.wake(g.parent) end
+  if g.next <= g.n then
+    local ws = g.workers
+    ws[#ws + 1] = sched.spawn(worker, g)
   end
 end
 
@@ -98,6 +130,8 @@ local function gather(...)
     items = items, n = n, next = 1, done = 0, results = results, parent = parent,
     return_exceptions = return_exceptions, workers = {},
   }
+  -- one hook for all the workers: a field each, not a closure each
+  g.on_fail = function(w) return worker_failed(g, w) end
   for w = 1, math.min(limit, n) do g.workers[w] = sched.spawn(worker, g) end
   parent.unwait = function()
     g.stopped = true

@@ -24,6 +24,10 @@ M.loop = loop
 local YIELD = setmetatable({}, { __name = "avideo.yield" })
 -- What a task's coroutine returns when its function has returned.
 local DONE = setmetatable({}, { __name = "avideo.done" })
+-- The scheduler resumes a task with this first: a resume without it came
+-- from user code (coroutine.resume(task.co)) and is refused, so the task's
+-- wait cannot end early and its end cannot be lost to a foreign resumer.
+local RESUME = setmetatable({}, { __name = "avideo.resume" })
 
 local Task = { __name = "avideo.Task" }
 Task.__index = Task
@@ -34,7 +38,11 @@ local stepping = false  -- tasks started with avideo.start live (running is true
 local current = nil     -- the task being resumed
 local live = 0          -- tasks not yet ended
 local tasks = {}        -- co -> task for every live task: keeps them alive
-local unretrieved = {}  -- failed tasks nobody waited for
+-- Failed tasks nobody waited for (task -> true), reported at the end of
+-- the run unless collected and reported before: weak, so it keeps none
+-- of them alive. `failures` numbers them, for the report's order.
+local unretrieved = setmetatable({}, { __mode = "k" })
+local failures = 0
 -- ready queue of tasks woken from Lua (spawns, semaphores, task ends)
 local rq_task, rq_val, rq_head, rq_tail = {}, {}, 1, 0
 
@@ -84,10 +92,30 @@ function M.waiting_task(what)
   return task
 end
 
+-- A task resumed by anything but the scheduler stays where it waits: it
+-- yields straight back until the scheduler's own resume comes, and returns
+-- the value that one carries. Lua lets a resumer be refused only by killing
+-- the coroutine, so the foreign coroutine.resume gets `true, nil, err` (the
+-- usual nil-and-error pair), err an avideo `invalid` error saying why.
+local FOREIGN = "coroutine.resume of an avideo task was ignored: only avideo resumes its tasks;"
+  .. " wait for it with task:wait(), stop it with task:cancel()"
+
+local function refuse_foreign()
+  local token, v
+  repeat
+    token, v = co_yield(nil, errors.new("invalid", FOREIGN))
+  until token == RESUME
+  return v
+end
+
+--- The task being run now, or nil (for avideo's own modules).
+function M.current() return current end
+
 --- Suspend the running task until something wakes it; returns the value it
 -- was woken with. Raises `cancelled` if the task was cancelled meanwhile.
 function M.suspend(task)
-  local v = co_yield(YIELD)
+  local token, v = co_yield(YIELD)
+  if token ~= RESUME then v = refuse_foreign() end
   check_cancel(task)
   return v
 end
@@ -95,16 +123,43 @@ end
 --- Wait for a core op started with this task as its token.
 function M.await_op(task, op)
   task.op = op
-  local v = co_yield(YIELD)
+  local token, v = co_yield(YIELD)
+  if token ~= RESUME then v = refuse_foreign() end
   task.op = nil
   if task.cancel_pending then check_cancel(task) end
   return v
 end
 
-local function task_main(task, fn, ...)
+local function task_main(token, task, fn, ...)
+  -- resumed by user code before its first run: the scheduler's first resume
+  -- (with the task's arguments) is still to come
+  if token ~= RESUME then return task_main(co_yield(nil, errors.new("invalid", FOREIGN))) end
   check_cancel(task)
   task.results = pack(fn(...))
   return DONE
+end
+
+-- Reports a failed task nobody read when it is collected, as asyncio does
+-- ("Task exception was never retrieved"), so a long run does not keep
+-- every such task until it ends. One of these per unread failure, made
+-- when the task fails: successful tasks pay nothing. It and its task point
+-- at each other; Lua finalises the pair once neither is reachable.
+local Reporter = { __name = "avideo.reporter" }
+
+-- Report a failed task once, and only if its result was never read.
+local function report(task)
+  local r = task.reporter
+  if r == nil or r.task == nil then return end
+  r.task = nil
+  unretrieved[task] = nil
+  if not task.retrieved then
+    io.stderr:write("avideo: a task failed and nobody waited for it: ", task.traceback, "\n")
+  end
+end
+
+function Reporter.__gc(r)
+  -- a finaliser must not raise (a closed or replaced io.stderr)
+  if r.task then pcall(report, r.task) end
 end
 
 local function finish(task, ok, err)
@@ -121,13 +176,24 @@ local function finish(task, ok, err)
     task.err = err
     -- run pending <close> variables of the failed task (sessions, etc.)
     co_close(task.co)
+    -- on_fail: a hook of avideo's own modules (a gather hears of a worker
+    -- killed outside its protected calls); one function shared by many
+    -- tasks, so it costs a field, not a closure, per task
+    local on_fail = task.on_fail
+    if on_fail then
+      task.on_fail = nil
+      on_fail(task)
+    end
   end
   local watchers = task.watchers
   task.watchers = nil
-  if watchers then
+  -- (a list emptied by a waiter that gave up is nobody waiting)
+  if watchers and watchers[1] ~= nil then
     for i = 1, #watchers do watchers[i](task) end
   elseif task.status == "failed" and not task.retrieved then
-    unretrieved[#unretrieved + 1] = task
+    failures = failures + 1
+    unretrieved[task] = true
+    task.reporter = setmetatable({ task = task, order = failures }, Reporter)
   end
 end
 
@@ -137,10 +203,10 @@ local function resume(task, value)
   if task.args then
     local args = task.args
     task.args = nil
-    ok, y = co_resume(task.co, task, task.fn, unpack(args, 1, args.n))
+    ok, y = co_resume(task.co, RESUME, task, task.fn, unpack(args, 1, args.n))
     task.fn = nil
   else
-    ok, y = co_resume(task.co, value)
+    ok, y = co_resume(task.co, RESUME, value)
   end
   current = nil
   if y == YIELD and ok then return end
@@ -236,14 +302,17 @@ function Task:__tostring()
   return ("avideo.Task (%s)"):format(self.status)
 end
 
+local function by_failure(a, b) return a.reporter.order < b.reporter.order end
+
+-- At the end of a run: the failed tasks nobody read that are still
+-- referenced (the others were reported when collected), in failure order.
 local function report_unretrieved()
-  for i = 1, #unretrieved do
-    local t = unretrieved[i]
-    if not t.retrieved then
-      io.stderr:write("avideo: a task failed and nobody waited for it: ", t.traceback, "\n")
-    end
-    unretrieved[i] = nil
-  end
+  local list = {}
+  for t in pairs(unretrieved) do list[#list + 1] = t end
+  table.sort(list, by_failure)
+  for i = 1, #list do report(list[i]) end
+  unretrieved = setmetatable({}, getmetatable(unretrieved))
+  failures = 0
 end
 
 -- Every task is waiting on something only another task could do: cancel
