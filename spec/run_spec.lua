@@ -79,6 +79,36 @@ describe("avideo.run", function()
     assert.matches("cannot wait here", tostring(e))
   end)
 
+  it("refuses to wait inside metamethods called from C, and allows it where Lua can yield", function()
+    local seen = {}
+    avideo.run(function()
+      local obj = setmetatable({}, {
+        __tostring = function()
+          local ok, e = pcall(avideo.sleep, 0.001)
+          seen.tostring = not ok and e.message
+          return "obj"
+        end,
+        __index = function(_, k) avideo.sleep(0.001) return k .. "!" end,
+      })
+      assert.are.equal("obj", tostring(obj))
+      assert.are.equal("x!", obj.x) -- __index is called from Lua: it may wait
+      string.gsub("abc", "b", function()
+        local ok, e = pcall(avideo.sleep, 0.001)
+        seen.gsub = not ok and e.message
+      end)
+      setmetatable({}, { __gc = function()
+        local ok, e = pcall(avideo.sleep, 0.001)
+        seen.gc = not ok and e.message
+      end })
+      collectgarbage()
+      collectgarbage()
+    end)
+    for _, where in ipairs { "tostring", "gsub", "gc" } do
+      assert.is_string(seen[where], where)
+      assert.matches("cannot wait here", seen[where])
+    end
+  end)
+
   it("refuses to wait from a plain coroutine inside a task", function()
     local ok, e = pcall(avideo.run, function()
       coroutine.wrap(function() avideo.sleep(0.001) end)()
@@ -219,6 +249,22 @@ describe("avideo.gather", function()
     assert.are.equal("first failure", e.message)
     assert.are.equal(5, cancelled)
     assert.are.equal(0, finished)
+  end)
+
+  it("raises the error that came first in time, and cancels task items too", function()
+    local bystander
+    local ok, e = pcall(avideo.run, function()
+      bystander = avideo.spawn(avideo.sleep, 1)
+      return avideo.gather {
+        function() avideo.sleep(0.03); error(avideo.error("http", "second in time")) end,
+        function() avideo.sleep(0.01); error(avideo.error("timeout", "first in time")) end,
+        bystander,
+      }
+    end)
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(e, "timeout"))
+    assert.are.equal("first in time", e.message)
+    assert.are.equal("cancelled", bystander.status)
   end)
 
   it("puts errors in the list with return_exceptions", function()
