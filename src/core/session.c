@@ -94,13 +94,15 @@ static void av_hostq_unlink(av_session *s, av_hostq *hq, av_request *req) {
   }
 }
 
-/* Give req its slot and start it; on a failed start the slot is returned. */
+/* Give req its slot and start it; on a failed start the slot is returned
+ * and req forgets its key, which the caller may then free. */
 static void av_session_start(av_session *s, av_request *req) {
   s->in_flight++;
   req->hq->in_flight++;
   if (!av_request_run(req)) {
     s->in_flight--;
     req->hq->in_flight--;
+    req->hq = NULL;
   }
 }
 
@@ -129,7 +131,9 @@ void av_session_unqueue(av_session *s, av_request *req) {
   av_hostq_maybe_free(s, hq);
 }
 
-/* Start the longest-waiting requests whose keys have room. */
+/* Start the longest-waiting requests whose keys have room. A start that
+ * fails may free its key, so the caller must not hold on to any key with
+ * nothing in flight and nobody waiting across this call. */
 static void av_session_wake(av_session *s) {
   while (s->waiting && (s->limit == 0 || s->in_flight < s->limit)) {
     av_hostq *best = NULL;
@@ -149,8 +153,9 @@ void av_session_release(av_session *s, av_request *req) {
   req->hq = NULL;
   s->in_flight--;
   hq->in_flight--;
-  if (!s->loop->closing) av_session_wake(s);
+  /* before waking: a waiter of the same key whose start fails frees hq */
   av_hostq_maybe_free(s, hq);
+  if (!s->loop->closing) av_session_wake(s);
 }
 
 /* ------------------------------------------------------------ Lua side */
