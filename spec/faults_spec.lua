@@ -1,6 +1,27 @@
 -- Faults on the wire: a server killed mid-run, kept-alive connections the
--- server closed, redirect loops, faults inside gathers. Each gives the
--- right error kind, and afterwards no slot, op, transfer or task is left.
+-- server closed, redirect loops, faults inside gathers, and faults of the
+-- machine (libuv or libcurl out of memory) injected with a shim. Each gives
+-- the right error kind, and afterwards no slot, op, transfer or task is left.
+
+-- The fault-injection shim (spec/support/faultshim.c) stands in for some of
+-- libuv's and libcurl's functions only if it is linked before avideo.core
+-- is loaded: so before anything requires avideo. When this file runs after
+-- another in one busted process, the core is loaded already (Lua keeps C
+-- libraries in the registry's _CLIBS; busted resets only package.loaded),
+-- and the shim's specs are pending.
+local shim
+do
+  local path = os.getenv("AVIDEO_FAULTSHIM")
+  local core_loaded = false
+  for lib in pairs(debug.getregistry()._CLIBS or {}) do
+    if type(lib) == "string" and lib:find("avideo/core%.so$") then core_loaded = true end
+  end
+  if path and not core_loaded and package.loadlib(path, "*") then
+    shim = assert(package.loadlib(path, "luaopen_faultshim"))()
+  end
+end
+local it_shim = shim and it or pending
+
 local avideo = require "avideo"
 local peer_support = require "support.peer"
 local server_support = require "support.server"
@@ -13,6 +34,11 @@ describe("faults", function()
   lazy_teardown(function() peer.stop() end)
   after_each(function()
     server_support.stop_scoped()
+    if shim then
+      for _, f in ipairs { "uv_poll_start", "uv_poll_init_socket", "curl_multi_add_handle" } do
+        shim.arm(f, 0)
+      end
+    end
     settled()
   end)
 
@@ -99,5 +125,62 @@ describe("faults", function()
       assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
       assert.are.same({ status = 200 }, s:get(peer.url .. "/status/200"):json())
     end)
+  end)
+
+  it("a total timeout on a reused connection is the total timeout, with connect set too", function()
+    avideo.run(function()
+      local s <close> = avideo.session {}
+      assert.are.equal(200, s:get(peer.url .. "/echo").status) -- a connection to reuse
+      local ok, e = pcall(s.get, s, peer.url .. "/stall", { timeout = { total = 0.3, connect = 0.2 } })
+      assert.is_false(ok)
+      assert.are.equal("timeout", e.kind)
+      assert.are.equal("total", e.phase)
+    end)
+  end)
+
+  it_shim("a waiter whose start fails as a slot frees gets its error; the limiter stays whole", function()
+    avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = 1 }
+      local url = peer.url .. "/hold?ms=50"
+      shim.arm("curl_multi_add_handle", 2) -- the second request's, started when the first ends
+      local r = avideo.gather({ function() return s:get(url).status end, function() return s:get(url).status end },
+        { return_exceptions = true })
+      assert.are.equal(200, r[1])
+      assert.is_true(avideo.is_error(r[2]))
+      assert.are.equal("protocol", r[2].kind)
+      assert.matches("cannot start transfer", r[2].message)
+      assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      assert.are.equal(200, s:get(url).status)
+    end)
+  end)
+
+  it_shim("a connection whose socket cannot be watched fails its request at once, and the next ones work", function()
+    avideo.run(function()
+      local s <close> = avideo.session {}
+      shim.arm("uv_poll_start", 1)
+      local t0 = avideo.now()
+      -- a slow answer: libcurl also reads on its own timers, and a transfer
+      -- that completes before its failure is acted on has its response
+      local ok, e = pcall(s.get, s, peer.url .. "/hold?ms=300")
+      assert.is_false(ok)
+      assert.are.equal("protocol", e.kind)
+      assert.matches("socket could not be watched", e.message)
+      assert.is_true(avideo.now() - t0 < 1, "no hang until a timeout")
+      assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      for _ = 1, 3 do assert.are.equal(200, s:get(peer.url .. "/echo").status) end
+    end)
+  end)
+
+  it_shim("a resolver socket that cannot be watched fails its request at once", function()
+    -- A host name goes through libcurl's threaded resolver, whose own socket
+    -- is the first one to watch ("localhost" libcurl answers itself).
+    shim.arm("uv_poll_init_socket", 1)
+    local t0 = avideo.now()
+    local ok, e = pcall(avideo.get, "http://localhost.:" .. peer.port .. "/echo", { timeout = 10 })
+    assert.is_false(ok)
+    assert.are.equal("protocol", e.kind)
+    assert.matches("socket could not be watched", e.message)
+    assert.is_true(avideo.now() - t0 < 1, "no hang until the total timeout")
+    assert.are.equal(200, avideo.get(peer.url .. "/echo").status)
   end)
 end)

@@ -60,12 +60,19 @@ async def reset_stats(request):
 
 async def echo(request):
     body = await request.read()
-    return web.json_response({
+    seen = {
         "method": request.method, "path": request.path, "query_string": request.query_string,
         "query": {k: request.query.getall(k) for k in request.query.keys()},
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "header_list": [[k.lower(), v] for k, v in request.headers.items()],
-        "body": body.decode("utf-8", "replace")})
+        "body": body.decode("utf-8", "replace")}
+    state["last_echo"] = seen
+    return web.json_response(seen)
+
+
+async def last_echo(request):
+    """What /echo saw last: the only way to see a HEAD request's answer."""
+    return web.json_response(state.get("last_echo"))
 
 
 async def status(request):
@@ -79,6 +86,27 @@ async def redirect(request):
 
 async def redirect_loop(request):
     raise web.HTTPFound("/redirect-loop")
+
+
+async def redirect_code(request):
+    """Any method: answer with the status in the path and Location: `to`
+    (default /echo), after `ms` milliseconds, with a body of its own."""
+    await request.read()
+    await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
+    code = int(request.match_info["code"])
+    return web.Response(status=code, text=f"{code} redirect body",
+                        headers={"Location": request.query.get("to", "/echo")})
+
+
+async def chain(request):
+    """Any method: n redirects (status `code`, default 302; `ms` each), then /echo."""
+    n = int(request.match_info["n"])
+    if n <= 0:
+        return await echo(request)
+    await request.read()
+    await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
+    to = f"/chain/{n - 1}?{request.query_string}" if n > 1 else "/echo"
+    return web.Response(status=int(request.query.get("code", "302")), headers={"Location": to})
 
 
 async def raw(request, data, close=True):
@@ -188,9 +216,12 @@ def main():
     app.router.add_get("/hold", hold)
     app.router.add_get("/stats", stats)
     app.router.add_post("/reset-stats", reset_stats)
-    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/last-echo", last_echo)
+    app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/redirect", redirect)
-    app.router.add_get("/redirect-loop", redirect_loop)
+    app.router.add_route("*", "/redirect/{code}", redirect_code)
+    app.router.add_route("*", "/chain/{n}", chain)
+    app.router.add_route("*", "/redirect-loop", redirect_loop)
     app.router.add_get("/reset-before", reset_before)
     app.router.add_get("/reset-mid", reset_mid)
     app.router.add_get("/short", short)

@@ -33,25 +33,31 @@ static void av_sock_close(av_sock *sk) {
   uv_close((uv_handle_t *)&sk->poll, av_sock_free_cb);
 }
 
-static bool av_sock_map(av_loop *lp, curl_socket_t fd, av_sock *sk) {
-  if ((size_t)fd >= lp->nsocks) {
-    size_t n = lp->nsocks ? lp->nsocks : 64;
-    while (n <= (size_t)fd) n *= 2;
-    av_sock **s = realloc(lp->socks, n * sizeof *s);
-    if (!s) return false;
-    memset(s + lp->nsocks, 0, (n - lp->nsocks) * sizeof *s);
-    lp->socks = s;
-    lp->nsocks = n;
-  }
-  if (lp->socks[fd]) av_sock_close(lp->socks[fd]); /* stale: fd was reused */
-  lp->socks[fd] = sk;
+/* Make room in the socks map for fd. */
+static bool av_socks_reserve(av_loop *lp, curl_socket_t fd) {
+  if ((size_t)fd < lp->nsocks) return true;
+  size_t n = lp->nsocks ? lp->nsocks : 64;
+  while (n <= (size_t)fd) n *= 2;
+  av_sock **s = realloc(lp->socks, n * sizeof *s);
+  if (!s) return false;
+  memset(s + lp->nsocks, 0, (n - lp->nsocks) * sizeof *s);
+  lp->socks = s;
+  lp->nsocks = n;
   return true;
 }
 
-static av_sock *av_sock_new(av_loop *lp, curl_socket_t fd, bool foreign) {
+/* A poll handle for fd, entered in the socks map; NULL with a libuv error
+ * code in *err on failure. */
+static av_sock *av_sock_new(av_loop *lp, curl_socket_t fd, bool foreign, int *err) {
+  *err = UV_ENOMEM;
+  if (!av_socks_reserve(lp, fd)) return NULL;
+  /* An entry for fd is stale (the fd was closed and reused): its handle
+   * must go first, as libuv lets only one handle watch an fd. */
+  if (lp->socks[fd]) av_sock_close(lp->socks[fd]);
   av_sock *sk = calloc(1, sizeof *sk);
   if (!sk) return NULL;
-  if (uv_poll_init_socket(&lp->uv, &sk->poll, fd) != 0) {
+  *err = uv_poll_init_socket(&lp->uv, &sk->poll, fd);
+  if (*err != 0) {
     free(sk);
     return NULL;
   }
@@ -59,11 +65,7 @@ static av_sock *av_sock_new(av_loop *lp, curl_socket_t fd, bool foreign) {
   sk->loop = lp;
   sk->fd = fd;
   sk->foreign = foreign;
-  if (!av_sock_map(lp, fd, sk)) {
-    sk->fd = -1;
-    uv_close((uv_handle_t *)&sk->poll, av_sock_free_cb);
-    return NULL;
-  }
+  lp->socks[fd] = sk;
   return sk;
 }
 
@@ -114,11 +116,24 @@ static int av_curl_timer_fn(CURLM *multi, long timeout_ms, void *userp) {
   return 0;
 }
 
-/* CURLMOPT_SOCKETFUNCTION: start, change or stop polling one socket. */
+/* A socket of easy's transfer cannot be watched. libcurl 7.88 ignores an
+ * error returned from the socket callback and would wait for events that
+ * never come, so the transfer is failed from outside libcurl's callbacks:
+ * its request expires at once (see av_request_expire). */
+static void av_curl_watch_failed(CURL *easy, int err) {
+  av_request *req = NULL;
+  curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
+  if (!req || req->phase != AV_REQ_RUNNING || req->sock_error) return;
+  req->sock_error = err;
+  av_deadline_set(&req->op, 0);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: start, change or stop polling one socket. The
+ * socks map, not a socketp of curl_multi_assign, says which handle polls
+ * fd: socketp outlives a handle we closed when fd was reused. */
 static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
   av_loop *lp = userp;
-  av_sock *sk = socketp;
-  if (!sk && (size_t)fd < lp->nsocks) sk = lp->socks[fd];
+  av_sock *sk = (size_t)fd < lp->nsocks ? lp->socks[fd] : NULL;
   if (what == CURL_POLL_REMOVE) {
     if (!sk) return 0;
     if (sk->foreign) {
@@ -129,16 +144,20 @@ static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp
     }
     return 0;
   }
-  if (!sk) {
-    sk = av_sock_new(lp, fd, true);
-    if (!sk) return -1; /* libcurl fails the transfer: better than a hang */
+  int err;
+  if (!sk && !(sk = av_sock_new(lp, fd, true, &err))) {
+    av_curl_watch_failed(easy, err);
+    return 0;
   }
-  if (sk != socketp) curl_multi_assign(lp->multi, fd, sk);
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
   if (events != sk->events) {
-    if (uv_poll_start(&sk->poll, events, av_poll_cb) != 0) return -1;
+    err = uv_poll_start(&sk->poll, events, av_poll_cb);
+    if (err != 0) {
+      av_curl_watch_failed(easy, err);
+      return 0;
+    }
     sk->events = events;
   }
   return 0;
@@ -148,7 +167,8 @@ static curl_socket_t av_curl_open_fn(void *clientp, curlsocktype purpose, struct
   av_loop *lp = clientp;
   curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
   if (fd < 0) return CURL_SOCKET_BAD;
-  if (!av_sock_new(lp, fd, false)) {
+  int err;
+  if (!av_sock_new(lp, fd, false, &err)) {
     close(fd);
     return CURL_SOCKET_BAD;
   }
@@ -194,8 +214,6 @@ static void av_curl_setup_easy(av_loop *lp, CURL *easy) {
   curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, av_curl_close_fn);
   curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, lp);
 }
-
-static void av_curl_setup_easy(av_loop *lp, CURL *easy);
 
 av_easy *av_easy_get(av_loop *lp) {
   av_easy *e = lp->idle_easy;

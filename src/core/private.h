@@ -63,8 +63,9 @@ struct av_op {
 void av_op_init(av_op *op, av_loop *loop, const av_op_vtable *vt);
 /* User values of every op userdata. */
 enum { AV_UV_TOKEN = 1, AV_UV_LOOP = 2, AV_UV_EXTRA = 3, AV_OP_NUV = 3 };
-/* A request op also keeps its URL string. */
-enum { AV_UV_URL = 4, AV_REQUEST_NUV = 4 };
+/* A request op also keeps its URL string and its body string (libcurl
+ * sends the body from the Lua string, uncopied). */
+enum { AV_UV_URL = 4, AV_UV_BODY = 5, AV_REQUEST_NUV = 5 };
 /* Anchor op (userdata at idx) with its token (at tidx) as PENDING on the loop at loopidx. */
 void av_op_start(lua_State *L, av_op *op, int idx, int tidx, int loopidx);
 /* Move a PENDING op to the ready list (from any C callback). */
@@ -214,12 +215,18 @@ struct av_request {
   av_easy *easy;              /* while running */
   const char *url;            /* the Lua string in user value AV_UV_URL */
   struct curl_slist *headers; /* owned; NULL means the session's defaults */
-  char *body;
+  const char *body;           /* the Lua string in user value AV_UV_BODY */
   size_t body_len;
   bool has_body;
   char method[12];
   long total_ms, connect_ms, sock_read_ms, pool_ms; /* 0 = none */
+  uint64_t started;           /* loop ms when the request got its slot */
+  long hop_total_ms;          /* what is left of total_ms for this hop (libcurl's) */
   uint64_t last_read;         /* loop ms of the last byte, for sock_read */
+  bool connected;             /* this hop has its connection (PREREQFUNCTION ran) */
+  int sock_error;             /* libuv error: a socket could not be watched */
+  bool core_follows;          /* redirects are followed here, not by libcurl */
+  int redirects;              /* redirects followed here */
   size_t max_body;
   av_buf resp_body;
   av_buf resp_headers;
@@ -242,6 +249,21 @@ bool av_request_run(av_request *req);
 void av_request_fail(av_request *req, const char *kind, const char *fmt, ...);
 /* libcurl finished req (msg copied): collect the result and release. */
 void av_request_done(av_request *req, CURLcode code);
+/* Set the easy handle's method and body options to req's; true when the
+ * method goes as CURLOPT_CUSTOMREQUEST (libcurl re-sends that unchanged on
+ * every redirect, so the core follows those requests' redirects). */
+bool av_request_set_method(av_request *req, CURL *h);
+/* End req with the timeout that ran out: connect while it had no
+ * connection, else total. */
+void av_request_timed_out(av_request *req);
+
+/* ------------------------------------------------------------ redirects */
+/* req's transfer (one the core follows) ended with a response. A redirect:
+ * take the next hop on the same easy handle and slot and return true (if
+ * that cannot start, req is failed and released), or fail req when the
+ * redirect is refused and return false (req is then DONE, still attached).
+ * Any other response: false, req untouched. */
+bool av_redirect_follow(av_request *req);
 
 /* ---------------------------------------------------------------- json */
 /* Register core.json_integers (whole-number floats to integers, in place). */

@@ -38,28 +38,40 @@ static void av_request_detach(av_request *req) {
 
 static double av_seconds(long ms) { return (double)ms / 1000.0; }
 
-/* Which clock ran out: connect while there was no connection yet, else total. */
-static void av_request_timed_out(av_request *req, CURL *h) {
-  curl_off_t connected = 0;
-  curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connected);
-  bool connect_phase = connected == 0 && req->connect_ms && (!req->total_ms || req->connect_ms <= req->total_ms);
+/* Which clock ran out: connect while there was no connection yet, else
+ * total. Not CURLINFO_CONNECT_TIME_T: it is 0 on a reused connection. */
+void av_request_timed_out(av_request *req) {
+  bool connect_phase =
+      !req->connected && req->connect_ms && (!req->hop_total_ms || req->connect_ms <= req->hop_total_ms);
   if (connect_phase)
     av_request_fail(req, "timeout", "connect timeout: no connection within %g s", av_seconds(req->connect_ms));
   else
     av_request_fail(req, "timeout", "total timeout: request not done within %g s", av_seconds(req->total_ms));
 }
 
+/* A socket of the transfer could not be watched (see av_curl_watch_failed). */
+static void av_request_fail_sock(av_request *req) {
+  av_request_fail(req, "protocol", "the connection's socket could not be watched: %s", uv_strerror(req->sock_error));
+}
+
 void av_request_done(av_request *req, CURLcode code) {
   CURL *h = req->easy->h;
   av_session *s = req->session;
-  if (code == CURLE_OK) {
+  if (code == CURLE_OK && req->core_follows && av_redirect_follow(req)) return; /* the next hop runs */
+  if (req->phase == AV_REQ_DONE) {
+    /* a redirect refused by av_redirect_follow: req already has its error */
+  } else if (code == CURLE_OK) {
     long redirects = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &req->status);
     curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
     if (redirects > 0) {
-      char *url = NULL;
+      char *url = NULL, *method = NULL;
       curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &url);
+      free(req->effective_url);
       req->effective_url = url ? strdup(url) : NULL;
+      /* the final request's method: libcurl turns a POST into a GET */
+      curl_easy_getinfo(h, CURLINFO_EFFECTIVE_METHOD, &method);
+      if (method && strlen(method) < sizeof req->method) strcpy(req->method, method);
     }
     req->phase = AV_REQ_DONE;
     av_op_finish(&req->op);
@@ -67,14 +79,16 @@ void av_request_done(av_request *req, CURLcode code) {
     av_request_fail(req, "protocol", "response body larger than max_body_size (%zu bytes)", req->max_body);
   } else if (req->out_of_memory) {
     av_request_fail(req, "protocol", "out of memory while reading the response");
+  } else if (req->sock_error) {
+    av_request_fail_sock(req);
   } else if (code == CURLE_OPERATION_TIMEDOUT) {
-    av_request_timed_out(req, h);
+    av_request_timed_out(req);
   } else {
     const char *detail = req->easy->errbuf[0] ? req->easy->errbuf : curl_easy_strerror(code);
     long redirects = 0;
     curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
     /* a URL libcurl refused before any redirect is the caller's */
-    bool bad_url = code == CURLE_URL_MALFORMAT && redirects == 0;
+    bool bad_url = code == CURLE_URL_MALFORMAT && redirects == 0 && req->redirects == 0;
     av_request_fail(req, bad_url ? "invalid" : av_error_kind(code), "%s", detail);
   }
   av_request_detach(req);
@@ -93,7 +107,8 @@ static void av_request_cancel(av_op *op) {
   req->err_kind = "cancelled";
 }
 
-/* A deadline passed: the pool timeout while queued, sock_read while running. */
+/* A deadline passed: the pool timeout while queued; while running, a
+ * socket that could not be watched (due at once) or sock_read. */
 static void av_request_expire(av_op *op) {
   av_request *req = (av_request *)op;
   if (req->phase == AV_REQ_QUEUED) {
@@ -102,13 +117,17 @@ static void av_request_expire(av_op *op) {
     return;
   }
   if (req->phase != AV_REQ_RUNNING) return;
-  uint64_t now = uv_now(&op->loop->uv);
-  uint64_t due = req->last_read + (uint64_t)req->sock_read_ms;
-  if (due > now) { /* data arrived since the deadline was set */
-    av_deadline_set(op, due - now);
-    return;
+  if (req->sock_error) {
+    av_request_fail_sock(req);
+  } else {
+    uint64_t now = uv_now(&op->loop->uv);
+    uint64_t due = req->last_read + (uint64_t)req->sock_read_ms;
+    if (due > now) { /* data arrived since the deadline was set */
+      av_deadline_set(op, due - now);
+      return;
+    }
+    av_request_fail(req, "timeout", "sock_read timeout: no data for %g s", av_seconds(req->sock_read_ms));
   }
-  av_request_fail(req, "timeout", "sock_read timeout: no data for %g s", av_seconds(req->sock_read_ms));
   av_request_detach(req);
   av_session_release(req->session, req);
 }
@@ -155,10 +174,13 @@ static size_t av_request_header_cb(char *p, size_t size, size_t n, void *ud) {
   return len;
 }
 
-/* Connected, about to send: the sock_read clock starts. */
+/* Connected (or reusing a connection), about to send: the connect clock
+ * is done with, the sock_read clock starts. */
 static int av_request_prereq_cb(void *ud, char *ip, char *local_ip, int port, int local_port) {
   av_request *req = ud;
-  if (!req->sock_read_ms) return CURL_PREREQFUNC_OK;
+  req->connected = true;
+  /* a failed socket's deadline is due now: keep it */
+  if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
   av_request_touch(req);
   av_deadline_set(&req->op, (uint64_t)req->sock_read_ms);
   return CURL_PREREQFUNC_OK;
@@ -173,7 +195,6 @@ static void av_request_easy_defaults(av_easy *e) {
   /* Only http and https, on the first request and on every redirect. */
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
   /* HTTP/2 over TLS only: libcurl 7.88 cannot reuse h2c connections. */
   curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
@@ -186,19 +207,24 @@ static void av_request_easy_defaults(av_easy *e) {
 }
 
 /* The method and body, undoing whatever the handle's last request set. */
-static void av_request_set_method(av_request *req, CURL *h) {
+bool av_request_set_method(av_request *req, CURL *h) {
   bool head = strcmp(req->method, "HEAD") == 0;
   bool get = strcmp(req->method, "GET") == 0;
   bool post = strcmp(req->method, "POST") == 0;
+  bool custom = !(get || head || post);
   curl_easy_setopt(h, CURLOPT_HTTPGET, 1L); /* clears POST, upload and NOBODY */
-  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, (get || head || post) ? NULL : req->method);
+  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, custom ? req->method : NULL);
   if (head) {
     curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
   } else if (req->has_body || post) {
-    if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
+    if (get) { /* a GET with a body: libcurl sends a body only as a POST */
+      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
+      custom = true;
+    }
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
   }
+  return custom;
 }
 
 bool av_request_run(av_request *req) {
@@ -219,9 +245,14 @@ bool av_request_run(av_request *req) {
   curl_easy_setopt(h, CURLOPT_URL, req->url);
   curl_easy_setopt(h, CURLOPT_BUFFERSIZE, req->session->read_bufsize);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers ? req->headers : req->session->headers);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->total_ms);
+  req->hop_total_ms = req->total_ms;
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->hop_total_ms);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
-  av_request_set_method(req, h);
+  /* libcurl re-sends a CURLOPT_CUSTOMREQUEST method unchanged on every
+   * redirect: those requests follow theirs in av_redirect_follow */
+  req->core_follows = av_request_set_method(req, h);
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, req->core_follows ? 0L : 1L);
+  if (req->core_follows) req->started = uv_now(&lp->uv); /* for the total over all hops */
   CURLMcode rc = av_curl_add(lp, h);
   if (rc != CURLM_OK) {
     req->easy = NULL;
@@ -377,9 +408,10 @@ int av_request_new(lua_State *L) {
     if (!av_headers_inherit(&req->headers, s->headers)) return luaL_error(L, "out of memory");
   }
   if (body) {
-    req->body = malloc(blen ? blen : 1);
-    if (!req->body) return luaL_error(L, "out of memory");
-    memcpy(req->body, body, blen);
+    /* anchored like the URL: libcurl sends it from the Lua string */
+    lua_pushvalue(L, 6);
+    lua_setiuservalue(L, idx, AV_UV_BODY);
+    req->body = body;
     req->body_len = blen;
     req->has_body = true;
   }
@@ -443,13 +475,12 @@ static int av_request_gc(lua_State *L) {
     av_request_cancel(&req->op);
   }
   curl_slist_free_all(req->headers);
-  free(req->body);
   free(req->effective_url);
   free(req->err_message);
   av_buf_free(&req->resp_body);
   av_buf_free(&req->resp_headers);
   req->headers = NULL;
-  req->body = req->effective_url = req->err_message = NULL;
+  req->effective_url = req->err_message = NULL;
   return 0;
 }
 

@@ -1,0 +1,142 @@
+-- Redirects as aiohttp follows them: a 303 (unless HEAD) becomes a GET
+-- without body, a 301 or 302 turns only a POST into a GET, anything else
+-- keeps its method and body. libcurl follows GET, HEAD and POST itself;
+-- the core follows the others (PUT, PATCH, DELETE, a GET with a body), so
+-- both paths are checked: credentials only within an origin, at most 10
+-- redirects, only to http and https, one slot and one total timeout.
+local avideo = require "avideo"
+local peer_support = require "support.peer"
+local settled = require "support.settled"
+
+describe("redirects", function()
+  local peer
+  lazy_setup(function() peer = peer_support.start() end)
+  lazy_teardown(function() peer.stop() end)
+  after_each(settled)
+
+  -- what the last request that reached /echo was
+  local function seen()
+    return avideo.get(peer.url .. "/last-echo"):json()
+  end
+
+  describe("method and body at the target", function()
+    local verbs = {
+      { "GET" }, { "GET", "hello" }, { "HEAD" }, { "POST", "hello" },
+      { "PUT", "hello" }, { "PATCH", "hello" }, { "DELETE", "hello" },
+    }
+    for _, v in ipairs(verbs) do
+      local verb, data = v[1], v[2]
+      for _, code in ipairs { 301, 302, 303, 307, 308 } do
+        local to_get = (code == 303 and verb ~= "HEAD") or ((code == 301 or code == 302) and verb == "POST")
+        local method = to_get and "GET" or verb
+        local body = (not to_get and data) or ""
+        it(("%s%s + %d: %s %s"):format(verb, data and " with a body" or "", code, method,
+          body ~= "" and "with the body" or "without a body"), function()
+          local r = avideo.request(verb, peer.url .. "/redirect/" .. code, { data = data })
+          assert.are.equal(200, r.status)
+          assert.are.equal(peer.url .. "/echo", r.url)
+          assert.are.equal(method, r.method)
+          local s = seen()
+          assert.are.same({ method, body }, { s.method, s.body })
+          -- the final response's body alone, not the redirect's with it
+          if verb ~= "HEAD" then assert.are.same(s, r:json()) end
+        end)
+      end
+    end
+
+    it("a 3xx without Location is the response", function()
+      local r = avideo.request("PUT", peer.url .. "/status/302", { data = "x" })
+      assert.are.equal(302, r.status)
+      assert.are.equal(peer.url .. "/status/302", r.url)
+    end)
+
+    it("a relative Location resolves against the redirecting URL", function()
+      local r = avideo.request("PATCH", peer.url .. "/redirect/307?to=..%2Fecho%3Fa%3D1", { data = "x" })
+      assert.are.equal(peer.url .. "/echo?a=1", r.url)
+      assert.are.same({ "PATCH", "x", { "1" } }, { seen().method, seen().body, seen().query.a })
+    end)
+  end)
+
+  describe("credentials", function()
+    local secret = { Authorization = "Bearer secret", Cookie = "a=b", ["X-Other"] = "kept" }
+    for _, v in ipairs { { "GET" }, { "PUT", "x" } } do
+      local verb, data = v[1], v[2]
+      it(verb .. ": Authorization and Cookie go on within the origin", function()
+        local h = avideo.request(verb, peer.url .. "/redirect/302?to=/echo", { headers = secret, data = data })
+          :json().headers
+        assert.are.same({ "Bearer secret", "a=b", "kept" }, { h.authorization, h.cookie, h["x-other"] })
+      end)
+
+      it(verb .. ": Authorization and Cookie are dropped on a redirect to another origin", function()
+        local r = avideo.request(verb, peer.url .. "/redirect/302?to=" .. peer.url2 .. "/echo",
+          { headers = secret, data = data })
+        assert.are.equal(peer.url2 .. "/echo", r.url)
+        local h = r:json().headers
+        assert.is_nil(h.authorization)
+        assert.is_nil(h.cookie)
+        assert.are.equal("kept", h["x-other"])
+      end)
+    end
+
+    it("a session's default Authorization is dropped too", function()
+      avideo.run(function()
+        local s <close> = avideo.session { headers = { Authorization = "Bearer session" } }
+        local same = s:put(peer.url .. "/redirect/307", { data = "x" }):json().headers
+        assert.are.equal("Bearer session", same.authorization)
+        local cross = s:put(peer.url .. "/redirect/307?to=" .. peer.url2 .. "/echo", { data = "x" }):json()
+        assert.is_nil(cross.headers.authorization)
+        assert.are.same({ "PUT", "x" }, { cross.method, cross.body })
+        -- and the session's own headers are untouched for the next request
+        assert.are.equal("Bearer session", s:put(peer.url2 .. "/echo", { data = "x" }):json().headers.authorization)
+      end)
+    end)
+  end)
+
+  describe("limits", function()
+    for _, v in ipairs { { "GET" }, { "PUT", "x" } } do
+      local verb, data = v[1], v[2]
+      it(verb .. ": follows 10 redirects, not 11", function()
+        local r = avideo.request(verb, peer.url .. "/chain/10", { data = data })
+        assert.are.equal(200, r.status)
+        assert.are.equal(peer.url .. "/echo", r.url)
+        local ok, e = pcall(avideo.request, verb, peer.url .. "/chain/11", { data = data })
+        assert.is_false(ok)
+        assert.are.equal("protocol", e.kind)
+        assert.matches("redirects followed", e.message)
+      end)
+
+      it(verb .. ": a redirect to a scheme other than http and https is refused", function()
+        local ok, e = pcall(avideo.request, verb, peer.url .. "/redirect/302?to=ftp://127.0.0.1/x", { data = data })
+        assert.is_false(ok)
+        assert.are.equal("protocol", e.kind)
+      end)
+    end
+
+    it("a followed request keeps its slot and its easy handle", function()
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 1 }
+        local before = avideo.stats().easy_handles
+        local r = avideo.gather {
+          function() return s:delete(peer.url .. "/chain/5?code=308", { data = "x" }):json() end,
+          function() return s:put(peer.url .. "/echo", { data = "y" }):json() end,
+        }
+        assert.are.same({ "DELETE", "x" }, { r[1].method, r[1].body })
+        assert.are.same({ "PUT", "y" }, { r[2].method, r[2].body })
+        assert.is_true(avideo.stats().easy_handles <= math.max(before, 1))
+        assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      end)
+    end)
+
+    it("the total timeout counts from the slot, not from each hop", function()
+      local slow = os.getenv("AVIDEO_SLOW") and 4 or 1
+      local url = peer.url .. "/chain/3?code=307&ms=" .. 200 * slow
+      local t0 = avideo.now()
+      local ok, e = pcall(avideo.request, "PUT", url, { data = "x", timeout = 0.5 * slow })
+      assert.is_false(ok)
+      assert.are.equal("timeout", e.kind)
+      assert.are.equal("total", e.phase)
+      assert.is_true(avideo.now() - t0 < 0.75 * slow)
+      assert.are.equal(200, avideo.request("PUT", url, { data = "x", timeout = 5 * slow }).status)
+    end)
+  end)
+end)
