@@ -3,6 +3,8 @@
 -- url2 reaches the same peer as another host (127.0.0.2), and blackhole is
 -- a URL whose connect never completes, and tls an https origin whose
 -- certificate is self-signed.
+local server_support = require "support.server"
+
 local M = {}
 
 function M.start()
@@ -31,9 +33,15 @@ function M.start()
     if peer.stopped then return end
     peer.stopped = true
     os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    server_support.reap(pid, 10) -- bounded: a peer that ignores SIGTERM is killed
     pipe:close()
     os.remove(log)
   end
+  -- a spec that failed before stop() must not leave the peer running, nor
+  -- wait on its pipe forever when the pipe is collected
+  setmetatable(peer, { __gc = function(p)
+    if not p.stopped then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+  end })
   return peer
 end
 

@@ -33,6 +33,20 @@ local function exited(pid)
   return state == nil or state == "Z" or state == "X"
 end
 
+--- Wait (at most `timeout` seconds) for process pid to exit, then
+-- SIGKILL it; true when it had to be killed. The caller then closes the
+-- pipe it was started with, which no longer waits.
+function M.reap(pid, timeout)
+  local waited = 0
+  while not exited(pid) and waited < timeout do
+    sleep(0.02)
+    waited = waited + 0.02
+  end
+  if exited(pid) then return false end
+  os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+  return true
+end
+
 --- Start a server. opts: time_scale, keepalive_timeout, videos, seed, args (list of extra args),
 -- wrapper (list: a command the server runs under, e.g. valgrind and its options).
 function M.start(opts)
@@ -69,13 +83,7 @@ function M.start(opts)
   function server.wait(timeout)
     if server.stopped then return server.status end
     server.stopped = true
-    local waited = 0
-    while not exited(pid) and waited < (timeout or M.stop_timeout) do
-      sleep(0.02)
-      waited = waited + 0.02
-    end
-    server.hung = not exited(pid)
-    if server.hung then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+    server.hung = M.reap(pid, timeout or M.stop_timeout)
     local rest = pipe:read("a")
     local ok, how, code = pipe:close()
     server.output = rest
