@@ -211,6 +211,41 @@ describe("session", function()
     end)
   end)
 
+  describe("TLS", function()
+    it("verifies certificates by default; ssl = false and ca_file are per session", function()
+      local url = peer.tls .. "/status/200"
+      local e = raises("tls", nil, avideo.get, url)
+      assert.are.equal(url, e.url)
+      avideo.run(function()
+        local trusting <close> = avideo.session { ca_file = peer.tls_cert }
+        local insecure <close> = avideo.session { ssl = false }
+        local strict <close> = avideo.session {}
+        -- interleaved on one loop: easy handles and connections are shared
+        -- between sessions, settings must not leak from one to another
+        for _ = 1, 2 do
+          assert.are.equal(200, trusting:get(url).status)
+          assert.are.equal(200, insecure:get(url).status)
+          raises("tls", nil, strict.get, strict, url)
+        end
+        assert.are.same({ 200, 200 }, avideo.gather(
+          function() return trusting:get(url).status end, function() return insecure:get(url).status end))
+        raises("tls", nil, strict.get, strict, url)
+      end)
+      -- a ca_file is the only trust: one that holds another certificate
+      -- for the same address fails
+      local other, key = os.tmpname(), os.tmpname()
+      assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1"
+        .. " -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null"):format(key, other)))
+      local e2 = raises("tls", nil, function() return avideo.session { ca_file = other }:get(url) end)
+      assert.matches("certificate", e2.message)
+      os.remove(other)
+      os.remove(key)
+      raises("invalid", "ca_file cannot be read", avideo.session, { ca_file = "/no/such/file.pem" })
+      raises("invalid", "bad argument 'ssl'", avideo.session, { ssl = "no" })
+      raises("invalid", "not both", avideo.session, { ssl = false, ca_file = peer.tls_cert })
+    end)
+  end)
+
   describe("refused input (nothing is sent)", function()
     it("refuses other schemes and bad URLs", function()
       for _, url in ipairs { "file:///etc/passwd", "gopher://x/", "dict://x/", "ftp://x/", "/relative", "http://", "not a url" } do

@@ -21,6 +21,7 @@ local DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 local SESSION_OPTIONS = {
   limit = true, limit_per_host = true, base_url = true, headers = true,
   timeout = true, raise_for_status = true, max_body_size = true, read_bufsize = true,
+  ssl = true, ca_file = true,
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
@@ -159,7 +160,17 @@ function Session.new(loop, opts)
   if bufsize ~= nil and (math.type(bufsize) ~= "integer" or bufsize < 1024 or bufsize > 10485760) then
     raise("invalid", "read_bufsize must be a whole number of bytes from 1024 to 10485760, got " .. show(bufsize))
   end
-  local core, kind, message = loop:session(limit, per_host, headers, bufsize)
+  -- TLS: verified against the system's CAs unless told otherwise, as aiohttp
+  if opts.ssl ~= nil and type(opts.ssl) ~= "boolean" then bad_argument("avideo.session", "ssl", "boolean", opts.ssl) end
+  local ca_file = opts.ca_file
+  if ca_file ~= nil then
+    if type(ca_file) ~= "string" then bad_argument("avideo.session", "ca_file", "string", ca_file) end
+    if opts.ssl == false then raise("invalid", "give ssl = false or ca_file, not both: ca_file is for verifying") end
+    local f, why = io.open(ca_file, "rb")
+    if not f then raise("invalid", "ca_file cannot be read: " .. tostring(why)) end
+    f:close()
+  end
+  local core, kind, message = loop:session(limit, per_host, headers, bufsize, opts.ssl ~= false, ca_file)
   if not core then raise(kind, message) end
   return setmetatable({
     _core = core,

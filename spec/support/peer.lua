@@ -1,8 +1,8 @@
 --- Start and stop spec/support/peer.py, the recording and misbehaving HTTP
 -- peer of the module specs. `start()` -> { url, url2, port, stop() }, where
 -- url2 reaches the same peer as another host (127.0.0.2), and blackhole is
--- a URL whose connect never completes, and tls an https origin whose
--- certificate is self-signed.
+-- a URL whose connect never completes, tls an https origin whose
+-- certificate is self-signed and tls_cert that certificate's file.
 local server_support = require "support.server"
 
 local M = {}
@@ -25,9 +25,9 @@ function M.start()
     error("test peer did not start: " .. tostring(line) .. " " .. why, 2)
   end
   local hole = (pipe:read("l") or ""):match("^blackhole (%d+)$")
-  local tls = (pipe:read("l") or ""):match("^tls (%d+)$")
+  local tls, cert = (pipe:read("l") or ""):match("^tls (%d+) (.+)$")
   local peer = { pid = pid, port = tonumber(port), blackhole = "http://127.0.0.1:" .. tostring(hole) .. "/",
-                 tls = "https://127.0.0.1:" .. tostring(tls),
+                 tls = "https://127.0.0.1:" .. tostring(tls), tls_cert = cert,
                  url = "http://127.0.0.1:" .. port, url2 = "http://127.0.0.2:" .. port }
   function peer.stop()
     if peer.stopped then return end

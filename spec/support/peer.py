@@ -202,7 +202,8 @@ def tls_context(tmp):
     """A self-signed certificate, made now: clients that verify must refuse it."""
     key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
@@ -242,13 +243,14 @@ def main():
         # the same port on 127.0.0.2: a second "host" for per-host limit specs
         await web.TCPSite(runner, "127.0.0.2", port).start()
         hole_port, keep = blackhole()
+        # the certificate stays while the peer runs: clients may trust it (ca_file)
         with tempfile.TemporaryDirectory() as tmp:
             tls = web.TCPSite(runner, host, 0, ssl_context=tls_context(tmp))
             await tls.start()
-        print(f"peer listening on http://{host}:{port}", flush=True)
-        print(f"blackhole {hole_port}", flush=True)
-        print(f"tls {tls._server.sockets[0].getsockname()[1]}", flush=True)
-        await asyncio.Event().wait()
+            print(f"peer listening on http://{host}:{port}", flush=True)
+            print(f"blackhole {hole_port}", flush=True)
+            print(f"tls {tls._server.sockets[0].getsockname()[1]} {os.path.join(tmp, 'cert.pem')}", flush=True)
+            await asyncio.Event().wait()
 
     try:
         asyncio.run(start())

@@ -181,7 +181,22 @@ static int av_curl_close_fn(void *clientp, curl_socket_t fd) {
   return close(fd);
 }
 
+/* libcurl's built-in CA bundle and directory (NULL where it has none):
+ * what a handle goes back to after a session with a ca_file of its own. */
+static int av_curl_tls_defaults(av_loop *lp) {
+  CURL *h = curl_easy_init();
+  if (!h) return -1;
+  char *file = NULL, *path = NULL;
+  curl_easy_getinfo(h, CURLINFO_CAINFO, &file);
+  curl_easy_getinfo(h, CURLINFO_CAPATH, &path);
+  lp->default_cainfo = file ? strdup(file) : NULL;
+  lp->default_capath = path ? strdup(path) : NULL;
+  curl_easy_cleanup(h);
+  return (file && !lp->default_cainfo) || (path && !lp->default_capath) ? -1 : 0;
+}
+
 int av_curl_init(av_loop *lp) {
+  if (av_curl_tls_defaults(lp) != 0) return -1;
   lp->multi = curl_multi_init();
   if (!lp->multi) return -1;
   curl_multi_setopt(lp->multi, CURLMOPT_SOCKETFUNCTION, av_curl_socket_fn);
@@ -230,12 +245,24 @@ av_easy *av_easy_get(av_loop *lp) {
       return NULL;
     }
     e->fresh = true;
+    e->tls_id = 0; /* libcurl's defaults: verify, the system's CAs */
     av_curl_setup_easy(lp, e->h);
     lp->n_easy++;
   }
   e->next = NULL;
   e->errbuf[0] = '\0';
   return e;
+}
+
+void av_easy_tls(av_loop *lp, av_easy *e, const av_session *s) {
+  if (e->tls_id == s->tls_id) return; /* most requests: nothing to set */
+  CURL *h = e->h;
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, s->tls_verify ? 1L : 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, s->tls_verify ? 2L : 0L);
+  /* a ca_file is the only trust, as in aiohttp's ssl context with a cafile */
+  curl_easy_setopt(h, CURLOPT_CAINFO, s->ca_file ? s->ca_file : lp->default_cainfo);
+  curl_easy_setopt(h, CURLOPT_CAPATH, s->ca_file ? NULL : lp->default_capath);
+  e->tls_id = s->tls_id;
 }
 
 void av_easy_put(av_loop *lp, av_easy *e) {
@@ -254,6 +281,9 @@ void av_curl_close(av_loop *lp) {
   }
   if (lp->multi) curl_multi_cleanup(lp->multi); /* closes pooled sockets */
   lp->multi = NULL;
+  free(lp->default_cainfo);
+  free(lp->default_capath);
+  lp->default_cainfo = lp->default_capath = NULL;
   for (size_t i = 0; i < lp->nsocks; i++)
     if (lp->socks[i]) av_sock_close(lp->socks[i]);
 }

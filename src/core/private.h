@@ -109,6 +109,8 @@ struct av_loop {
   /* embedding: watchers on a host's libuv loop (loop:attach), or NULL */
   av_host *host;
   bool busy;                  /* the scheduler has tasks to run now: a host must not block */
+  uint64_t tls_ids;           /* last av_session.tls_id handed out */
+  char *default_cainfo, *default_capath; /* libcurl's built-in CA places, to restore */
 };
 
 /* Check that arg idx is an open loop. */
@@ -133,11 +135,14 @@ void av_curl_close(av_loop *lp);
 av_easy *av_easy_get(av_loop *lp);
 /* Return an easy handle to the pool after the transfer. */
 void av_easy_put(av_loop *lp, av_easy *e);
+/* Give e the TLS settings of session s, unless it has them already. */
+void av_easy_tls(av_loop *lp, av_easy *e, const av_session *s);
 
 struct av_easy {
   CURL *h;
   av_easy *next;
   bool fresh;                 /* new: no request options set yet */
+  uint64_t tls_id;            /* the session TLS settings it has (see av_session) */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -159,6 +164,9 @@ struct av_session {
   av_hostq *waiting;          /* keys that have queued requests */
   struct curl_slist *headers; /* default headers, shared by requests */
   long read_bufsize;          /* libcurl's receive buffer for each transfer */
+  bool tls_verify;            /* verify certificates (ssl = false turns it off) */
+  char *ca_file;              /* CA bundle instead of the system's, or NULL */
+  uint64_t tls_id;            /* 0: default TLS settings; else unique to this session */
   char *origin;               /* last origin checked, as written ... */
   size_t origin_len;
   char *origin_key;           /* ... and its limiter key */

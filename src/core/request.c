@@ -238,6 +238,7 @@ bool av_request_run(av_request *req) {
   req->easy = e;
   req->phase = AV_REQ_RUNNING;
   if (e->fresh) av_request_easy_defaults(e);
+  av_easy_tls(lp, e, req->session);
   curl_easy_setopt(h, CURLOPT_PRIVATE, req);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, req);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, req);

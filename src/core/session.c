@@ -177,7 +177,8 @@ static lua_Integer av_limit_arg(lua_State *L, int arg, const char *name) {
   return v;
 }
 
-/* loop:session(limit, limit_per_host, headers, read_bufsize) -> session core */
+/* loop:session(limit, limit_per_host, headers, read_bufsize, tls_verify,
+ *              ca_file) -> session core */
 static int av_session_new(lua_State *L) {
   av_loop *lp = av_loop_check(L, 1);
   lua_Integer limit = av_limit_arg(L, 2, "limit");
@@ -186,9 +187,15 @@ static int av_session_new(lua_State *L) {
   lua_Integer bufsize = luaL_optinteger(L, 5, AV_DEFAULT_BUFSIZE);
   if (bufsize < 1024 || bufsize > CURL_MAX_READ_SIZE) /* libcurl's own bounds */
     return av_error_arg(L, 5, "read_bufsize must be from 1024 to %d bytes", CURL_MAX_READ_SIZE);
+  bool tls_verify = lua_isnoneornil(L, 6) || lua_toboolean(L, 6);
+  const char *ca_file = luaL_optstring(L, 7, NULL);
   av_session *s = lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, AV_SESSION_MT);
+  s->tls_verify = tls_verify;
+  if (ca_file && !(s->ca_file = strdup(ca_file))) return luaL_error(L, "out of memory");
+  /* sessions with libcurl's default TLS settings share id 0 */
+  s->tls_id = tls_verify && !ca_file ? 0 : ++lp->tls_ids;
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   s->loop = lp;
@@ -246,7 +253,8 @@ static void av_session_free(av_session *s) {
   s->headers = NULL;
   free(s->origin);
   free(s->origin_key);
-  s->origin = s->origin_key = NULL;
+  free(s->ca_file);
+  s->origin = s->origin_key = s->ca_file = NULL;
 }
 
 static int av_session_gc(lua_State *L) {
