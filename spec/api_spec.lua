@@ -7,12 +7,7 @@ local avideo = require "avideo"
 local support = require "support.server"
 local settled = require "support.settled"
 
-local function raises(kind, f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert.is_true(avideo.is_error(e, kind), "expected a " .. kind .. " error, got " .. tostring(e))
-  return e
-end
+local raises = require "support.raises"
 
 describe("the API against avideo-server", function()
   local server, ids
@@ -65,7 +60,7 @@ describe("the API against avideo-server", function()
       assert.is_false(r.ok)
       assert.are.equal("GET, PATCH", r.headers.allow)
       assert.are.same({ detail = "Method Not Allowed" }, r:json())
-      local e = raises("http", r.raise_for_status, r)
+      local e = raises("http", nil, r.raise_for_status, r)
       assert.are.equal(405, e.status)
       assert.are.equal(verb:upper(), e.method)
       assert.are.equal(server.url .. "/videos/" .. ids[2], e.url)
@@ -87,14 +82,14 @@ describe("the API against avideo-server", function()
     avideo.run(function()
       local s <close> = avideo.session { base_url = server.url, raise_for_status = true }
       assert.are.equal(200, s:get("/videos/" .. ids[3]).status)
-      local e = raises("http", s.get, s, "/videos/nosuchvideo")
+      local e = raises("http", nil, s.get, s, "/videos/nosuchvideo")
       assert.are.equal(404, e.status)
       assert.are.equal(404, e.response.status)
       assert.are.equal(404, s:get("/videos/nosuchvideo", { raise_for_status = false }).status)
     end)
     local plain <close> = avideo.session { base_url = server.url }
     assert.are.equal(404, plain:get("/videos/nosuchvideo").status)
-    raises("http", plain.get, plain, "/videos/nosuchvideo", { raise_for_status = true })
+    raises("http", nil, plain.get, plain, "/videos/nosuchvideo", { raise_for_status = true })
   end)
 
   it("gathers endpoints of different speeds in the order given", function()

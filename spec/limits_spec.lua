@@ -23,12 +23,7 @@ end
 local ID
 local function video_url(server) return server.url .. "/videos/" .. ID end
 
-local function raises(kind, f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert.is_true(avideo.is_error(e, kind), "expected a " .. kind .. " error, got " .. tostring(e))
-  return e
-end
+local raises = require "support.raises"
 
 -- Yield until cond() holds; fails after `limit` seconds.
 local function wait_until(cond, what, limit)
@@ -200,7 +195,7 @@ describe("session limits against avideo-server", function()
       assert.is_true(avideo.now() - t0 >= 0.4)
       -- the same session's 0.25 s does end a request that takes 0.4 s
       t0 = avideo.now()
-      local e = raises("timeout", s.get, s, video_url(slower))
+      local e = raises("timeout", nil, s.get, s, video_url(slower))
       local took = avideo.now() - t0
       assert.are.equal("total", e.phase)
       assert.are.equal(video_url(slower), e.url)
@@ -216,7 +211,7 @@ describe("session limits against avideo-server", function()
       local holder = avideo.spawn(s.get, s, video_url(stuck))
       wait_until(function() return s:stats().in_flight == 1 end, "the holder")
       local t0 = avideo.now()
-      local e = raises("timeout", s.get, s, video_url(server), { timeout = { pool = 0.05 } })
+      local e = raises("timeout", nil, s.get, s, video_url(server), { timeout = { pool = 0.05 } })
       assert.are.equal("pool", e.phase)
       assert.is_true(avideo.now() - t0 >= 0.05)
       local next_one = avideo.spawn(s.get, s, video_url(server))
@@ -244,10 +239,10 @@ describe("session limits against avideo-server", function()
       assert.is_true(s.closed)
       assert.are.equal(200, tasks[1]:wait().status)
       for i = 2, 3 do
-        local e = raises("cancelled", tasks[i].wait, tasks[i])
+        local e = raises("cancelled", nil, tasks[i].wait, tasks[i])
         assert.matches("session closed", e.message)
       end
-      local e = raises("invalid", s.get, s, video_url(server))
+      local e = raises("invalid", nil, s.get, s, video_url(server))
       assert.matches("session is closed", e.message)
     end)
     assert.are.equal(1, server_stats(server).requests)

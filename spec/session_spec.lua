@@ -18,13 +18,7 @@ end
 
 local settled = require "support.settled"
 
-local function raises(kind, pattern, f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert.is_true(avideo.is_error(e, kind), "expected a " .. kind .. " error, got " .. tostring(e))
-  if pattern then assert.matches(pattern, tostring(e)) end
-  return e
-end
+local raises = require "support.raises"
 
 describe("session", function()
   lazy_setup(function() peer = peer_support.start() end)
