@@ -138,5 +138,28 @@ describe("redirects", function()
       assert.is_true(avideo.now() - t0 < 0.75 * slow)
       assert.are.equal(200, avideo.request("PUT", url, { data = "x", timeout = 5 * slow }).status)
     end)
+
+    it("the total timeout starts with the request, whatever the process did since the loop's last turn", function()
+      assert.are.equal(200, avideo.get(peer.url .. "/echo").status)
+      -- busy for 0.5 s with no loop turn: the loop's cached clock goes stale
+      local t0 = os.clock()
+      while os.clock() - t0 < 0.5 do end
+      local r = avideo.request("PUT", peer.url .. "/redirect/307?to=/echo", { data = "x", timeout = 0.4 })
+      assert.are.equal(200, r.status)
+    end)
+
+    for _, verb in ipairs { "GET", "PUT" } do
+      it(verb .. ": a connect timeout on a later hop is reported as the connect timeout", function()
+        local to = peer.blackhole:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end)
+        local path = verb == "GET" and "/redirect?to=" or "/redirect/307?to="
+        local t0 = avideo.now()
+        local ok, e = pcall(avideo.request, verb, peer.url .. path .. to,
+          { data = verb == "PUT" and "x" or nil, timeout = { total = 3, connect = 0.2 } })
+        assert.is_false(ok)
+        assert.are.equal("timeout", e.kind)
+        assert.are.equal("connect", e.phase)
+        assert.is_true(avideo.now() - t0 < 2, "it waited for the total timeout")
+      end)
+    end
   end)
 end)

@@ -231,7 +231,8 @@ struct av_request {
   uint64_t started;           /* loop ms when the request got its slot */
   long hop_total_ms;          /* what is left of total_ms for this hop (libcurl's) */
   uint64_t last_read;         /* loop ms of the last byte, for sock_read */
-  bool connected;             /* this hop has its connection (PREREQFUNCTION ran) */
+  int prereqs;                /* PREREQFUNCTION calls (connections made) since the
+                               * last hop the core followed: one per libcurl hop */
   int sock_error;             /* libuv error: a socket could not be watched */
   bool core_follows;          /* redirects are followed here, not by libcurl */
   int redirects;              /* redirects followed here */

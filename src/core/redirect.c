@@ -121,7 +121,7 @@ bool av_redirect_follow(av_request *req) {
   av_curl_remove(lp, h);
   req->resp_headers.len = 0;
   req->resp_body.len = 0;
-  req->connected = false;
+  req->prereqs = 0;
   req->sock_error = 0;
   av_deadline_clear(&req->op); /* sock_read: the next PREREQFUNCTION arms it */
   req->hop_total_ms = req->total_ms ? req->total_ms - (long)elapsed : 0;

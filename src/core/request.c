@@ -38,11 +38,16 @@ static void av_request_detach(av_request *req) {
 
 static double av_seconds(long ms) { return (double)ms / 1000.0; }
 
-/* Which clock ran out: connect while there was no connection yet, else
- * total. Not CURLINFO_CONNECT_TIME_T: it is 0 on a reused connection. */
+/* Which clock ran out: connect while the current hop had no connection
+ * yet, else total. Not CURLINFO_CONNECT_TIME_T: it is 0 on a reused
+ * connection. A hop libcurl follows itself runs PREREQFUNCTION once more:
+ * the current one is connected when the calls outnumber its redirects. */
 void av_request_timed_out(av_request *req) {
+  long redirects = 0;
+  curl_easy_getinfo(req->easy->h, CURLINFO_REDIRECT_COUNT, &redirects);
+  bool connected = req->prereqs > redirects;
   bool connect_phase =
-      !req->connected && req->connect_ms && (!req->hop_total_ms || req->connect_ms <= req->hop_total_ms);
+      !connected && req->connect_ms && (!req->hop_total_ms || req->connect_ms <= req->hop_total_ms);
   if (connect_phase)
     av_request_fail(req, "timeout", "connect timeout: no connection within %g s", av_seconds(req->connect_ms));
   else
@@ -178,7 +183,7 @@ static size_t av_request_header_cb(char *p, size_t size, size_t n, void *ud) {
  * is done with, the sock_read clock starts. */
 static int av_request_prereq_cb(void *ud, char *ip, char *local_ip, int port, int local_port) {
   av_request *req = ud;
-  req->connected = true;
+  req->prereqs++;
   /* a failed socket's deadline is due now: keep it */
   if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
   av_request_touch(req);
@@ -253,7 +258,8 @@ bool av_request_run(av_request *req) {
    * redirect: those requests follow theirs in av_redirect_follow */
   req->core_follows = av_request_set_method(req, h);
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, req->core_follows ? 0L : 1L);
-  if (req->core_follows) req->started = uv_now(&lp->uv); /* for the total over all hops */
+  /* for the total over all hops: the clock now, not the loop's cached time */
+  if (req->core_follows) req->started = av_loop_now_ms(lp);
   CURLMcode rc = av_curl_add(lp, h);
   if (rc != CURLM_OK) {
     req->easy = NULL;
