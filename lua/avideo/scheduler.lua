@@ -307,6 +307,11 @@ local function by_failure(a, b) return a.reporter.order < b.reporter.order end
 -- At the end of a run: the failed tasks nobody read that are still
 -- referenced (the others were reported when collected), in failure order.
 local function report_unretrieved()
+  -- every blocking request ends a run: most have nothing to report
+  if next(unretrieved) == nil then
+    failures = 0
+    return
+  end
   local list = {}
   for t in pairs(unretrieved) do list[#list + 1] = t end
   table.sort(list, by_failure)
