@@ -61,9 +61,37 @@ static bool av_header_valid(lua_State *L, const char *name, size_t nlen, const c
   return true;
 }
 
+/* Whether a framing header may go out as given; false with a message
+ * pushed if not. Content-Length and Transfer-Encoding say where the body
+ * ends, and libcurl writes them from the body: a wrong one would make the
+ * server read the next request as part of this one. So a request may
+ * repeat the Content-Length its body has, and nothing else; a session's
+ * defaults (body_len < 0) may have neither. */
+static bool av_header_framing_ok(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen,
+                                 long long body_len) {
+  static const char te[] = "Transfer-Encoding", cl[] = "Content-Length";
+  if (nlen == sizeof te - 1 && strncasecmp(name, te, nlen) == 0) {
+    lua_pushliteral(L, "header 'Transfer-Encoding' is not allowed: avideo frames the body itself");
+    return false;
+  }
+  if (nlen != sizeof cl - 1 || strncasecmp(name, cl, nlen) != 0) return true;
+  if (body_len < 0) {
+    lua_pushliteral(L, "header 'Content-Length' is not allowed in a session's headers: it comes from each body");
+    return false;
+  }
+  char want[24];
+  int n = snprintf(want, sizeof want, "%lld", body_len);
+  if ((size_t)n == vlen && memcmp(want, value, vlen) == 0) return true;
+  const char *shown = av_push_printable(L, value, vlen);
+  lua_pushfstring(L, "header 'Content-Length: %s' does not match the body's %s bytes", shown, want);
+  lua_remove(L, -2);
+  return false;
+}
+
 /* Append the flat list {name1, value1, ...} at idx to *list. False with an
- * error message pushed on bad input. */
-bool av_headers_append(lua_State *L, int idx, struct curl_slist **list) {
+ * error message pushed on bad input. body_len: the request body's size,
+ * or -1 for a session's defaults (see av_header_framing_ok). */
+bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, long long body_len) {
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   luaL_Buffer b;
   for (lua_Integer i = 1; i + 1 <= n; i += 2) {
@@ -77,7 +105,8 @@ bool av_headers_append(lua_State *L, int idx, struct curl_slist **list) {
       lua_pushliteral(L, "header names and values must be strings");
       return false;
     }
-    if (!av_header_valid(L, name, nlen, value, vlen)) {
+    if (!av_header_valid(L, name, nlen, value, vlen) ||
+        !av_header_framing_ok(L, name, nlen, value, vlen, body_len)) {
       lua_remove(L, -2);
       lua_remove(L, -2);
       return false;

@@ -26,6 +26,9 @@
  * answers to one read; sessions can raise it (read_bufsize). */
 #define AV_DEFAULT_BUFSIZE 4096
 
+/* The most bytes of response headers kept for one response. */
+#define AV_MAX_HEADER_BLOCK (1024 * 1024)
+
 typedef struct av_loop av_loop;
 typedef struct av_op av_op;
 typedef struct av_session av_session;
@@ -142,6 +145,8 @@ struct av_easy {
   CURL *h;
   av_easy *next;
   bool fresh;                 /* new: no request options set yet */
+  bool busy;                  /* a request holds it (between get and put) */
+  uint32_t use;               /* transfers it was handed out for */
   uint64_t tls_id;            /* the session TLS settings it has (see av_session) */
   char errbuf[CURL_ERROR_SIZE];
 };
@@ -195,8 +200,9 @@ av_session *av_session_check(lua_State *L, int idx);
 
 /* ------------------------------------------------------------- headers */
 /* Append the flat header list {n1, v1, ...} at idx to *list; false with a
- * message pushed on bad input. */
-bool av_headers_append(lua_State *L, int idx, struct curl_slist **list);
+ * message pushed on bad input. body_len: the request body's size, or -1
+ * for a session's default headers (framing headers are checked against it). */
+bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, long long body_len);
 /* Append to *list the entries of defaults whose names *list lacks; false
  * when out of memory. */
 bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults);
@@ -205,6 +211,12 @@ bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defau
  * 100-continue wait); false when out of memory. */
 bool av_headers_defaults(struct curl_slist **list);
 
+/* ----------------------------------------------------------------- urls */
+/* Check the request URL at urlidx and push its limiter key
+ * ("scheme://host:port") and the URL to send (itself, or the ASCII form of
+ * an international host name); NULL, or why it is refused (pushed). */
+const char *av_url_key(lua_State *L, av_session *s, int urlidx);
+
 /* ------------------------------------------------------------- request */
 typedef struct av_buf {
   char *data;
@@ -212,6 +224,26 @@ typedef struct av_buf {
 } av_buf;
 
 enum av_req_phase { AV_REQ_NEW, AV_REQ_QUEUED, AV_REQ_RUNNING, AV_REQ_DONE };
+
+/* Why a libcurl callback of ours ended a transfer (av_request.fault). */
+enum av_req_fault {
+  AV_FAULT_NONE,
+  AV_FAULT_BODY_TOO_LARGE,    /* the body passed max_body */
+  AV_FAULT_HEADERS_TOO_LARGE, /* the header block passed AV_MAX_HEADER_BLOCK */
+  AV_FAULT_FRAMING,           /* the response's framing is unsafe (see av_response_check) */
+  AV_FAULT_NO_MEMORY
+};
+
+/* What the raw header lines of one response say about its framing:
+ * libcurl 7.88 accepts a response that ends before its header block does,
+ * and two different Content-Length values (RFC 9112 6.3: an error). */
+typedef struct av_response_check {
+  int status;                 /* of the last status line, 0 before one */
+  bool complete;              /* its blank line arrived */
+  bool has_length;            /* a Content-Length was seen ... */
+  curl_off_t length;          /* ... with this value */
+  curl_off_t other_length;    /* a value that disagrees with it, when fault is FRAMING */
+} av_response_check;
 
 struct av_request {
   av_op op;                   /* first: an av_request is an av_op */
@@ -222,6 +254,7 @@ struct av_request {
   int phase;
   av_easy *easy;              /* while running */
   const char *url;            /* the Lua string in user value AV_UV_URL */
+  bool url_rewritten;         /* url is not the caller's (an international host made ASCII) */
   struct curl_slist *headers; /* owned; NULL means the session's defaults */
   const char *body;           /* the Lua string in user value AV_UV_BODY */
   size_t body_len;
@@ -231,20 +264,19 @@ struct av_request {
   uint64_t started;           /* loop ms when the request got its slot */
   long hop_total_ms;          /* what is left of total_ms for this hop (libcurl's) */
   uint64_t last_read;         /* loop ms of the last byte, for sock_read */
-  int prereqs;                /* PREREQFUNCTION calls (connections made) since the
-                               * last hop the core followed: one per libcurl hop */
+  bool connected;             /* this hop has its connection (PREREQFUNCTION ran) */
+  bool sending;               /* this hop's body is not all sent: sock_read waits */
   int sock_error;             /* libuv error: a socket could not be watched */
-  bool core_follows;          /* redirects are followed here, not by libcurl */
-  int redirects;              /* redirects followed here */
+  int redirects;              /* redirects followed */
   size_t max_body;
   av_buf resp_body;
   av_buf resp_headers;
+  av_response_check check;    /* the current response's header block, as it arrives */
   long status;
   char *effective_url;        /* set only after redirects */
   const char *err_kind;       /* NULL on success */
   char *err_message;
-  bool too_large;             /* the body passed max_body */
-  bool out_of_memory;
+  int fault;                  /* enum av_req_fault: why a callback stopped the transfer */
 };
 
 /* Register the request op metatable and session:request(). */
@@ -258,16 +290,15 @@ bool av_request_run(av_request *req);
 void av_request_fail(av_request *req, const char *kind, const char *fmt, ...);
 /* libcurl finished req (msg copied): collect the result and release. */
 void av_request_done(av_request *req, CURLcode code);
-/* Set the easy handle's method and body options to req's; true when the
- * method goes as CURLOPT_CUSTOMREQUEST (libcurl re-sends that unchanged on
- * every redirect, so the core follows those requests' redirects). */
-bool av_request_set_method(av_request *req, CURL *h);
+/* Set the easy handle's method and body options to req's. */
+void av_request_set_method(av_request *req, CURL *h);
 /* End req with the timeout that ran out: connect while it had no
  * connection, else total. */
 void av_request_timed_out(av_request *req);
 
 /* ------------------------------------------------------------ redirects */
-/* req's transfer (one the core follows) ended with a response. A redirect:
+/* req's transfer ended with a response (libcurl never follows redirects
+ * itself: see redirect.c). A redirect:
  * take the next hop on the same easy handle and slot and return true (if
  * that cannot start, req is failed and released), or fail req when the
  * redirect is refused and return false (req is then DONE, still attached).

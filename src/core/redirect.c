@@ -1,10 +1,11 @@
-/* Redirects of requests whose method goes as CURLOPT_CUSTOMREQUEST (PUT,
- * PATCH, DELETE, a GET with a body ...). libcurl follows GET, HEAD and POST
- * as aiohttp does, but re-sends a custom method unchanged on every hop, so
- * those redirects are followed here, with aiohttp's rules: a 303 (unless
- * HEAD) becomes a GET without body, a 301 or 302 turns only a POST into a
- * GET, anything else keeps its method and body. Each hop reuses the
- * request's slot and easy handle; the total timeout counts from the slot. */
+/* Redirects, followed here for every method rather than by libcurl
+ * (which re-sends a custom method unchanged on every hop, and keeps the
+ * headers of a body it dropped), with aiohttp's rules: a 303 (unless HEAD)
+ * becomes a GET without body, a 301 or 302 turns only a POST into a GET,
+ * anything else keeps its method and body. A body dropped takes the
+ * headers that described it along (as requests does); another origin gets
+ * no credentials. Each hop reuses the request's slot and easy handle; the
+ * total timeout counts from the slot. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -48,17 +49,22 @@ static bool av_header_credential(const char *h) {
   return av_header_is(h, "Authorization") || av_header_is(h, "Cookie");
 }
 
-/* Another origin gets no credentials: drop Authorization and Cookie from
- * the request's headers, for this hop and the rest. False when out of memory. */
-static bool av_redirect_drop_credentials(av_request *req) {
+static bool av_header_of_body(const char *h) {
+  return av_header_is(h, "Content-Type") || av_header_is(h, "Content-Length") ||
+         av_header_is(h, "Content-Encoding") || av_header_is(h, "Transfer-Encoding");
+}
+
+/* Drop the headers `drop` picks from the request's headers, for this hop
+ * and the rest. False when out of memory. */
+static bool av_redirect_drop(av_request *req, bool (*drop)(const char *)) {
   const struct curl_slist *from = req->headers ? req->headers : req->session->headers;
   const struct curl_slist *h = from;
-  while (h && !av_header_credential(h->data)) h = h->next;
+  while (h && !drop(h->data)) h = h->next;
   if (!h) return true; /* none to drop */
   /* never empty: the session's defaults (User-Agent ...) stay */
   struct curl_slist *kept = NULL;
   for (h = from; h; h = h->next) {
-    if (av_header_credential(h->data)) continue;
+    if (drop(h->data)) continue;
     struct curl_slist *next = curl_slist_append(kept, h->data);
     if (!next) {
       curl_slist_free_all(kept);
@@ -71,15 +77,17 @@ static bool av_redirect_drop_credentials(av_request *req) {
   return true;
 }
 
-/* The method and body of the next hop, by aiohttp's rules. */
-static void av_redirect_method(av_request *req, long status) {
+/* The method and body of the next hop, by aiohttp's rules; false when
+ * out of memory. */
+static bool av_redirect_method(av_request *req, long status) {
   bool to_get = status == 303 ? strcmp(req->method, "HEAD") != 0
                               : (status == 301 || status == 302) && strcmp(req->method, "POST") == 0;
-  if (!to_get) return;
+  if (!to_get) return true;
   strcpy(req->method, "GET");
   req->body = NULL;
   req->body_len = 0;
   req->has_body = false;
+  return av_redirect_drop(req, av_header_of_body);
 }
 
 bool av_redirect_follow(av_request *req) {
@@ -106,7 +114,8 @@ bool av_redirect_follow(av_request *req) {
   }
   curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &from);
   char *url = strdup(target);
-  if (!url || (!(from && av_redirect_same_origin(from, url)) && !av_redirect_drop_credentials(req))) {
+  if (!url || (!(from && av_redirect_same_origin(from, url)) && !av_redirect_drop(req, av_header_credential)) ||
+      !av_redirect_method(req, status)) {
     free(url);
     av_request_fail(req, "protocol", "out of memory while following a redirect");
     return false;
@@ -114,14 +123,14 @@ bool av_redirect_follow(av_request *req) {
   free(req->effective_url);
   req->effective_url = url; /* the response's URL, unless another hop follows */
   req->redirects++;
-  av_redirect_method(req, status);
 
   /* The next hop: out of the multi and in again. We run after
    * curl_multi_socket_action returned, never inside a libcurl callback. */
   av_curl_remove(lp, h);
   req->resp_headers.len = 0;
   req->resp_body.len = 0;
-  req->prereqs = 0;
+  req->connected = req->sending = false;
+  memset(&req->check, 0, sizeof req->check);
   req->sock_error = 0;
   av_deadline_clear(&req->op); /* sock_read: the next PREREQFUNCTION arms it */
   req->hop_total_ms = req->total_ms ? req->total_ms - (long)elapsed : 0;

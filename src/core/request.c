@@ -40,14 +40,10 @@ static double av_seconds(long ms) { return (double)ms / 1000.0; }
 
 /* Which clock ran out: connect while the current hop had no connection
  * yet, else total. Not CURLINFO_CONNECT_TIME_T: it is 0 on a reused
- * connection. A hop libcurl follows itself runs PREREQFUNCTION once more:
- * the current one is connected when the calls outnumber its redirects. */
+ * connection. */
 void av_request_timed_out(av_request *req) {
-  long redirects = 0;
-  curl_easy_getinfo(req->easy->h, CURLINFO_REDIRECT_COUNT, &redirects);
-  bool connected = req->prereqs > redirects;
   bool connect_phase =
-      !connected && req->connect_ms && (!req->hop_total_ms || req->connect_ms <= req->hop_total_ms);
+      !req->connected && req->connect_ms && (!req->hop_total_ms || req->connect_ms <= req->hop_total_ms);
   if (connect_phase)
     av_request_fail(req, "timeout", "connect timeout: no connection within %g s", av_seconds(req->connect_ms));
   else
@@ -59,42 +55,63 @@ static void av_request_fail_sock(av_request *req) {
   av_request_fail(req, "protocol", "the connection's socket could not be watched: %s", uv_strerror(req->sock_error));
 }
 
-void av_request_done(av_request *req, CURLcode code) {
-  CURL *h = req->easy->h;
-  av_session *s = req->session;
-  if (code == CURLE_OK && req->core_follows && av_redirect_follow(req)) return; /* the next hop runs */
-  if (req->phase == AV_REQ_DONE) {
-    /* a redirect refused by av_redirect_follow: req already has its error */
-  } else if (code == CURLE_OK) {
-    long redirects = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &req->status);
-    curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
-    if (redirects > 0) {
-      char *url = NULL, *method = NULL;
-      curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &url);
-      free(req->effective_url);
-      req->effective_url = url ? strdup(url) : NULL;
-      /* the final request's method: libcurl turns a POST into a GET */
-      curl_easy_getinfo(h, CURLINFO_EFFECTIVE_METHOD, &method);
-      if (method && strlen(method) < sizeof req->method) strcpy(req->method, method);
-    }
-    req->phase = AV_REQ_DONE;
-    av_op_finish(&req->op);
-  } else if (req->too_large) {
+/* The error of a transfer libcurl ended with code (not CURLE_OK). */
+static void av_request_failed(av_request *req, CURLcode code) {
+  const av_response_check *c = &req->check;
+  const char *detail = req->easy->errbuf[0] ? req->easy->errbuf : curl_easy_strerror(code);
+  if (req->fault == AV_FAULT_BODY_TOO_LARGE) {
     av_request_fail(req, "protocol", "response body larger than max_body_size (%zu bytes)", req->max_body);
-  } else if (req->out_of_memory) {
+  } else if (req->fault == AV_FAULT_HEADERS_TOO_LARGE) {
+    av_request_fail(req, "protocol", "response header block larger than %d bytes", AV_MAX_HEADER_BLOCK);
+  } else if (req->fault == AV_FAULT_FRAMING && c->other_length < 0) {
+    av_request_fail(req, "protocol", "response has a malformed Content-Length header");
+  } else if (req->fault == AV_FAULT_FRAMING) {
+    av_request_fail(req, "protocol", "response has conflicting Content-Length headers (%lld and %lld)",
+                    (long long)c->length, (long long)c->other_length);
+  } else if (req->fault == AV_FAULT_NO_MEMORY) {
     av_request_fail(req, "protocol", "out of memory while reading the response");
   } else if (req->sock_error) {
     av_request_fail_sock(req);
   } else if (code == CURLE_OPERATION_TIMEDOUT) {
     av_request_timed_out(req);
+  } else if (code == CURLE_OUT_OF_MEMORY && c->status && !c->complete) {
+    /* libcurl's "Out of memory" for a header line over its 100 KiB limit */
+    av_request_fail(req, "protocol", "response header too large: libcurl refuses a header line over 100 KiB");
+  } else if (c->status >= 100 && c->status < 200 && c->complete) {
+    /* httpbin's /status/100: libcurl reads what follows as HTTP/0.9 */
+    av_request_fail(req, "protocol", "the server sent an interim %d response and no final one (%s)", c->status,
+                    detail);
   } else {
-    const char *detail = req->easy->errbuf[0] ? req->easy->errbuf : curl_easy_strerror(code);
-    long redirects = 0;
-    curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
     /* a URL libcurl refused before any redirect is the caller's */
-    bool bad_url = code == CURLE_URL_MALFORMAT && redirects == 0 && req->redirects == 0;
+    bool bad_url = code == CURLE_URL_MALFORMAT && req->redirects == 0;
     av_request_fail(req, bad_url ? "invalid" : av_error_kind(code), "%s", detail);
+  }
+}
+
+/* A transfer libcurl ended with CURLE_OK can still be one we refuse:
+ * libcurl 7.88 takes a status line alone, or a header block cut short by
+ * the close, as a complete empty answer. */
+static void av_request_answered(av_request *req) {
+  curl_easy_getinfo(req->easy->h, CURLINFO_RESPONSE_CODE, &req->status);
+  if (!req->check.complete) {
+    av_request_fail(req, "protocol", "the connection closed before the response's header block ended");
+  } else if (req->status < 200) {
+    av_request_fail(req, "protocol", "the server sent an interim %ld response and no final one", req->status);
+  } else {
+    req->phase = AV_REQ_DONE;
+    av_op_finish(&req->op);
+  }
+}
+
+void av_request_done(av_request *req, CURLcode code) {
+  av_session *s = req->session;
+  if (code == CURLE_OK && av_redirect_follow(req)) return; /* the next hop runs */
+  if (req->phase == AV_REQ_DONE) {
+    /* a redirect refused by av_redirect_follow: req already has its error */
+  } else if (code == CURLE_OK) {
+    av_request_answered(req);
+  } else {
+    av_request_failed(req, code);
   }
   av_request_detach(req);
   av_session_release(s, req);
@@ -148,47 +165,114 @@ static size_t av_request_write_cb(char *p, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   av_request_touch(req);
   if (req->max_body && req->resp_body.len + len > req->max_body) {
-    req->too_large = true;
+    req->fault = AV_FAULT_BODY_TOO_LARGE;
     return 0;
   }
   if (!av_buf_append(&req->resp_body, p, len)) {
-    req->out_of_memory = true;
+    req->fault = AV_FAULT_NO_MEMORY;
     return 0;
   }
   return len;
+}
+
+/* The HTTP status of a status line "HTTP/x yyy ...", or 0. */
+static int av_status_of(const char *p, size_t len) {
+  const char *sp = memchr(p, ' ', len);
+  if (!sp || (size_t)(sp - p) + 4 > len) return 0;
+  int code = 0;
+  for (int i = 1; i <= 3; i++) {
+    if (sp[i] < '0' || sp[i] > '9') return 0;
+    code = code * 10 + (sp[i] - '0');
+  }
+  return code;
+}
+
+/* A Content-Length value (after the colon): a list of decimal numbers, all
+ * of them equal to each other and to any earlier Content-Length of the
+ * response (RFC 9112 6.3). False, with the check's values set, if not. */
+static bool av_check_length(av_response_check *c, const char *p, const char *end) {
+  for (;;) {
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    if (p == end || *p < '0' || *p > '9') break;
+    curl_off_t v = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+      if (v > (INT64_MAX - 9) / 10) break;
+      v = v * 10 + (*p - '0');
+    }
+    if (p < end && *p >= '0' && *p <= '9') break; /* too long */
+    if (c->has_length && v != c->length) {
+      c->other_length = v;
+      return false;
+    }
+    c->has_length = true;
+    c->length = v;
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    if (p == end || *p == '\r' || *p == '\n') return true;
+    if (*p++ != ',') break;
+  }
+  c->other_length = -1; /* malformed */
+  return false;
 }
 
 static size_t av_request_header_cb(char *p, size_t size, size_t n, void *ud) {
   av_request *req = ud;
   size_t len = size * n;
+  av_response_check *c = &req->check;
   av_request_touch(req);
-  /* A new status line starts a new response (a redirect, a 1xx): keep only
-   * the last one's headers and body. */
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    /* A new status line starts a new response (after a 1xx): keep only
+     * the last one's headers and body. */
     req->resp_headers.len = 0;
     req->resp_body.len = 0;
+    memset(c, 0, sizeof *c);
+    c->status = av_status_of(p, len);
+  } else if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
+    c->complete = true;
+  } else if (!c->complete && len > 15 && strncasecmp(p, "content-length:", 15) == 0 &&
+             !av_check_length(c, p + 15, p + len)) {
+    req->fault = AV_FAULT_FRAMING;
+    return 0;
   }
-  if (req->resp_headers.len + len > 1024 * 1024) {
-    req->too_large = true;
+  if (req->resp_headers.len + len > AV_MAX_HEADER_BLOCK) {
+    req->fault = AV_FAULT_HEADERS_TOO_LARGE;
     return 0;
   }
   if (!av_buf_append(&req->resp_headers, p, len)) {
-    req->out_of_memory = true;
+    req->fault = AV_FAULT_NO_MEMORY;
     return 0;
   }
   return len;
 }
 
-/* Connected (or reusing a connection), about to send: the connect clock
- * is done with, the sock_read clock starts. */
-static int av_request_prereq_cb(void *ud, char *ip, char *local_ip, int port, int local_port) {
-  av_request *req = ud;
-  req->prereqs++;
-  /* a failed socket's deadline is due now: keep it */
-  if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
+static void av_request_read_clock(av_request *req) {
   av_request_touch(req);
   av_deadline_set(&req->op, (uint64_t)req->sock_read_ms);
+}
+
+/* Connected (or reusing a connection), about to send: the connect clock
+ * is done with. The sock_read clock starts now, or once the body is sent
+ * (as aiohttp's, since 3.8.5: a slow reader of a large upload is no
+ * silent server). */
+static int av_request_prereq_cb(void *ud, char *ip, char *local_ip, int port, int local_port) {
+  av_request *req = ud;
+  req->connected = true;
+  /* a failed socket's deadline is due now: keep it */
+  if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
+  req->sending = req->body_len > 0;
+  if (!req->sending) av_request_read_clock(req);
   return CURL_PREREQFUNC_OK;
+}
+
+/* Upload progress, asked for only while a body with a sock_read timeout
+ * is on its way: the last byte sent starts the sock_read clock. */
+static int av_request_progress_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                                  curl_off_t ulnow) {
+  av_request *req = ud;
+  if (req->sending && ulnow >= (curl_off_t)req->body_len) {
+    req->sending = false;
+    if (!req->sock_error) av_request_read_clock(req);
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------ running */
@@ -200,7 +284,9 @@ static void av_request_easy_defaults(av_easy *e) {
   /* Only http and https, on the first request and on every redirect. */
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+  /* Redirects are followed by redirect.c, with one set of rules for every
+   * method, and the headers that described a dropped body dropped too. */
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
   /* HTTP/2 over TLS only: libcurl 7.88 cannot reuse h2c connections. */
   curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   /* Decode what the server compressed; the Accept-Encoding header itself
@@ -209,10 +295,11 @@ static void av_request_easy_defaults(av_easy *e) {
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, av_request_write_cb);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, av_request_header_cb);
   curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, av_request_prereq_cb);
+  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, av_request_progress_cb);
 }
 
 /* The method and body, undoing whatever the handle's last request set. */
-bool av_request_set_method(av_request *req, CURL *h) {
+void av_request_set_method(av_request *req, CURL *h) {
   bool head = strcmp(req->method, "HEAD") == 0;
   bool get = strcmp(req->method, "GET") == 0;
   bool post = strcmp(req->method, "POST") == 0;
@@ -222,14 +309,15 @@ bool av_request_set_method(av_request *req, CURL *h) {
   if (head) {
     curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
   } else if (req->has_body || post) {
-    if (get) { /* a GET with a body: libcurl sends a body only as a POST */
-      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
-      custom = true;
-    }
+    /* a GET with a body: libcurl sends a body only as a POST */
+    if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
   }
-  return custom;
+  /* upload progress only where it starts the sock_read clock */
+  bool progress = req->sock_read_ms && req->body_len > 0;
+  curl_easy_setopt(h, CURLOPT_NOPROGRESS, progress ? 0L : 1L);
+  if (progress) curl_easy_setopt(h, CURLOPT_XFERINFODATA, req);
 }
 
 bool av_request_run(av_request *req) {
@@ -254,12 +342,9 @@ bool av_request_run(av_request *req) {
   req->hop_total_ms = req->total_ms;
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->hop_total_ms);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
-  /* libcurl re-sends a CURLOPT_CUSTOMREQUEST method unchanged on every
-   * redirect: those requests follow theirs in av_redirect_follow */
-  req->core_follows = av_request_set_method(req, h);
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, req->core_follows ? 0L : 1L);
+  av_request_set_method(req, h);
   /* for the total over all hops: the clock now, not the loop's cached time */
-  if (req->core_follows) req->started = av_loop_now_ms(lp);
+  req->started = av_loop_now_ms(lp);
   CURLMcode rc = av_curl_add(lp, h);
   if (rc != CURLM_OK) {
     req->easy = NULL;
@@ -294,76 +379,6 @@ static int av_request_refuse(lua_State *L, const char *fmt, ...) {
   return 3;
 }
 
-/* Check url with libcurl's parser and build its limiter key
- * "scheme://host:port" on the stack; NULL, or why the URL is refused. */
-static const char *av_url_check(lua_State *L, const char *url) {
-  static const char *const oom = "out of memory";
-  char why[160];
-  CURLU *u = curl_url();
-  if (!u) return oom;
-  char *scheme = NULL, *host = NULL, *port = NULL;
-  CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
-  if (uc != CURLUE_OK) {
-    snprintf(why, sizeof why, "bad URL: %s", curl_url_strerror(uc));
-  } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-             (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
-    snprintf(why, sizeof why, "unsupported URL scheme '%.40s' (only http and https)", scheme ? scheme : "");
-  } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
-    snprintf(why, sizeof why, "bad URL: no host");
-  } else if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK || !port) {
-    snprintf(why, sizeof why, "bad URL: no port");
-  } else {
-    why[0] = '\0';
-    luaL_Buffer key;
-    luaL_buffinit(L, &key);
-    for (char *c = scheme; *c; c++) luaL_addchar(&key, (char)(*c | 0x20));
-    luaL_addstring(&key, "://");
-    for (char *c = host; *c; c++) luaL_addchar(&key, (*c >= 'A' && *c <= 'Z') ? (char)(*c | 0x20) : *c);
-    luaL_addchar(&key, ':');
-    luaL_addstring(&key, port);
-    luaL_pushresult(&key);
-  }
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
-  curl_url_cleanup(u);
-  if (!why[0]) return NULL;
-  lua_pushstring(L, why);
-  return lua_tostring(L, -1);
-}
-
-/* The limiter key of url, pushed on the stack; NULL or why it is refused.
- * A session keeps the last origin it checked ("http://host:port" as the
- * caller wrote it): URLs that start with it followed by '/', '?', '#' or
- * nothing share its key, so only the first of many requests to one origin
- * pays for a second parse (libcurl parses every URL anyway, and refuses
- * junk in the rest of it as CURLE_URL_MALFORMAT, reported as `invalid`). */
-static const char *av_request_key(lua_State *L, av_session *s, const char *url) {
-  const char *sep = strstr(url, "://");
-  size_t origin_len = sep ? (size_t)(sep + 3 - url) + strcspn(sep + 3, "/?#") : 0;
-  if (s->origin && origin_len == s->origin_len && memcmp(url, s->origin, origin_len) == 0) {
-    lua_pushstring(L, s->origin_key);
-    return NULL;
-  }
-  const char *err = av_url_check(L, url);
-  if (err || !sep) return err;
-  char *origin = malloc(origin_len + 1);
-  char *key = strdup(lua_tostring(L, -1));
-  if (!origin || !key) {
-    free(origin);
-    free(key);
-    return NULL; /* no cache this time: the key on the stack is still right */
-  }
-  memcpy(origin, url, origin_len);
-  origin[origin_len] = '\0';
-  free(s->origin);
-  free(s->origin_key);
-  s->origin = origin;
-  s->origin_len = origin_len;
-  s->origin_key = key;
-  return NULL;
-}
-
 static bool av_method_valid(const char *m, size_t len) {
   if (len == 0 || len >= sizeof(((av_request *)0)->method)) return false;
   for (size_t i = 0; i < len; i++)
@@ -378,7 +393,8 @@ int av_request_new(lua_State *L) {
   luaL_checkany(L, 2);
   size_t mlen, blen = 0;
   const char *method = luaL_checklstring(L, 3, &mlen);
-  const char *url = luaL_checkstring(L, 4);
+  size_t ulen;
+  const char *url = luaL_checklstring(L, 4, &ulen);
   if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
   const char *body = lua_isnoneornil(L, 6) ? NULL : luaL_checklstring(L, 6, &blen);
   long total = av_timeout_arg(L, 7, "total");
@@ -389,6 +405,8 @@ int av_request_new(lua_State *L) {
   if (max_body < 0) return av_error_arg(L, 11, "max_body_size must be >= 0");
   if (!av_method_valid(method, mlen)) return av_request_refuse(L, "bad HTTP method '%s'", method);
   if (s->closed) return av_request_refuse(L, "session is closed");
+  /* libcurl reads a C string: everything after a NUL would be dropped */
+  if (strlen(url) != ulen) return av_request_refuse(L, "bad URL: it contains a NUL byte");
 
   av_request *req = lua_newuserdatauv(L, sizeof *req, AV_REQUEST_NUV);
   int idx = lua_gettop(L);
@@ -403,15 +421,16 @@ int av_request_new(lua_State *L) {
   req->pool_ms = pool;
   req->max_body = (size_t)max_body;
 
-  const char *err = av_request_key(L, s, url);
+  const char *err = av_url_key(L, s, 4);
   if (err) return av_request_refuse(L, "%s", err);
-  const char *keystr = lua_tostring(L, -1);
+  const char *keystr = lua_tostring(L, -2);
   /* the URL string stays referenced by the op, so req->url stays valid */
-  lua_pushvalue(L, 4);
+  req->url = lua_tostring(L, -1);
+  req->url_rewritten = !lua_rawequal(L, -1, 4);
   lua_setiuservalue(L, idx, AV_UV_URL);
-  req->url = lua_tostring(L, 4);
   if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0) {
-    if (!av_headers_append(L, 5, &req->headers)) return av_request_refuse(L, "%s", lua_tostring(L, -1));
+    if (!av_headers_append(L, 5, &req->headers, body ? (long long)blen : 0))
+      return av_request_refuse(L, "%s", lua_tostring(L, -1));
     if (!av_headers_inherit(&req->headers, s->headers)) return luaL_error(L, "out of memory");
   }
   if (body) {
@@ -446,7 +465,9 @@ static int av_request_result(lua_State *L) {
   }
   lua_pushinteger(L, req->status);
   lua_pushlstring(L, req->resp_body.data ? req->resp_body.data : "", req->resp_body.len);
-  if (req->effective_url) lua_pushstring(L, req->effective_url); else lua_pushnil(L);
+  if (req->effective_url) lua_pushstring(L, req->effective_url);
+  else if (req->url_rewritten) lua_pushstring(L, req->url);
+  else lua_pushnil(L);
   /* the body is Lua's now: free the buffer early, not at GC */
   av_buf_free(&req->resp_body);
   return 3;

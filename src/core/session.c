@@ -202,7 +202,7 @@ static int av_session_new(lua_State *L) {
   s->limit = limit;
   s->limit_per_host = per_host;
   s->read_bufsize = (long)bufsize;
-  if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->headers)) {
+  if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->headers, -1)) {
     lua_pushnil(L);
     lua_pushliteral(L, "invalid");
     lua_rotate(L, -3, 2); /* nil, "invalid", message */
