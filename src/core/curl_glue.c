@@ -2,17 +2,25 @@
  *
  * Unlike curl's multi-uv example, a socket keeps one uv_poll_t for its whole
  * life: we learn of sockets when libcurl opens and closes them
- * (OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION), and CURL_POLL_REMOVE, which
- * libcurl sends after every transfer even on kept-alive connections, only
- * stops polling. That saves several epoll_ctl calls per request. Sockets
- * libcurl did not open through us (the threaded resolver's wakeup pair)
- * get a poll handle that lives from their first use to their REMOVE.
+ * (OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION). CURL_POLL_REMOVE, which
+ * libcurl sends after every transfer even on kept-alive connections, does
+ * not stop the poll: the idle connection stays watched for reading, which
+ * costs no epoll_ctl when the next transfer reuses it (libcurl then wants
+ * reading again), and shows what libcurl 7.88 would not see: an idle
+ * connection that turned readable. Bytes nobody asked for, or the server's
+ * close, mean the connection must not carry another request (the bytes
+ * would be read as its answer), so it is shut down: libcurl then finds it
+ * dead, or fails to send on it and retries on a new connection, as it does
+ * for any reused connection that died. Sockets libcurl did not open
+ * through us (the threaded resolver's wakeup pair) get a poll handle that
+ * lives from their first use to their REMOVE.
  *
  * libcurl is never called from inside its own callbacks: finished transfers
  * are collected after curl_multi_socket_action returns. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "private.h"
@@ -22,7 +30,13 @@ struct av_sock {
   av_loop *loop;
   curl_socket_t fd;
   int events;    /* what the poll handle is started for; 0 = stopped */
+  int wanted;    /* what libcurl asked for; 0 after CURL_POLL_REMOVE */
+  av_easy *user; /* the handle whose transfer last gave the socket up ... */
+  uint32_t use;  /* ... and which of its transfers that was */
   bool foreign;  /* not opened by our open callback */
+  bool dead;     /* shut down while idle: never watched again */
+  dev_t dev;     /* the file behind fd (see av_sock_stale) */
+  ino_t ino;
 };
 
 static void av_sock_free_cb(uv_handle_t *h) { free(h->data); }
@@ -65,8 +79,24 @@ static av_sock *av_sock_new(av_loop *lp, curl_socket_t fd, bool foreign, int *er
   sk->loop = lp;
   sk->fd = fd;
   sk->foreign = foreign;
+  struct stat st;
+  if (fstat(fd, &st) == 0) {
+    sk->dev = st.st_dev;
+    sk->ino = st.st_ino;
+  }
   lp->socks[fd] = sk;
   return sk;
+}
+
+/* Whether sk's fd now names another file. libcurl 7.88 closes a socket it
+ * gave up while still connecting without our close callback, so its entry
+ * outlives it, and the fd number may come back as a socket we did not
+ * open (the resolver's). Such an entry is idle and unwatched: only those
+ * are checked, off the hot path. */
+static bool av_sock_stale(const av_sock *sk) {
+  struct stat st;
+  if (sk->events || sk->wanted) return false;
+  return fstat(sk->fd, &st) != 0 || st.st_dev != sk->dev || st.st_ino != sk->ino;
 }
 
 /* Collect finished transfers. Copy each message before removing its handle:
@@ -84,10 +114,59 @@ static void av_curl_drain(av_loop *lp) {
   }
 }
 
+static void av_poll_cb(uv_poll_t *h, int status, int events);
+
+/* Start (or restart) the poll for events unless it runs for them already:
+ * every uv_poll_start costs epoll_ctl calls, even for the same events. */
+static int av_sock_watch(av_sock *sk, int events) {
+  if (events == sk->events) return 0;
+  int err = uv_poll_start(&sk->poll, events, av_poll_cb);
+  sk->events = err == 0 ? events : 0;
+  return err;
+}
+
+static void av_sock_unwatch(av_sock *sk) {
+  if (sk->events) uv_poll_stop(&sk->poll);
+  sk->events = 0;
+}
+
+/* Whether the transfer that last gave sk up still runs: one that wants
+ * no events for a while (paused) keeps its connection. */
+static bool av_sock_in_use(const av_sock *sk) {
+  return sk->user && sk->user->busy && sk->user->use == sk->use;
+}
+
+/* Remember which transfer gives sk up (see av_sock_in_use). */
+static void av_sock_given_up(av_sock *sk, CURL *easy) {
+  av_request *req = NULL;
+  curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
+  sk->user = req && req->easy && req->easy->h == easy ? req->easy : NULL;
+  sk->use = sk->user ? sk->user->use : 0;
+}
+
+/* An event on a socket libcurl does not watch now. On an idle kept-alive
+ * connection any readiness is bytes nobody asked for, the server's close
+ * or an error: shut it down so that it carries no other request. */
+static void av_sock_idle_event(av_sock *sk) {
+  if (av_sock_in_use(sk)) {
+    av_sock_unwatch(sk); /* libcurl asks again when it wants the socket */
+    return;
+  }
+  sk->dead = true;
+  av_sock_unwatch(sk);
+  shutdown(sk->fd, SHUT_RDWR);
+}
+
 static void av_poll_cb(uv_poll_t *h, int status, int events) {
   av_sock *sk = h->data;
   av_loop *lp = sk->loop;
   int flags = 0;
+  /* on POLLERR libuv has stopped the handle itself */
+  if (status < 0) sk->events = 0;
+  if (!sk->wanted) {
+    av_sock_idle_event(sk);
+    return;
+  }
   if (status < 0) {
     flags = CURL_CSELECT_ERR;
   } else {
@@ -138,13 +217,20 @@ static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp
     if (!sk) return 0;
     if (sk->foreign) {
       av_sock_close(sk);
-    } else if (sk->events) {
-      uv_poll_stop(&sk->poll);
-      sk->events = 0;
+      return 0;
     }
+    /* Idle (or paused): a connection last read from stays watched for
+     * reading (see the top of the file). Any other is stopped, never
+     * started anew: one given up while it was still connecting is about to
+     * be closed, and libcurl 7.88 closes those without our close callback,
+     * so its fd may be gone already. */
+    sk->wanted = 0;
+    av_sock_given_up(sk, easy);
+    if (sk->events != UV_READABLE) av_sock_unwatch(sk);
     return 0;
   }
   int err;
+  if (sk && av_sock_stale(sk)) sk = NULL; /* av_sock_new replaces it */
   if (!sk && !(sk = av_sock_new(lp, fd, true, &err))) {
     av_curl_watch_failed(easy, err);
     return 0;
@@ -152,14 +238,9 @@ static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  if (events != sk->events) {
-    err = uv_poll_start(&sk->poll, events, av_poll_cb);
-    if (err != 0) {
-      av_curl_watch_failed(easy, err);
-      return 0;
-    }
-    sk->events = events;
-  }
+  sk->wanted = events;
+  err = av_sock_watch(sk, events);
+  if (err != 0) av_curl_watch_failed(easy, err);
   return 0;
 }
 
@@ -245,12 +326,15 @@ av_easy *av_easy_get(av_loop *lp) {
       return NULL;
     }
     e->fresh = true;
+    e->use = 0;
     e->tls_id = 0; /* libcurl's defaults: verify, the system's CAs */
     av_curl_setup_easy(lp, e->h);
     lp->n_easy++;
   }
   e->next = NULL;
   e->errbuf[0] = '\0';
+  e->busy = true;
+  e->use++;
   return e;
 }
 
@@ -266,6 +350,7 @@ void av_easy_tls(av_loop *lp, av_easy *e, const av_session *s) {
 }
 
 void av_easy_put(av_loop *lp, av_easy *e) {
+  e->busy = false;
   e->next = lp->idle_easy;
   lp->idle_easy = e;
 }

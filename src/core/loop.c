@@ -42,6 +42,10 @@ void av_op_start(lua_State *L, av_op *op, int idx, int tidx, int loopidx) {
 
 void av_op_finish(av_op *op) {
   av_loop *lp = op->loop;
+  /* An op finished before libuv's poll phase (by a timer due when the turn
+   * began) must not wait for that poll to time out: uv_stop makes this
+   * turn's poll return at once, and step hand the op to Lua. */
+  uv_stop(&lp->uv);
   av_deadline_clear(op);
   op->state = AV_OP_READY;
   op->rnext = NULL;
