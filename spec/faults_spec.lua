@@ -160,8 +160,10 @@ describe("faults", function()
       shim.arm("uv_poll_start", 1)
       local t0 = avideo.now()
       -- a slow answer: libcurl also reads on its own timers, and a transfer
-      -- that completes before its failure is acted on has its response
-      local ok, e = pcall(s.get, s, peer.url .. "/hold?ms=300")
+      -- that completes before its failure is acted on has its response.
+      -- The peer's second address: a new connection (a reused one is
+      -- watched already, and needs no new uv_poll_start)
+      local ok, e = pcall(s.get, s, peer.url2 .. "/hold?ms=300")
       assert.is_false(ok)
       assert.are.equal("protocol", e.kind)
       assert.matches("socket could not be watched", e.message)

@@ -2,7 +2,9 @@
 -- peer of the module specs. `start()` -> { url, url2, port, stop() }, where
 -- url2 reaches the same peer as another host (127.0.0.2), and blackhole is
 -- a URL whose connect never completes, tls an https origin whose
--- certificate is self-signed and tls_cert that certificate's file.
+-- certificate is self-signed and tls_cert that certificate's file;
+-- small_buffer reaches the same peer through a listener whose connections
+-- have a small receive buffer (uploads go at the pace the peer reads).
 local server_support = require "support.server"
 
 local M = {}
@@ -26,8 +28,10 @@ function M.start()
   end
   local hole = (pipe:read("l") or ""):match("^blackhole (%d+)$")
   local tls, cert = (pipe:read("l") or ""):match("^tls (%d+) (.+)$")
+  local small = (pipe:read("l") or ""):match("^small%-buffer (%d+)$")
   local peer = { pid = pid, port = tonumber(port), blackhole = "http://127.0.0.1:" .. tostring(hole) .. "/",
                  tls = "https://127.0.0.1:" .. tostring(tls), tls_cert = cert,
+                 small_buffer = "http://127.0.0.1:" .. tostring(small),
                  url = "http://127.0.0.1:" .. port, url2 = "http://127.0.0.2:" .. port }
   function peer.stop()
     if peer.stopped then return end

@@ -179,6 +179,100 @@ async def text(request):
     return web.Response(text="this is not json {", content_type="application/json")
 
 
+async def status_only(request):
+    """A status line and nothing after it: no header block, then close."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\n")
+
+
+async def headers_cut(request):
+    """A header block cut short: no blank line before the close."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n")
+
+
+async def two_lengths(request):
+    """Two Content-Length headers that disagree (RFC 9112 6.3: an error)."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
+
+
+async def same_lengths(request):
+    """Content-Length twice with one value: allowed, the body is 5 bytes."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n"
+                              b"Connection: close\r\n\r\nhello", close=False)
+
+
+async def interim_only(request):
+    """A 1xx answer and no final response, as httpbin's /status/100 does:
+    what follows (here a body) is not a status line."""
+    return await raw(request, b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhello")
+
+
+async def big_header(request):
+    """A response header line of `bytes` bytes (default 1 MiB)."""
+    n = int(request.query.get("bytes", str(1 << 20)))
+    return await raw(request, b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * n + b"\r\nContent-Length: 0\r\n\r\n")
+
+
+def _after(ms, fn, *args):
+    asyncio.get_running_loop().call_later(ms / 1000, fn, *args)
+
+
+async def chaos(request):
+    """Answers {"id": id} on a kept-alive connection and then misbehaves as
+    `fault` says: junk (unsolicited bytes that look like a response, `ms`
+    after the answer), close (the idle connection closed after `ms`), reset
+    (the connection reset halfway through the body), slow (the answer after
+    `ms`), short (a body shorter than its Content-Length), or none."""
+    rid = request.query.get("id", "")
+    fault = request.query.get("fault", "none")
+    ms = int(request.query.get("ms", "5"))
+    body = json.dumps({"id": rid, "pad": "x" * 200}).encode()
+    transport = request.transport
+    if fault == "reset":
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        transport.write(head + body[: len(body) // 2])
+        await asyncio.sleep(0.005)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # RST, not FIN: SO_LINGER 0
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        transport.abort()
+        return web.Response()
+    if fault == "excess":
+        # the answer and, in the same write, bytes that look like another
+        # one; aiohttp's own answer follows them
+        junk = json.dumps({"id": "excess-after-" + rid}).encode()
+        transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                        % len(body) + body +
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(junk) + junk)
+        return web.json_response({"id": "aiohttp-after-" + rid})
+    if fault == "short":
+        return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+    if fault == "slow":
+        await asyncio.sleep(ms / 1000)
+    elif fault == "junk":
+        junk = json.dumps({"id": "junk-after-" + rid}).encode()
+        _after(ms, transport.write, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(junk) + junk)
+    elif fault == "close":
+        _after(ms, transport.close)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def slow_reader(request):
+    """Reads the request body at about `rate` bytes a second (the listening
+    socket's receive buffer is small, so the client feels it), then answers
+    with how many bytes it read; `stall_ms` then holds the answer."""
+    rate = int(request.query.get("rate", "262144"))
+    got = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        got += len(chunk)
+        await asyncio.sleep(len(chunk) / rate)
+    await asyncio.sleep(int(request.query.get("stall_ms", "0")) / 1000)
+    return web.json_response({"read": got})
+
+
 def blackhole():
     """A loopback port whose accept queue is full: connects to it hang, so a
     connect timeout can be tested without leaving the machine."""
@@ -233,6 +327,14 @@ def main():
     app.router.add_get("/not-json", text)
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/bad-gzip", bad_gzip)
+    app.router.add_get("/status-only", status_only)
+    app.router.add_get("/headers-cut", headers_cut)
+    app.router.add_get("/two-lengths", two_lengths)
+    app.router.add_get("/same-lengths", same_lengths)
+    app.router.add_get("/interim-only", interim_only)
+    app.router.add_get("/big-header", big_header)
+    app.router.add_route("*", "/chaos", chaos)
+    app.router.add_route("*", "/slow-reader", slow_reader)
 
     async def start():
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=30)
@@ -250,6 +352,14 @@ def main():
             print(f"peer listening on http://{host}:{port}", flush=True)
             print(f"blackhole {hole_port}", flush=True)
             print(f"tls {tls._server.sockets[0].getsockname()[1]} {os.path.join(tmp, 'cert.pem')}", flush=True)
+            # a listener whose connections have a small receive buffer: an
+            # upload to it goes at the pace the handler reads (/slow-reader)
+            small = socket.socket()
+            small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            small.bind((host, 0))
+            small.listen(64)
+            await web.SockSite(runner, small).start()
+            print(f"small-buffer {small.getsockname()[1]}", flush=True)
             await asyncio.Event().wait()
 
     try:
