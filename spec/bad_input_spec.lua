@@ -80,6 +80,8 @@ describe("bad input", function()
     { "timeout NaN", function() avideo.get(peer.url .. "/echo", { timeout = NaN }) end, "timeout" },
     { "request(nil, url)", function() avideo.request(nil, peer.url) end, "method" },
     { "request('G ET', url)", function() avideo.request("G ET", peer.url) end, "method" },
+    -- the method is shown in the error's one line: escaped like the URL
+    { "request with CR/LF in the method", function() avideo.request("GET\r\nX: y", peer.url) end, "method" },
     { "json.decode(nil)", function() avideo.json.decode(nil) end, "text" },
     { "json.decode('{')", function() avideo.json.decode("{") end, "JSON" },
     { "json.array(1)", function() avideo.json.array(1) end, "'t'" },
@@ -94,11 +96,16 @@ describe("bad input", function()
       assert.is_true(avideo.is_error(e, "invalid"), name .. ": not an invalid error: " .. tostring(e))
       assert.is_truthy(tostring(e):find(mention, 1, true), name .. ": message does not mention "
         .. mention .. ": " .. tostring(e))
-      assert.is_nil(tostring(e):find("\n"), name .. ": not one line")
+      assert.is_nil(tostring(e):find("[\r\n]"), name .. ": not one line")
     end
     -- the only new connection is the one that asks for the stats
     assert.is_true(connections() - before <= 1)
     local s = avideo.stats()
     assert.are.same({ 0, 0, 0 }, { s.tasks, s.ops, s.transfers })
+  end)
+
+  it("shows every field of an error escaped, on one line", function()
+    local e = avideo.error("invalid", "a\nb", { method = "GET\r\nX", url = "http://h/\n" })
+    assert.are.equal("avideo.invalid error: a\\x0Ab (GET\\x0D\\x0AX http://h/\\x0A)", tostring(e))
   end)
 end)
