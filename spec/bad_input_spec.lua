@@ -66,6 +66,10 @@ describe("bad input", function()
     { "get URL with LF", function() avideo.get(peer.url .. "/echo\nX: y") end, "URL" },
     { "params not a table", function() avideo.get(peer.url .. "/echo", { params = 1 }) end, "params" },
     { "params value a function", function() avideo.get(peer.url .. "/echo", { params = { a = print } }) end, "param 'a'" },
+    { "params value NaN", function() avideo.get(peer.url .. "/echo", { params = { f = NaN } }) end, "param 'f'" },
+    { "params value inf in a list", function()
+      avideo.get(peer.url .. "/echo", { params = { g = { 1, -math.huge } } })
+    end, "param 'g'" },
     { "CR in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\r" } }) end, "CR, LF" },
     { "LF in a header name", function() avideo.get(peer.url .. "/echo", { headers = { ["A\nB"] = "x" } }) end, "header name" },
     { "NUL in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\0y" } }) end, "CR, LF" },
@@ -107,5 +111,20 @@ describe("bad input", function()
   it("shows every field of an error escaped, on one line", function()
     local e = avideo.error("invalid", "a\nb", { method = "GET\r\nX", url = "http://h/\n" })
     assert.are.equal("avideo.invalid error: a\\x0Ab (GET\\x0D\\x0AX http://h/\\x0A)", tostring(e))
+  end)
+
+  -- Not bad input, but the same validation path: how numbers are written.
+  it("sends float params in the shortest form that reads back, as requests does", function()
+    local params = {
+      a = 0.1, b = 1 / 3, c = 2 ^ 53, d = 100, e = 1e300, f = 3.0, g = 0.1 + 0.2,
+      h = math.maxinteger, i = -1.5e-7, j = { 0.2, 7 },
+    }
+    local want = {
+      a = { "0.1" }, b = { "0.3333333333333333" }, c = { "9007199254740992" }, d = { "100" },
+      e = { "1e+300" }, f = { "3" }, g = { "0.30000000000000004" }, h = { "9223372036854775807" },
+      i = { "-1.5e-07" }, j = { "0.2", "7" },
+    }
+    local seen = avideo.get(peer.url .. "/echo", { params = params }):json()
+    assert.are.same(want, seen.query)
   end)
 end)
