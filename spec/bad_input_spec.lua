@@ -34,6 +34,13 @@ describe("bad input", function()
     { "semaphore(0)", function() avideo.semaphore(0) end, "n must" },
     { "semaphore('2')", function() avideo.semaphore("2") end, "n must" },
     { "semaphore(NaN)", function() avideo.semaphore(NaN) end, "n must" },
+    { "semaphore(1.5)", function() avideo.semaphore(1.5) end, "n must" },
+    -- past 2^53 a count cannot be kept exactly (and tostring(sem) failed)
+    { "semaphore(2^63)", function() avideo.semaphore(2 ^ 63) end, "n must" },
+    { "semaphore(1e300)", function() avideo.semaphore(1e300) end, "n must" },
+    { "semaphore(math.huge)", function() avideo.semaphore(math.huge) end, "n must" },
+    { "semaphore(2^53 + 1)", function() avideo.semaphore(9007199254740993) end, "n must" },
+    { "sem.available(nil)", function() avideo.semaphore(1).available(nil) end, "sem:available" },
     { "run_in_thread(nil)", function() avideo.run_in_thread(nil) end, "" },
     { "run_in_thread(print)", function() avideo.run_in_thread(print) end, "" },
     { "run_in_thread(f with upvalue)", function()

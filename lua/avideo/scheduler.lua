@@ -277,8 +277,13 @@ local function remove_watcher(task, f)
 end
 M.remove_watcher = remove_watcher
 
---- Results of an ended task, or its error raised.
+--- Results of an ended task, or its error raised. Before the end: an
+-- `invalid` error (asyncio's InvalidStateError), and the task's failure
+-- still counts as unread.
 function Task:result()
+  if self.status == "pending" then
+    errors.raise("invalid", "task has not finished: wait for it with task:wait(), or check task:done() first")
+  end
   self.retrieved = true
   if self.status == "done" then return unpack(self.results, 1, self.results.n) end
   error(self.err, 0)
