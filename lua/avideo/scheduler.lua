@@ -530,7 +530,13 @@ function M.use_loop(host)
       or (kind == "table" and type(host.new_check) ~= "function") then
     errors.bad_argument("avideo.use_loop", "host", "the luv module or a uv_loop_t light userdata", host)
   end
-  loop:attach(host)
+  -- Only the core tells a light userdata from a full one (io.stdout): its
+  -- refusal, which names its own method, becomes ours.
+  local ok, err = pcall(loop.attach, loop, host)
+  if not ok then
+    local why = tostring(err):match("bad argument #%d+ to '[^']*' %((.*)%)$") or tostring(err)
+    errors.raise("invalid", "bad argument 'host' to avideo.use_loop (" .. why .. ")")
+  end
   -- Stopped, not closed, when luv is handed back: luv 1.44 crashes at exit
   -- on a handle closed but never given a turn of its loop.
   if luv_check then luv_check:stop() end
