@@ -1,12 +1,18 @@
---- JSON through lua-cjson, with a way to send an empty array.
--- Debian's lua-cjson 2.1.0 encodes every empty table as `{}` and has no
--- empty-array marker, so `json.array(t)` records t in a weak set. A value
--- holding none is cjson's to encode; otherwise encode walks it itself:
--- marked empty tables become `[]`, everything else exactly cjson's text,
--- its scalars written by cjson. No text is substituted afterwards: no user
--- string can turn into an array.
+--- JSON: a strict decoder in C, lua-cjson's encoder, and a way to send an
+-- empty array.
+-- Decoding (src/core/json_decode.c): integer literals that fit int64 are
+-- Lua integers, exact; numbers written with a fraction or exponent are
+-- floats (1.0 stays 1.0); null is json.null; errors name their byte.
+-- Encoding: Debian's lua-cjson 2.1.0 encodes every empty table as `{}` and
+-- has no empty-array marker, so `json.array(t)` records t in a weak set
+-- (the decoder records every `[]` there too). A value holding none is
+-- cjson's to encode; otherwise encode walks it itself: marked empty tables
+-- become `[]`, everything else exactly cjson's text, its scalars written by
+-- cjson. No text is substituted afterwards: no user string can turn into
+-- an array.
 local cjson = require "cjson"
 
+local core = require "avideo.core"
 local errors = require "avideo.errors"
 
 local codec = cjson.new() -- our own settings, not the global cjson's
@@ -121,21 +127,16 @@ function M.encode(value)
   return text
 end
 
--- lua-cjson 2.1.0 decodes every number as a float (925068.0); JSON has one
--- number type, and Lua users expect whole numbers to be integers, as
--- Python's json gives int. The C core converts them in place.
-local integers = require("avideo.core").json_integers
-
---- Decode text, raising plain strings (for callers that wrap the error).
-function M.raw_decode(text)
-  return integers(codec.decode(text))
-end
+--- Decode text: the value, or nil, a message and the byte it is about
+-- (for callers that word the error themselves, as response:json()).
+M.raw_decode = core.json_decoder(cjson.null, arrays)
+local raw_decode = M.raw_decode
 
 --- Decode JSON text; raises an `invalid` error on bad input.
 function M.decode(text)
   if type(text) ~= "string" then errors.bad_argument("avideo.json.decode", "text", "string", text) end
-  local ok, v = pcall(M.raw_decode, text)
-  if not ok then errors.raise("invalid", "invalid JSON: " .. (tostring(v):gsub("^[^:]*:%d+: ", ""))) end
+  local v, why, byte = raw_decode(text)
+  if v == nil then errors.raise("invalid", ("invalid JSON at byte %d: %s"):format(byte, why)) end
   return v
 end
 
