@@ -112,7 +112,13 @@ if hold then
 end
 
 if cancel then
-  local r = avideo.run(function()
+  -- Progress goes to stderr, so that a run that hangs says where.
+  local started = avideo.now()
+  local function progress(fmt, ...)
+    io.stderr:write(("avideo_get.lua: %.3f s: "):format(avideo.now() - started), fmt:format(...), "\n")
+    io.stderr:flush()
+  end
+  avideo.run(function()
     local session <close> = new_session()
     local base_tasks = avideo.stats().tasks
     local t0 = avideo.now()
@@ -121,26 +127,33 @@ if cancel then
     repeat
       avideo.sleep(0.01)
       s = session:stats()
+      if avideo.now() - t0 > 60 then
+        error(("only %d of %d requests in the session after 60 s"):format(s.in_flight + s.queued, n), 0)
+      end
     until s.in_flight + s.queued >= n or g:done()
     local queued_at = avideo.now()
+    progress("%d in flight, %d queued", s.in_flight, s.queued)
     avideo.sleep(0.2) -- let the connections settle: the loop is idle when the cancel comes
     s = session:stats()
+    progress("%d in flight, %d queued; cancelling", s.in_flight, s.queued)
     local c0 = avideo.now()
     g:cancel("cancelled by the benchmark")
     local ok, err = pcall(g.wait, g)
     local c1 = avideo.now()
+    progress("the gather ended")
     while avideo.stats().tasks > base_tasks do avideo.sleep(0) end
     local c2 = avideo.now()
+    progress("its tasks ended")
     if ok or not avideo.is_error(err, "cancelled") then
       error("the gather was not cancelled: " .. (ok and "it ended" or tostring(err)), 0)
     end
-    return { in_flight = s.in_flight, queued = s.queued, queue_seconds = queued_at - t0,
-             cancel_seconds = c1 - c0, settle_seconds = c2 - c0, left = session:stats().queued }
+    -- measured: say so now, whatever the end of the run does
+    result { { "finished", 0 }, { "errors", 0 }, { "in_flight", s.in_flight }, { "queued", s.queued },
+             { "queue_seconds", ("%.4f"):format(queued_at - t0) },
+             { "cancel_seconds", ("%.4f"):format(c1 - c0) },
+             { "settle_seconds", ("%.4f"):format(c2 - c0) }, { "left_queued", session:stats().queued } }
   end)
-  result { { "finished", 0 }, { "errors", 0 }, { "in_flight", r.in_flight }, { "queued", r.queued },
-           { "queue_seconds", ("%.4f"):format(r.queue_seconds) },
-           { "cancel_seconds", ("%.4f"):format(r.cancel_seconds) },
-           { "settle_seconds", ("%.4f"):format(r.settle_seconds) }, { "left_queued", r.left } }
+  progress("the run ended")
   return
 end
 

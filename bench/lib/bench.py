@@ -265,7 +265,8 @@ def run_case(ctx, servers, case, rep, baseline_cache):
             return None
         argv = argv_of(ctx, srv, case)
         stop = case.stop(srv, n) if case.stop else None
-        run = procs.run_measured(ctx.launcher, argv, ctx.args.client_core, ctx.args.timeout,
+        timeout = min(ctx.args.timeout, case.timeout) if case.timeout else ctx.args.timeout
+        run = procs.run_measured(ctx.launcher, argv, ctx.args.client_core, timeout,
                                  env=env, stop_when=stop)
         run.in_flight = stop.reached if stop else None
         return run

@@ -105,6 +105,7 @@ class Case:
     note: str = ""                 # shown in the table
     target: Optional[Callable] = None  # (row, rows) -> (text, ok) or None
     skip: Optional[str] = None     # reason this case is not run
+    timeout: Optional[float] = None  # seconds before a run is killed, if less than --timeout
     extra: dict = field(default_factory=dict)
 
 
@@ -281,6 +282,9 @@ def memory_cases(ctx, clients, in_flight, queued, queued_limit=100):
 # to the end of the gather (and to the end of every task it started). Always
 # on nginx (fresh per run), whatever --memory-server says.
 
+CANCEL_TIMEOUT = 120  # a run takes about 10 s; one that hangs is killed sooner than --timeout
+
+
 def cancel_command(ctx, srv, case):
     return CLIENTS[case.client].argv(ctx, srv.url("/hold/video"), case.n, case.limit) + ["--cancel"]
 
@@ -309,7 +313,7 @@ def cancel_cases(ctx, clients, counts, limit=10):
     return [Case("cancel", f"{count:,} queued, cancelled", "avideo-talk", "hold",
                  cancel_command, read_cancel, fresh=True, n=count, limit=limit,
                  note="from task:cancel() to the gather's end",
-                 target=cancel_target)
+                 target=cancel_target, timeout=CANCEL_TIMEOUT)
             for count in counts]
 
 

@@ -38,7 +38,8 @@ class Run:
     def failure(self):
         """A one-line reason this run cannot be used, or None."""
         if self.timed_out:
-            return "timed out"
+            tail = self.stderr.strip().splitlines()
+            return "timed out" + (f" (its last words: {tail[-1][:160]})" if tail else "")
         if self.stopped and self.rc == -signal.SIGTERM:
             return None
         if self.rc < 0:
