@@ -208,8 +208,9 @@ class Nginx:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         if not wait_listening(self.port, self.proc):
+            tail = self._log_tail()  # before stop() removes the directory
             self.stop()
-            raise ServerError("nginx did not start: " + self._log_tail())
+            raise ServerError("nginx did not start: " + tail)
         return self
 
     def url(self, path="/video"):
