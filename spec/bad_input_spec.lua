@@ -34,6 +34,13 @@ describe("bad input", function()
     { "semaphore(0)", function() avideo.semaphore(0) end, "n must" },
     { "semaphore('2')", function() avideo.semaphore("2") end, "n must" },
     { "semaphore(NaN)", function() avideo.semaphore(NaN) end, "n must" },
+    { "semaphore(1.5)", function() avideo.semaphore(1.5) end, "n must" },
+    -- past 2^53 a count cannot be kept exactly (and tostring(sem) failed)
+    { "semaphore(2^63)", function() avideo.semaphore(2 ^ 63) end, "n must" },
+    { "semaphore(1e300)", function() avideo.semaphore(1e300) end, "n must" },
+    { "semaphore(math.huge)", function() avideo.semaphore(math.huge) end, "n must" },
+    { "semaphore(2^53 + 1)", function() avideo.semaphore(9007199254740993) end, "n must" },
+    { "sem.available(nil)", function() avideo.semaphore(1).available(nil) end, "sem:available" },
     { "run_in_thread(nil)", function() avideo.run_in_thread(nil) end, "" },
     { "run_in_thread(print)", function() avideo.run_in_thread(print) end, "" },
     { "run_in_thread(f with upvalue)", function()
@@ -66,6 +73,10 @@ describe("bad input", function()
     { "get URL with LF", function() avideo.get(peer.url .. "/echo\nX: y") end, "URL" },
     { "params not a table", function() avideo.get(peer.url .. "/echo", { params = 1 }) end, "params" },
     { "params value a function", function() avideo.get(peer.url .. "/echo", { params = { a = print } }) end, "param 'a'" },
+    { "params value NaN", function() avideo.get(peer.url .. "/echo", { params = { f = NaN } }) end, "param 'f'" },
+    { "params value inf in a list", function()
+      avideo.get(peer.url .. "/echo", { params = { g = { 1, -math.huge } } })
+    end, "param 'g'" },
     { "CR in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\r" } }) end, "CR, LF" },
     { "LF in a header name", function() avideo.get(peer.url .. "/echo", { headers = { ["A\nB"] = "x" } }) end, "header name" },
     { "NUL in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\0y" } }) end, "CR, LF" },
@@ -80,6 +91,8 @@ describe("bad input", function()
     { "timeout NaN", function() avideo.get(peer.url .. "/echo", { timeout = NaN }) end, "timeout" },
     { "request(nil, url)", function() avideo.request(nil, peer.url) end, "method" },
     { "request('G ET', url)", function() avideo.request("G ET", peer.url) end, "method" },
+    -- the method is shown in the error's one line: escaped like the URL
+    { "request with CR/LF in the method", function() avideo.request("GET\r\nX: y", peer.url) end, "method" },
     { "json.decode(nil)", function() avideo.json.decode(nil) end, "text" },
     { "json.decode('{')", function() avideo.json.decode("{") end, "JSON" },
     { "json.array(1)", function() avideo.json.array(1) end, "'t'" },
@@ -94,11 +107,31 @@ describe("bad input", function()
       assert.is_true(avideo.is_error(e, "invalid"), name .. ": not an invalid error: " .. tostring(e))
       assert.is_truthy(tostring(e):find(mention, 1, true), name .. ": message does not mention "
         .. mention .. ": " .. tostring(e))
-      assert.is_nil(tostring(e):find("\n"), name .. ": not one line")
+      assert.is_nil(tostring(e):find("[\r\n]"), name .. ": not one line")
     end
     -- the only new connection is the one that asks for the stats
     assert.is_true(connections() - before <= 1)
     local s = avideo.stats()
     assert.are.same({ 0, 0, 0 }, { s.tasks, s.ops, s.transfers })
+  end)
+
+  it("shows every field of an error escaped, on one line", function()
+    local e = avideo.error("invalid", "a\nb", { method = "GET\r\nX", url = "http://h/\n" })
+    assert.are.equal("avideo.invalid error: a\\x0Ab (GET\\x0D\\x0AX http://h/\\x0A)", tostring(e))
+  end)
+
+  -- Not bad input, but the same validation path: how numbers are written.
+  it("sends float params in the shortest form that reads back, as requests does", function()
+    local params = {
+      a = 0.1, b = 1 / 3, c = 2 ^ 53, d = 100, e = 1e300, f = 3.0, g = 0.1 + 0.2,
+      h = math.maxinteger, i = -1.5e-7, j = { 0.2, 7 },
+    }
+    local want = {
+      a = { "0.1" }, b = { "0.3333333333333333" }, c = { "9007199254740992" }, d = { "100" },
+      e = { "1e+300" }, f = { "3" }, g = { "0.30000000000000004" }, h = { "9223372036854775807" },
+      i = { "-1.5e-07" }, j = { "0.2", "7" },
+    }
+    local seen = avideo.get(peer.url .. "/echo", { params = params }):json()
+    assert.are.same(want, seen.query)
   end)
 end)

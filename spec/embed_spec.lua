@@ -204,6 +204,12 @@ describe("avideo.use_loop with luv", function()
     ok, e = pcall(avideo.use_loop, {})
     assert.is_false(ok)
     assert.matches("luv", tostring(e))
+    -- a full userdata passes for a loop in Lua; the core's refusal is one avideo error
+    ok, e = pcall(avideo.use_loop, io.stdout)
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(e, "invalid"), tostring(e))
+    assert.matches("bad argument 'host' to avideo.use_loop", tostring(e), 1, true)
+    assert.is_nil(tostring(e):find("attach", 1, true))
   end)
 end)
 

@@ -280,6 +280,30 @@ describe("avideo.gather", function()
     assert.are.equal(3, r[3])
   end)
 
+  it("records an item that raised nil or false as an invalid error, never as a result", function()
+    local r = avideo.run(function()
+      local failing_task = avideo.spawn(function() avideo.sleep(0); error(nil) end)
+      return avideo.gather({
+        function() error(nil) end,
+        function() error(false) end,
+        function() return 3 end,
+        failing_task,
+      }, { return_exceptions = true })
+    end)
+    for _, i in ipairs { 1, 2, 4 } do
+      assert.is_true(avideo.is_error(r[i], "invalid"), i .. ": " .. tostring(r[i]))
+      assert.matches(i == 2 and "a gather item raised false" or "a gather item raised nil", r[i].message, 1, true)
+    end
+    assert.are.equal(3, r[3])
+    assert.is_string(r[1].traceback)
+    -- without return_exceptions the gather fails, it does not return a list with a hole
+    local ok, e = pcall(avideo.run, function()
+      return avideo.gather({ function() error(nil) end, function() avideo.sleep(0.01); return 2 end })
+    end)
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(e, "invalid"), tostring(e))
+  end)
+
   it("one worker records each failure at its own index and goes on", function()
     local ran = {}
     local r = avideo.run(function()
@@ -463,6 +487,18 @@ describe("avideo.timeout and avideo.semaphore", function()
   it("refuses bad sizes and over-release", function()
     assert.is_false(pcall(avideo.semaphore, 0))
     assert.is_false(pcall(avideo.semaphore, 1.5))
+    for _, n in ipairs { 2 ^ 63, 1e300, math.huge, -math.huge, 9007199254740993 } do
+      local ok, e = pcall(avideo.semaphore, n)
+      assert.is_false(ok, tostring(n))
+      assert.is_true(avideo.is_error(e, "invalid"), tostring(e))
+    end
+    -- the largest size accepted still prints
+    assert.are.equal("avideo.Semaphore (9007199254740992 of 9007199254740992 free, 0 waiting)",
+      tostring(avideo.semaphore(2 ^ 53)))
+    local available = avideo.semaphore(1).available
+    local ok, e = pcall(available, {})
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(e, "invalid"), tostring(e))
     local sem = avideo.semaphore(1)
     local ok, e = pcall(sem.release, sem)
     assert.is_false(ok)
@@ -699,6 +735,25 @@ io.stderr:write("MARK collected\n")
     assert.is_true(out:find("MARK collected", 1, true) ~= nil, out)
     assert.is_true(dropped < in_run, out) -- when collected, during the run
     assert.is_true(in_run < kept and kept < returned, out) -- at the end of the run
+  end)
+
+  it("task:result() before the end raises invalid, and does not count as reading the failure", function()
+    local keep -- still referenced at the end of the run: reported then, not when collected later
+    local reports, text, ok, err = with_stderr(function()
+      avideo.run(function()
+        local t = avideo.spawn(function() avideo.sleep(0.01); error("failed after an early result()", 0) end)
+        keep = t
+        local ok2, e = pcall(t.result, t)
+        assert(not ok2)
+        assert(avideo.is_error(e, "invalid"), tostring(e))
+        assert(tostring(e):find("task has not finished", 1, true), tostring(e))
+        avideo.sleep(0.02)
+      end)
+    end)
+    assert.is_true(ok, tostring(err))
+    assert.are.equal(1, reports, text)
+    assert.matches("failed after an early result()", text, 1, true)
+    assert.are.equal("failed", keep.status)
   end)
 
   it("are not reported once their error is read, and are when their only waiter gave up", function()

@@ -177,21 +177,22 @@ describe("avideo.run_in_thread", function()
 
     it("arguments that cannot be copied, naming the argument and the path", function()
       local f = function() end
-      invalid("argument #2: a function cannot be copied", run_in_thread, f, print)
-      invalid("argument #3.list[2]: a userdata cannot be copied", run_in_thread, f, 1, { list = { 1, io.stdout } })
-      invalid("argument #2: a thread cannot be copied", run_in_thread, f, coroutine.create(f))
+      -- numbered as fn sees them: its first argument is #1
+      invalid("argument #1: a function cannot be copied", run_in_thread, f, print)
+      invalid("argument #2.list[2]: a userdata cannot be copied", run_in_thread, f, 1, { list = { 1, io.stdout } })
+      invalid("argument #1: a thread cannot be copied", run_in_thread, f, coroutine.create(f))
       local cycle = { inner = {} }
       cycle.inner.back = cycle
-      invalid("argument #2.inner.back: a table that contains itself (a cycle)", run_in_thread, f, cycle)
-      invalid("argument #2: a table with a metatable", run_in_thread, f, setmetatable({}, {}))
-      invalid("argument #2[\"a key\"]: a table with a metatable", run_in_thread, f, { ["a key"] = avideo.session() })
+      invalid("argument #1.inner.back: a table that contains itself (a cycle)", run_in_thread, f, cycle)
+      invalid("argument #1: a table with a metatable", run_in_thread, f, setmetatable({}, {}))
+      invalid("argument #1[\"a key\"]: a table with a metatable", run_in_thread, f, { ["a key"] = avideo.session() })
       invalid("a table key cannot be copied", run_in_thread, f, { [{}] = 1 })
       local deep = {}
       local t = deep
       for _ = 1, 150 do t[1] = {}; t = t[1] end
       invalid("nested more than 100 levels", run_in_thread, f, deep)
       bounded(10, function()
-        invalid("argument #2: a function cannot be copied", run_in_thread, f, f)
+        invalid("argument #1: a function cannot be copied", run_in_thread, f, f)
       end)
     end)
 

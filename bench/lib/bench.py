@@ -3,6 +3,7 @@ repetition, and report the medians as one table (text, and markdown with
 --markdown FILE). See bench/README.md for what each case measures.
 """
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -16,17 +17,18 @@ from types import SimpleNamespace
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases as bench_cases  # noqa: E402
+import counters  # noqa: E402
 import procs  # noqa: E402
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH_DIR)
-SECTIONS = ("cost", "memory", "scenario")
+SECTIONS = ("cost", "memory", "scenario", "cancel")
 FULL = {"n": 20000, "in_flight": "1000,10000", "queued": "100000",
-        "scenarios": "limit10,gather", "wrk_seconds": 2}
+        "scenarios": "limit10,gather", "wrk_seconds": 2, "cancel_queued": "100000"}
 QUICK = {"n": 2000, "in_flight": "1000", "queued": "10000",
-         "scenarios": "limit10", "wrk_seconds": 1}
+         "scenarios": "limit10", "wrk_seconds": 1, "cancel_queued": "100000"}
 PACKAGES = ["nginx", "libnginx-mod-http-echo", "wrk", "curl", "libcurl4", "libuv1",
-            "libjansson4", "lua5.4", "lua5.3", "lua-http", "lua-cjson", "python3-aiohttp"]
+            "libjansson4", "lua5.4", "lua5.3", "lua-http", "lua-cjson", "python3-aiohttp", "strace"]
 
 
 def parse_args(argv):
@@ -35,9 +37,10 @@ def parse_args(argv):
         description="avideo's benchmarks: client cost against nginx, memory at scale, "
                     "the talk's scenarios on the emulator. One table of medians.")
     p.add_argument("--sections", default=",".join(SECTIONS),
-                   help="comma list of cost, memory, scenario (default: all)")
+                   help="comma list of cost, memory, scenario, cancel (default: all)")
     p.add_argument("--only", help="comma list of clients: " + ",".join(bench_cases.CLIENTS)
-                   + " (default: all; c always runs in the cost section, ratios are against it)")
+                   + " (default: all; floor and c always run in the cost section,"
+                   " ratios are against them)")
     p.add_argument("--limits", default="10,100,1000", help="cost section: requests in flight")
     p.add_argument("--results", default=",".join(bench_cases.RESULTS),
                    help="cost section: kept (every decoded document kept to the end, as gather"
@@ -51,6 +54,14 @@ def parse_args(argv):
     p.add_argument("--memory-server", choices=("nginx", "emulator"), default="nginx",
                    help="server that holds the memory section's requests (default nginx)")
     p.add_argument("--scenarios", help="scenario section: sequential,gather,limit10 (default limit10,gather)")
+    p.add_argument("--cancel-queued", help="cancel section: requests gathered, then cancelled (default 100000)")
+    p.add_argument("--counters", default=",".join(counters.KINDS),
+                   help="cost section, separate untimed runs: epoll (epoll_ctl calls per request),"
+                   " lua (Lua bytes allocated per request); 'none' for neither (default: epoll,lua)")
+    p.add_argument("--epoll-counter", choices=("preload", "strace"), default="preload",
+                   help="how epoll_ctl calls are counted: bench/lib/epoll_count.c preloaded"
+                   " (default; the client runs at its own speed) or strace -f (slows every call,"
+                   " which changes how often libcurl asks to watch a socket)")
     p.add_argument("--wrk-seconds", type=int, help="wrk's run length (default 2, quick 1)")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as markdown")
     p.add_argument("--json", metavar="FILE", help="also write every run's numbers as JSON")
@@ -79,6 +90,10 @@ def parse_args(argv):
     for m in split(args.scenarios):
         if m not in bench_cases.SCENARIOS:
             p.error(f"unknown scenario {m}")
+    args.counters = [] if args.counters == "none" else split(args.counters)
+    for k in args.counters:
+        if k not in counters.KINDS:
+            p.error(f"unknown counter {k} (epoll, lua or none)")
     args.results = list(dict.fromkeys(split(args.results)))  # in order, once each
     if not args.results or any(m not in bench_cases.RESULTS for m in args.results):
         p.error(f"--results takes {' and/or '.join(bench_cases.RESULTS)}")
@@ -132,11 +147,16 @@ def build(args, wanted):
 def make_context(args):
     ctx = SimpleNamespace(args=args, bench_dir=BENCH_DIR, root=ROOT, hold_path="/hold/video")
     ctx.c_client = os.path.join(args.build_dir, "bench", "c_client")
+    ctx.floor_client = os.path.join(args.build_dir, "bench", "floor_client")
+    ctx.epoll_count_lib = os.path.join(args.build_dir, "bench", "epoll_count.so")
     ctx.launcher = os.path.join(args.build_dir, "bench", "launch")
     module_lib = os.path.join(args.module_build or args.build_dir, "lib")
     ctx.emulator_binary = args.server_binary or os.path.join(args.build_dir, "src", "server", "avideo-server")
-    wanted = ["bench_launch", "bench_c_client"]
-    if "avideo" in args.only and not args.module_build:
+    wanted = ["bench_launch", "bench_c_client", "bench_floor_client"]
+    if "cost" in args.sections and "epoll" in args.counters:
+        wanted.append("bench_epoll_count")
+    wants_avideo = any(c in args.only for c in bench_cases.AVIDEO_CLIENTS)
+    if wants_avideo and not args.module_build:
         wanted.append("avideo_core")
     if ("scenario" in args.sections or args.memory_server == "emulator") and not args.server_binary:
         wanted.append("avideo-server")
@@ -146,6 +166,8 @@ def make_context(args):
                  + problems.get("bench_launch", "no " + ctx.launcher))
     if "bench_c_client" in problems:
         log("the C baseline did not build: " + problems["bench_c_client"])
+    if "bench_floor_client" in problems:
+        log("the floor client did not build: " + problems["bench_floor_client"])
     ctx.emulator_problem = problems.get("avideo-server")
 
     env = {k: v for k, v in os.environ.items()
@@ -169,8 +191,9 @@ def probe(ctx):
     def run(argv, env):
         return procs.run_measured(ctx.launcher, argv, ctx.args.client_core, 30, env=env)
     missing = bench_cases.probe_clients(ctx, run)
-    if "avideo" in missing:
-        missing["avideo"] = ctx.avideo_problem or "module does not load: " + missing["avideo"]
+    for name in bench_cases.AVIDEO_CLIENTS:
+        if name in missing:
+            missing[name] = ctx.avideo_problem or "module does not load: " + missing[name]
     return missing
 
 
@@ -242,7 +265,8 @@ def run_case(ctx, servers, case, rep, baseline_cache):
             return None
         argv = argv_of(ctx, srv, case)
         stop = case.stop(srv, n) if case.stop else None
-        run = procs.run_measured(ctx.launcher, argv, ctx.args.client_core, ctx.args.timeout,
+        timeout = min(ctx.args.timeout, case.timeout) if case.timeout else ctx.args.timeout
+        run = procs.run_measured(ctx.launcher, argv, ctx.args.client_core, timeout,
                                  env=env, stop_when=stop)
         run.in_flight = stop.reached if stop else None
         return run
@@ -268,15 +292,25 @@ def run_case(ctx, servers, case, rep, baseline_cache):
 
 
 def add_ratios(results, rep):
-    """× C within one repetition: a client's CPU per request over C's in the
-    same case (same limit, results kept or discarded alike)."""
-    base = {case.name: m["cpu_us"] for case, per_rep in results
-            if case.section == "client cost" and case.client == "c"
-            for m, _ in [per_rep[rep] or (None, None)] if m}
+    """The ratios within one repetition: × floor, a client's CPU per request
+    over the floor's at the same limit (the floor decodes nothing, so it has
+    one run per limit for the kept and the discarded rows alike); × C, over
+    the C (jansson) client's in the same case (same limit, results kept or
+    discarded alike)."""
+    def cpu_of(client, key):
+        return {key(case): m["cpu_us"] for case, per_rep in results
+                if case.section == "client cost" and case.client == client
+                for m, _ in [per_rep[rep] or (None, None)] if m}
+    floor = cpu_of("floor", lambda case: case.limit)
+    c = cpu_of("c", lambda case: case.name)
     for case, per_rep in results:
         metrics, _ = per_rep[rep] or (None, None)
-        if case.section == "client cost" and metrics and case.name in base:
-            metrics["ratio"] = metrics["cpu_us"] / base[case.name]
+        if case.section != "client cost" or not metrics:
+            continue
+        if case.limit in floor:
+            metrics["x_floor"] = metrics["cpu_us"] / floor[case.limit]
+        if case.name in c:
+            metrics["x_c"] = metrics["cpu_us"] / c[case.name]
 
 
 def describe(case, metrics):
@@ -284,22 +318,57 @@ def describe(case, metrics):
         return ""
     if "cpu_us" in metrics:
         text = f"{metrics['cpu_us']:.1f} µs/req, {metrics['rps']:.0f} req/s"
-        if "ratio" in metrics:
-            text += f", {metrics['ratio']:.2f}× C"
+        if "x_floor" in metrics:
+            text += f", {metrics['x_floor']:.2f}× floor"
+        if "x_c" in metrics:
+            text += f", {metrics['x_c']:.2f}× C"
         return text
     return f"{metrics['value']:.3f}"
+
+
+def count_cases(ctx, servers, results):
+    """The counters of the cost cases (see bench/lib/counters.py), from
+    separate untimed runs after the timed repetitions: {(section, name,
+    client): (values, problems)}."""
+    kinds = ctx.args.counters
+    counted = {}
+    if not kinds:
+        return counted
+    for case, per_rep in results:
+        if case.section != "client cost" or case.skip or case.client not in counters.COUNTED:
+            continue
+        if not any(m for m, _ in per_rep):
+            continue  # no good timed run: no count either
+        srv = servers.get(case.server)
+        if srv is None:
+            continue
+        env = bench_cases.CLIENTS[case.client].env(ctx)
+        values, problems = counters.measure(
+            ctx, case, lambda n: case.command(ctx, srv, dataclasses.replace(case, n=n)),
+            env, kinds, ctx.args.timeout)
+        counted[(case.section, case.name, case.client)] = (values, problems)
+        log(f"[counters] {case.name} {case.client}: "
+            + ", ".join([f"{k} {v:.3f}" for k, v in values.items() if isinstance(v, float)]
+                        + [f"{k}: {v}" for k, v in problems.items()]))
+    return counted
 
 
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 
-COLUMNS = ["section", "case", "client", "N", "in flight", "CPU µs/req", "× C",
-           "req/s", "peak RSS MiB", "result", "target", "note"]
+COLUMNS = ["section", "case", "client", "N", "in flight", "CPU µs/req", "× floor", "× C",
+           "req/s", "peak RSS MiB", "Lua B/req", "epoll_ctl/req", "failed epoll_ctl/req",
+           "result", "target", "note"]
+KEPT_COLUMNS = ("section", "case", "client")  # shown even when empty; others only when used
+RATIOS = {"x_floor": "floor", "x_c": "c"}  # ratio metric: the client it is taken against
 
 
-def summarize(results, reps):
-    """One row per case: the median of each metric over its good runs."""
+def summarize(results, reps, counted=None):
+    """One row per case: the median of each metric over its good runs, and
+    the counters of its counting runs (counted: {(section, name, client):
+    (values, problems)})."""
+    counted = counted or {}
     rows = {}
     for case, per_rep in results:
         good = [m for m, _ in per_rep if m]
@@ -308,9 +377,9 @@ def summarize(results, reps):
         for key in {k for m in good for k in m}:
             values = [m[key] for m in good if key in m]
             metrics[key] = statistics.median(values)
-            if key == "ratio" and len(values) >= 4 and case.client != "c":
+            if key in RATIOS and len(values) >= 4 and case.client != RATIOS[key]:
                 # the spread of the ratio over the repetitions: how far to trust it
-                metrics["ratio_q1"], _, metrics["ratio_q3"] = statistics.quantiles(values, n=4)
+                metrics[key + "_q1"], _, metrics[key + "_q3"] = statistics.quantiles(values, n=4)
         note = case.note
         if case.skip:
             note = "skipped: " + case.skip
@@ -318,7 +387,11 @@ def summarize(results, reps):
             note = failures[0]
         elif failures:
             note = (f"{len(failures)} of {reps} runs failed: " if good else "failed: ") + failures[0]
-        rows[(case.section, case.name, case.client)] = {"case": case, "metrics": metrics, "note": note}
+        key = (case.section, case.name, case.client)
+        values, problems = counted.get(key, ({}, {}))
+        if problems:
+            note = "; ".join(([note] if note else []) + [f"{k} counter: {v}" for k, v in problems.items()])
+        rows[key] = {"case": case, "metrics": metrics, "note": note, "counters": values}
     for row in rows.values():
         row["target"] = row["case"].target(row, rows) if row["case"].target and row["metrics"] else None
     return rows
@@ -334,29 +407,44 @@ def cells(row):
         result = f"{m['value']:.2f} KiB"
         if m.get("in_flight", case.n) < case.n:
             result += f" ({m['in_flight']:,.0f} seen in flight)"
+    elif case.section == "cancel":
+        result = f"{m['value']:.3f} s (all tasks ended {m['settle']:.3f} s)"
     else:
         result = f"{m['value']:.3f} s"
     target = ""
     if row["target"]:
         text, ok = row["target"]
         target = f"{text}: {'ok' if ok else 'MISSED'}"
-    return [case.section, case.name, bench_cases.CLIENTS[case.client].label, n,
-            f"{case.limit:,}" if case.limit else "", fmt("cpu_us", ".1f"), ratio_cell(m),
-            fmt("rps", ",.0f"), fmt("rss_mib", ".1f"), result, target, row["note"]]
+    cnt = row.get("counters", {})
+    client = bench_cases.CLIENTS[case.client]
+    label = client.cost_label if case.section == "client cost" and client.cost_label else client.label
+    return [case.section, case.name, label, n,
+            f"{case.limit:,}" if case.limit else "", fmt("cpu_us", ".1f"),
+            ratio_cell(m, "x_floor"), ratio_cell(m, "x_c"), fmt("rps", ",.0f"), fmt("rss_mib", ".1f"),
+            counters.lua_cell(cnt), counters.epoll_cell(cnt), counters.failed_cell(cnt),
+            result, target, row["note"]]
 
 
-def ratio_cell(m):
+def ratio_cell(m, key):
     """The median ratio, and its quartiles over the repetitions when there are 4 or more."""
-    if "ratio" not in m:
+    if key not in m:
         return ""
-    if "ratio_q1" not in m:
-        return f"{m['ratio']:.2f}"
-    return f"{m['ratio']:.2f} ({m['ratio_q1']:.2f}–{m['ratio_q3']:.2f})"
+    if key + "_q1" not in m:
+        return f"{m[key]:.2f}"
+    return f"{m[key]:.2f} ({m[key + '_q1']:.2f}–{m[key + '_q3']:.2f})"
+
+
+def used_table(rows):
+    """The header and the cells, without the columns no row uses."""
+    body = [cells(r) for r in rows.values()]
+    keep = [i for i, name in enumerate(COLUMNS) if name in KEPT_COLUMNS or any(r[i] for r in body)]
+    return [[r[i] for i in keep] for r in [COLUMNS] + body]
 
 
 def text_table(rows):
-    table = [COLUMNS] + [cells(r) for r in rows.values()]
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS) - 1)]
+    table = used_table(rows)
+    columns = table[0]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns) - 1)]
     lines = []
     for i, r in enumerate(table):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -367,10 +455,11 @@ def text_table(rows):
 
 def markdown(rows, header):
     out = ["# avideo benchmarks", ""] + [f"- {h}" for h in header] + [""]
-    out.append("| " + " | ".join(COLUMNS) + " |")
-    out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
-    for r in rows.values():
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
+    table = used_table(rows)
+    out.append("| " + " | ".join(table[0]) + " |")
+    out.append("|" + "|".join("---" for _ in table[0]) + "|")
+    for r in table[1:]:
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -386,8 +475,14 @@ def header_lines(args, elapsed):
             f"median of {args.reps} repetitions; cost: N={args.n} keep-alive GETs of a "
             f"{os.path.getsize(os.path.join(BENCH_DIR, 'nginx', 'video.json')) - 1}-byte JSON from nginx "
             "(1 worker); CPU = user+sys of the whole client process (wait4); "
-            "× C = CPU per request over the C baseline's in the same repetition, median "
+            "× floor = CPU per request over the floor client's at the same limit, × C = over the "
+            "C (jansson) client's in the same case, both taken within a repetition, median "
             "(quartiles in brackets from 4 repetitions on); every other repetition runs the cases backwards",
+            *([f"counters ({', '.join(args.counters)}): separate untimed runs at N and at N=C, "
+               "per request beyond the first C; Lua B = bytes the Lua state allocated with its GC "
+               "stopped; epoll_ctl calls counted by "
+               + ("strace -f" if args.epoll_counter == "strace" else "bench/lib/epoll_count.c (LD_PRELOAD)")
+               + ", failed ones by errno"] if args.counters and "cost" in args.sections else []),
             f"packages: {versions()}",
             f"took {elapsed:.0f} s"]
 
@@ -412,12 +507,14 @@ def main(argv):
     clients = list(args.only)
     all_cases = []
     if "cost" in args.sections:
-        cost_clients = ["c"] + [c for c in clients if c != "c"]
+        cost_clients = list(bench_cases.BASELINES) + [c for c in clients if c not in bench_cases.BASELINES]
         all_cases += bench_cases.cost_cases(ctx, cost_clients, counts(args.limits), args.n, args.results)
     if "memory" in args.sections:
         all_cases += bench_cases.memory_cases(ctx, clients, counts(args.in_flight), counts(args.queued))
     if "scenario" in args.sections:
         all_cases += bench_cases.scenario_cases(ctx, clients, split(args.scenarios))
+    if "cancel" in args.sections:
+        all_cases += bench_cases.cancel_cases(ctx, clients, counts(args.cancel_queued))
     for case in all_cases:
         case.skip = missing.get(case.client)
 
@@ -438,10 +535,11 @@ def main(argv):
                 metrics, failure = per_rep[rep]
                 log(f"[{rep + 1}/{args.reps}] {case.section} {case.name} {case.client}: "
                     + (describe(case, metrics) or "FAILED " + str(failure)))
+        counted = count_cases(ctx, servers, results)
     finally:
         servers.stop()
 
-    rows = summarize(results, args.reps)
+    rows = summarize(results, args.reps, counted)
     header = header_lines(args, time.monotonic() - started)
     print("\n".join(header))
     print()
@@ -452,7 +550,9 @@ def main(argv):
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{"section": c.section, "case": c.name, "client": c.client,
-                        "runs": [{"metrics": m, "failure": e} for m, e in per_rep]}
+                        "runs": [{"metrics": m, "failure": e} for m, e in per_rep],
+                        "counters": counted.get((c.section, c.name, c.client), ({}, {}))[0],
+                        "counter_problems": counted.get((c.section, c.name, c.client), ({}, {}))[1]}
                        for c, per_rep in results], f, indent=1)
     missed = [r for r in rows.values() if r["target"] and not r["target"][1]]
     return 1 if args.check and missed else 0

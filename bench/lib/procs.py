@@ -38,7 +38,8 @@ class Run:
     def failure(self):
         """A one-line reason this run cannot be used, or None."""
         if self.timed_out:
-            return "timed out"
+            tail = self.stderr.strip().splitlines()
+            return "timed out" + (f" (its last words: {tail[-1][:160]})" if tail else "")
         if self.stopped and self.rc == -signal.SIGTERM:
             return None
         if self.rc < 0:
@@ -207,8 +208,9 @@ class Nginx:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         if not wait_listening(self.port, self.proc):
+            tail = self._log_tail()  # before stop() removes the directory
             self.stop()
-            raise ServerError("nginx did not start: " + self._log_tail())
+            raise ServerError("nginx did not start: " + tail)
         return self
 
     def url(self, path="/video"):

@@ -12,15 +12,16 @@ M.KINDS = {
   protocol = true, cancelled = true, invalid = true,
 }
 
--- Control characters escaped: tostring(err) is always one line.
+-- Control characters escaped: tostring(err) is always one line. Every
+-- field shown goes through it: a method or URL can come from the caller.
 local function printable(s)
   return (tostring(s):gsub("[%c]", function(c) return ("\\x%02X"):format(c:byte()) end))
 end
 
 function Error.__tostring(e)
   local where = ""
-  if e.url then where = " (" .. (e.method and e.method .. " " or "") .. printable(e.url) .. ")" end
-  return "avideo." .. e.kind .. " error: " .. printable(e.message) .. where
+  if e.url then where = " (" .. (e.method and printable(e.method) .. " " or "") .. printable(e.url) .. ")" end
+  return "avideo." .. printable(e.kind) .. " error: " .. printable(e.message) .. where
 end
 
 --- Make an error object. fields: url, method, status (copied in).

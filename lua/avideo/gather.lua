@@ -14,7 +14,16 @@ local function callable(x)
   return type(x) == "function" or (type(x) == "table" and not is_task(x) and (getmetatable(x) or {}).__call ~= nil)
 end
 
+-- An item that raised nil or false (error(nil)) would leave a value that
+-- reads as "no error" (with return_exceptions, as a result; without, the
+-- gather would return): it gets an `invalid` error instead.
+local function falsy_error(e)
+  return errors.new("invalid", ("a gather item raised %s, which reads as no error;"
+    .. " raise a message or an error object"):format(tostring(e)), { value = e })
+end
+
 local function on_error(e)
+  if not e then e = falsy_error(e) end
   if errors.is_error(e) and not e.traceback then e.traceback = debug.traceback(nil, 2) end
   return e
 end
@@ -52,6 +61,7 @@ local function worker(g)
     local ok, r
     if type(item) ~= "function" and is_task(item) then
       ok, r = pcall(item.wait, item)
+      if not ok and not r then r = falsy_error(r) end
     else
       ok, r = xpcall(item, on_error)
     end
@@ -115,7 +125,10 @@ local function parse(first, ...)
 end
 
 --- avideo.gather(list [, opts]) or avideo.gather(f1, f2, ...).
--- opts: limit (run at most n at a time), return_exceptions.
+-- opts: limit (run at most n at a time), return_exceptions (each failed
+-- item's error in its place: what it raised, except that nil or false
+-- becomes an `invalid` error object, so a failure never reads as a result
+-- or as no error).
 local function gather(...)
   if select("#", ...) == 0 then errors.raise("invalid", "avideo.gather needs a list of functions or tasks") end
   local items, n, return_exceptions, limit = parse(...)

@@ -1,13 +1,25 @@
---- JSON through lua-cjson, with a way to send an empty array.
--- Debian's lua-cjson 2.1.0 encodes every empty table as `{}` and has no
--- empty-array marker, so `json.array(t)` records t in a weak set and encode
--- writes such tables as `[]` when they are empty.
+--- JSON: a strict decoder in C, lua-cjson's encoder, and a way to send an
+-- empty array.
+-- Decoding (src/core/json_decode.c): integer literals that fit int64 are
+-- Lua integers, exact; numbers written with a fraction or exponent are
+-- floats (1.0 stays 1.0); null is json.null; errors name their byte.
+-- Encoding: Debian's lua-cjson 2.1.0 encodes every empty table as `{}` and
+-- has no empty-array marker, so `json.array(t)` records t in a weak set
+-- (the decoder records every `[]` there too). A value holding none is
+-- cjson's to encode; otherwise encode walks it itself: marked empty tables
+-- become `[]`, everything else exactly cjson's text, its scalars written by
+-- cjson. No text is substituted afterwards: no user string can turn into
+-- an array.
 local cjson = require "cjson"
 
+local core = require "avideo.core"
 local errors = require "avideo.errors"
 
 local codec = cjson.new() -- our own settings, not the global cjson's
 codec.encode_sparse_array(false, 2, 10)
+local by_cjson = codec.encode
+
+local floor, huge, concat = math.floor, math.huge, table.concat
 
 local M = { null = cjson.null }
 
@@ -21,76 +33,110 @@ function M.array(t)
   return t
 end
 
--- Replace marked empty tables by a placeholder string, encode, then put
--- `[]` where the placeholder landed. The placeholder starts with a NUL
--- (escaped by cjson as \u0000); if the user's data holds that very string,
--- a placeholder with another number is chosen.
-local function placeholder(n) return "\0avideo-empty-array-" .. n .. "\0" end
+-- cjson's own limits, kept: 1000 levels of nesting, and no array whose
+-- largest index is over twice its count and over 10.
+local MAX_DEPTH = 1000
 
-local function substitute(v, mark, seen)
-  local tv = type(v)
-  if tv == "string" then
-    if v == mark then error(mark, 0) end -- collision: the caller retries
-    return v, false
+-- The length of t as cjson's encoder sees it: the largest key if every
+-- key is a whole number >= 1 (then an array, holes written as null), else
+-- nil (an object). Raw access, as cjson: no __pairs, no __index.
+local function array_length(t)
+  local max, items = 0, 0
+  for k in next, t do
+    if type(k) ~= "number" or k < 1 or k ~= floor(k) or k == huge then return nil end
+    if k > max then max = k end
+    items = items + 1
   end
-  if tv ~= "table" then return v, false end
-  if arrays[v] and next(v) == nil then return mark, true end
-  if seen[v] then error("cannot encode a table that contains itself", 0) end
-  seen[v] = true
-  local copy, changed = {}, false
-  for k, x in pairs(v) do
-    if k == mark then error(mark, 0) end
-    local y, c = substitute(x, mark, seen)
-    copy[k] = y
-    changed = changed or c
-  end
-  seen[v] = nil
-  if not changed then return v, false end
-  if arrays[v] then arrays[copy] = true end
-  return copy, true
+  if max > items * 2 and max > 10 then error("excessively sparse array (largest index " .. max .. ")", 0) end
+  return max
 end
 
-local function encode_with_arrays(value)
-  for n = 1, 100 do
-    local mark = placeholder(n)
-    local ok, v, changed = pcall(substitute, value, mark, {})
-    if ok then
-      local s = codec.encode(v)
-      if not changed then return s end
-      local encoded = codec.encode(mark):gsub("%p", "%%%0")
-      return (s:gsub(encoded, "[]"))
-    elseif v ~= mark then
-      error(v, 0)
-    end
+-- Append v's text to out after out[n]; returns the new n. `open` holds
+-- the tables being written (a cycle is refused, a table seen twice apart
+-- is written twice, as cjson does).
+local function write(v, out, n, depth, open)
+  if type(v) ~= "table" then
+    out[n + 1] = by_cjson(v)
+    return n + 1
   end
-  error("no placeholder free for empty arrays", 0)
+  if open[v] then error("a table that contains itself (a cycle)", 0) end
+  if depth >= MAX_DEPTH then error("nested deeper than " .. MAX_DEPTH .. " levels", 0) end
+  local len = array_length(v)
+  if len == 0 and arrays[v] then
+    out[n + 1] = "[]"
+    return n + 1
+  end
+  open[v] = true
+  if len and len > 0 then
+    out[n + 1] = "["
+    n = write(rawget(v, 1), out, n + 1, depth + 1, open)
+    for i = 2, len do
+      out[n + 1] = ","
+      n = write(rawget(v, i), out, n + 1, depth + 1, open)
+    end
+    out[n + 1] = "]"
+  else
+    local sep = "{"
+    for k, x in next, v do
+      local tk = type(k)
+      if tk == "string" then
+        out[n + 1] = sep .. by_cjson(k) .. ":"
+      elseif tk == "number" then
+        out[n + 1] = sep .. '"' .. by_cjson(k) .. '":' -- as cjson writes number keys
+      else
+        error("table key must be a number or string, got a " .. tk .. " key", 0)
+      end
+      n = write(x, out, n + 1, depth + 1, open)
+      sep = ","
+    end
+    out[n + 1] = sep == "{" and "{}" or "}"
+  end
+  open[v] = nil
+  return n + 1
+end
+
+-- True if a marked empty table is reachable from t. It looks at tables
+-- only, so it is cheaper than `write`: without such a table cjson encodes
+-- the whole value at C speed. A cycle is refused here, not left to cjson
+-- (which would only say that the nesting is too deep).
+local function has_empty_array(t, depth, open)
+  if arrays[t] and next(t) == nil then return true end
+  if open[t] then error("a table that contains itself (a cycle)", 0) end
+  if depth >= MAX_DEPTH then error("nested deeper than " .. MAX_DEPTH .. " levels", 0) end
+  open[t] = true
+  for _, x in next, t do
+    if type(x) == "table" and has_empty_array(x, depth + 1, open) then return true end
+  end
+  open[t] = nil
+  return false
+end
+
+local function encode(value)
+  if type(value) ~= "table" or not has_empty_array(value, 0, {}) then return by_cjson(value) end
+  local out = {}
+  return concat(out, "", 1, write(value, out, 0, 0, {}))
 end
 
 --- Encode a Lua value as compact JSON; raises an `invalid` error if it cannot.
 function M.encode(value)
-  local ok, out = pcall(function()
-    if next(arrays) == nil then return codec.encode(value) end
-    return encode_with_arrays(value)
-  end)
-  if not ok then errors.raise("invalid", "value cannot be encoded as JSON: " .. (tostring(out):gsub("^[^:]*:%d+: ", ""))) end
-  return out
+  local ok, text = pcall(encode, value)
+  if not ok then
+    -- cjson's messages carry the position of its caller (json.lua:NN)
+    errors.raise("invalid", "value cannot be encoded as JSON: " .. (tostring(text):gsub("^[^:]*:%d+: ", "")))
+  end
+  return text
 end
 
--- lua-cjson 2.1.0 decodes every number as a float (925068.0); JSON has one
--- number type, and Lua users expect whole numbers to be integers, as
--- Python's json gives int. The C core converts them in place.
-local integers = require("avideo.core").json_integers
-
---- Decode text, raising plain strings (for callers that wrap the error).
-function M.raw_decode(text)
-  return integers(codec.decode(text))
-end
+--- Decode text: the value, or nil, a message and the byte it is about
+-- (for callers that word the error themselves, as response:json()).
+M.raw_decode = core.json_decoder(cjson.null, arrays)
+local raw_decode = M.raw_decode
 
 --- Decode JSON text; raises an `invalid` error on bad input.
 function M.decode(text)
   if type(text) ~= "string" then errors.bad_argument("avideo.json.decode", "text", "string", text) end
-  local ok, v = pcall(M.raw_decode, text)
-  if not ok then errors.raise("invalid", "invalid JSON: " .. (tostring(v):gsub("^[^:]*:%d+: ", ""))) end
+  local v, why, byte = raw_decode(text)
+  if v == nil then errors.raise("invalid", ("invalid JSON at byte %d: %s"):format(byte, why)) end
   return v
 end
 

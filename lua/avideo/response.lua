@@ -85,9 +85,9 @@ end
 
 --- The body decoded as JSON; raises an `invalid` error if it is not JSON.
 function methods:json()
-  local ok, v = pcall(raw_decode, self._body)
-  if not ok then
-    errors.raise("invalid", "response body is not valid JSON: " .. tostring(v):gsub("^[^:]*:%d+: ", ""),
+  local v, why, byte = raw_decode(self._body)
+  if v == nil then
+    errors.raise("invalid", ("response body is not valid JSON at byte %d: %s"):format(byte, why),
       { url = self.url, status = self.status, method = self.method })
   end
   return v

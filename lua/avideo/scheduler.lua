@@ -277,8 +277,13 @@ local function remove_watcher(task, f)
 end
 M.remove_watcher = remove_watcher
 
---- Results of an ended task, or its error raised.
+--- Results of an ended task, or its error raised. Before the end: an
+-- `invalid` error (asyncio's InvalidStateError), and the task's failure
+-- still counts as unread.
 function Task:result()
+  if self.status == "pending" then
+    errors.raise("invalid", "task has not finished: wait for it with task:wait(), or check task:done() first")
+  end
   self.retrieved = true
   if self.status == "done" then return unpack(self.results, 1, self.results.n) end
   error(self.err, 0)
@@ -525,7 +530,13 @@ function M.use_loop(host)
       or (kind == "table" and type(host.new_check) ~= "function") then
     errors.bad_argument("avideo.use_loop", "host", "the luv module or a uv_loop_t light userdata", host)
   end
-  loop:attach(host)
+  -- Only the core tells a light userdata from a full one (io.stdout): its
+  -- refusal, which names its own method, becomes ours.
+  local ok, err = pcall(loop.attach, loop, host)
+  if not ok then
+    local why = tostring(err):match("bad argument #%d+ to '[^']*' %((.*)%)$") or tostring(err)
+    errors.raise("invalid", "bad argument 'host' to avideo.use_loop (" .. why .. ")")
+  end
   -- Stopped, not closed, when luv is handed back: luv 1.44 crashes at exit
   -- on a handle closed but never given a turn of its loop.
   if luv_check then luv_check:stop() end

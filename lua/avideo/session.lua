@@ -107,10 +107,23 @@ local function encode_component(s)
   return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
+-- A float as the shortest text that reads back equal (0.1, not the
+-- 0.10000000000000001 of %.17g), as requests and aiohttp write it;
+-- integers as integers (math.type: Lua 5.3+, marked for a 5.1 port).
 local function param_value(v, k)
   local t = type(v)
   if t == "string" then return v end
-  if t == "number" then return math.type(v) == "integer" and tostring(v) or ("%.17g"):format(v) end
+  if t == "number" then
+    if math.type(v) == "integer" then return tostring(v) end
+    if v ~= v or v == math.huge or v == -math.huge then
+      raise("invalid", ("param '%s' must be a finite number, got %s"):format(k, tostring(v)))
+    end
+    for digits = 15, 16 do
+      local s = ("%." .. digits .. "g"):format(v)
+      if tonumber(s) == v then return s end
+    end
+    return ("%.17g"):format(v)
+  end
   if t == "boolean" then return tostring(v) end
   raise("invalid", ("param '%s' must be a string, number, boolean or a list of them, got %s"):format(k, t))
 end

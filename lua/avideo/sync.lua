@@ -8,9 +8,11 @@ local Semaphore = { __name = "avideo.Semaphore" }
 Semaphore.__index = Semaphore
 
 --- avideo.semaphore(n): at most n holders at once; waiters served FIFO.
+-- Not `n % 1`: 2^63 and 1e300 pass that, and past 2^53 a float count can
+-- no longer be kept exactly (nor printed with %d).
 function M.semaphore(n)
-  if type(n) ~= "number" or n % 1 ~= 0 or n < 1 then
-    errors.raise("invalid", "avideo.semaphore(n): n must be a whole number >= 1, got " .. tostring(n))
+  if type(n) ~= "number" or n ~= math.floor(n) or n < 1 or n > 2 ^ 53 then
+    errors.raise("invalid", "avideo.semaphore(n): n must be a whole number from 1 to 2^53, got " .. tostring(n))
   end
   return setmetatable({ value = n, size = n, head = 1, tail = 0, waiters = {} }, Semaphore)
 end
@@ -77,6 +79,7 @@ end
 
 --- Units free now, and tasks waiting.
 function Semaphore:available()
+  check(self, "available")
   local waiting = 0
   for i = self.head, self.tail do
     if not self.waiters[i].gone then waiting = waiting + 1 end

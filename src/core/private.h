@@ -306,8 +306,10 @@ void av_request_timed_out(av_request *req);
 bool av_redirect_follow(av_request *req);
 
 /* ---------------------------------------------------------------- json */
-/* Register core.json_integers (whole-number floats to integers, in place). */
+/* Register core.json_decoder. */
 void av_json_open(lua_State *L);
+/* core.json_decoder(null, arrays) -> decode(text): json_decode.c */
+int av_json_decoder(lua_State *L);
 
 /* ---------------------------------------------------------------- work */
 /* Register loop:work() and the work op metatable (run_in_thread). */

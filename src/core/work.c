@@ -462,7 +462,7 @@ static const char *av_work_package(lua_State *L, int pkg, const char *field, siz
 }
 
 /* loop:work(token, chunk, args...) -> op | nil, "invalid", message
- * Arguments are numbered as run_in_thread sees them: the chunk is #1. */
+ * Arguments are numbered as the function sees them: its first is #1. */
 static int av_work_new(lua_State *L) {
   av_work_counts *counts = lua_touserdata(L, lua_upvalueindex(1));
   av_loop *lp = av_loop_check(L, 1);
@@ -507,7 +507,7 @@ static int av_work_new(lua_State *L) {
     job->cpath = p;
   }
 
-  av_copy c = {.what = "argument", .where = "to a worker thread", .pos = 2};
+  av_copy c = {.what = "argument", .where = "to a worker thread", .pos = 1};
   if (!av_copy_values(&c, L, &job->args, 4, last)) {
     if (c.oom) return luaL_error(L, "out of memory");
     w->job = NULL;
