@@ -154,6 +154,13 @@ static void av_sock_idle_event(av_sock *sk) {
   }
   sk->dead = true;
   av_sock_unwatch(sk);
+  /* Read the stray bytes away, then shut down: libcurl's check before
+   * reuse then finds the connection at its end (a peek that reads 0) and
+   * drops it. Bytes left in it would make it look alive, and each reuse
+   * of such a connection costs a transfer one of libcurl's 5 retries. */
+  char junk[4096];
+  for (int i = 0; i < 16 && recv(sk->fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++) {
+  }
   shutdown(sk->fd, SHUT_RDWR);
 }
 
@@ -167,14 +174,19 @@ static void av_poll_cb(uv_poll_t *h, int status, int events) {
     av_sock_idle_event(sk);
     return;
   }
-  if (status < 0) {
-    flags = CURL_CSELECT_ERR;
-  } else {
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  }
+  /* An error (a reset, say) is libcurl's to find by reading or writing:
+   * told only CURL_CSELECT_ERR, libcurl 7.88 fails the transfer with
+   * "select/poll returned error" and never retries a reused connection
+   * that the server had closed. */
+  if (status < 0) events = sk->wanted;
+  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  curl_socket_t fd = sk->fd;
   int running;
-  curl_multi_socket_action(lp->multi, sk->fd, flags, &running);
+  curl_multi_socket_action(lp->multi, fd, flags, &running);
+  /* libcurl still wants the socket that libuv stopped: watch it again */
+  if (status < 0 && (size_t)fd < lp->nsocks && lp->socks[fd] == sk && sk->wanted && !sk->events)
+    av_sock_watch(sk, sk->wanted);
   av_curl_drain(lp);
 }
 
