@@ -266,7 +266,7 @@ describe("session", function()
 
     it("refuses redirects to other schemes", function()
       for _, scheme in ipairs { "file:///etc/passwd", "gopher://127.0.0.1/", "ftp://127.0.0.1/" } do
-        local e = raises("protocol", "not supported", avideo.get, peer.url .. "/redirect?to=" .. scheme)
+        local e = raises("protocol", "only http and https", avideo.get, peer.url .. "/redirect?to=" .. scheme)
         assert.are.equal(peer.url .. "/redirect?to=" .. scheme, e.url)
       end
     end)
