@@ -79,9 +79,9 @@ describe("protocol", function()
         { data = body, timeout = { sock_read = 0.75, total = 30 } })
       local took = avideo.now() - t0
       assert.are.equal("sock_read", e.phase)
-      -- about 1.75 s of sending, then 0.75 s of silence (with the peer's
-      -- last quarter second of reading in between)
-      assert.is_true(took >= 1.5 + 0.75 and took < 2 + 0.75 + 1, "took " .. took)
+      -- at least 1.75 s of sending, then 0.75 s of silence; the error
+      -- itself shows the clock ran (the peer would answer after 5 s)
+      assert.is_true(took >= 1.5 + 0.75, "took " .. took)
     end)
   end)
 

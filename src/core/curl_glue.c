@@ -238,7 +238,7 @@ static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp
      * so its fd may be gone already. */
     sk->wanted = 0;
     av_sock_given_up(sk, easy);
-    if (sk->events != UV_READABLE) av_sock_unwatch(sk);
+    if (sk->dead || sk->events != UV_READABLE) av_sock_unwatch(sk);
     return 0;
   }
   int err;

@@ -297,8 +297,8 @@ void av_request_set_method(av_request *req, CURL *h);
 void av_request_timed_out(av_request *req);
 
 /* ------------------------------------------------------------ redirects */
-/* req's transfer ended with a response (libcurl never follows redirects
- * itself: see redirect.c). A redirect:
+/* req's transfer ended with a response of status req->status (libcurl
+ * never follows redirects itself: see redirect.c). A redirect:
  * take the next hop on the same easy handle and slot and return true (if
  * that cannot start, req is failed and released), or fail req when the
  * redirect is refused and return false (req is then DONE, still attached).

@@ -93,9 +93,8 @@ static bool av_redirect_method(av_request *req, long status) {
 bool av_redirect_follow(av_request *req) {
   av_loop *lp = req->op.loop;
   CURL *h = req->easy->h;
-  long status = 0;
+  long status = req->status;
   char *target = NULL, *from = NULL;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
   if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308) return false;
   /* where FOLLOWLOCATION would go, resolved against this hop's URL */
   if (curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &target) != CURLE_OK || !target) return false;

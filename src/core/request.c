@@ -92,7 +92,6 @@ static void av_request_failed(av_request *req, CURLcode code) {
  * libcurl 7.88 takes a status line alone, or a header block cut short by
  * the close, as a complete empty answer. */
 static void av_request_answered(av_request *req) {
-  curl_easy_getinfo(req->easy->h, CURLINFO_RESPONSE_CODE, &req->status);
   if (!req->check.complete) {
     av_request_fail(req, "protocol", "the connection closed before the response's header block ended");
   } else if (req->status < 200) {
@@ -105,7 +104,10 @@ static void av_request_answered(av_request *req) {
 
 void av_request_done(av_request *req, CURLcode code) {
   av_session *s = req->session;
-  if (code == CURLE_OK && av_redirect_follow(req)) return; /* the next hop runs */
+  if (code == CURLE_OK) {
+    curl_easy_getinfo(req->easy->h, CURLINFO_RESPONSE_CODE, &req->status);
+    if (av_redirect_follow(req)) return; /* the next hop runs */
+  }
   if (req->phase == AV_REQ_DONE) {
     /* a redirect refused by av_redirect_follow: req already has its error */
   } else if (code == CURLE_OK) {
