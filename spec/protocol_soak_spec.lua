@@ -92,8 +92,12 @@ describe("protocol soak", function()
       lost, totals.ok))
     assert.is_true(lost < totals.ok / 50, lost .. " requests failed that had no fault of their own")
     -- the first rounds fill the pools and the allocator; after that a leak
-    -- of a few hundred bytes a request would show
-    local growth = memory[ROUNDS] - memory[2]
-    assert.is_true(growth < per_round / 8, ("memory grew by %d KiB over %d requests"):format(growth, 2 * per_round))
+    -- of a few hundred bytes a request would show. Under valgrind RSS is
+    -- mostly valgrind's own: there its leak check at exit, which fails the
+    -- test on any block lost, is the check.
+    if not SLOW then
+      local growth = memory[ROUNDS] - memory[2]
+      assert.is_true(growth < per_round / 8, ("memory grew by %d KiB over %d requests"):format(growth, 2 * per_round))
+    end
   end)
 end)
