@@ -49,6 +49,26 @@ describe("protocol soak", function()
   lazy_setup(function() peer = peer_support.start() end)
   lazy_teardown(function() peer.stop() end)
 
+  it("never takes bytes that came while a connection idled for an answer", function()
+    -- one request at a time with gaps, so the peer's stray bytes (or its
+    -- close) reach an idle connection: without the idle watch every junk
+    -- would be the next request's answer
+    math.randomseed(7)
+    local n = SLOW and 60 or 200
+    local ids = avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = 1, timeout = { total = 10 } }
+      local got = {}
+      for i = 1, n do
+        local fault = ({ "none", "junk", "close" })[math.random(3)]
+        got[i] = s:get(("%s/chaos?id=%d&fault=%s&ms=3"):format(peer.url, i, fault)):json().id
+        avideo.sleep(0.012)
+      end
+      return got
+    end)
+    for i = 1, n do assert.are.equal(tostring(i), ids[i]) end
+    settled()
+  end)
+
   it(("delivers %d answers over faulty kept-alive connections to the right requests"):format(N), function()
     math.randomseed(20241203)
     local rand = math.random
