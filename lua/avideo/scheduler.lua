@@ -13,6 +13,7 @@ local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, corou
 local co_status, co_running, co_close = coroutine.status, coroutine.running, coroutine.close
 local co_isyieldable = coroutine.isyieldable
 local pack, unpack = table.pack, table.unpack
+local is_error = errors.is_error
 
 local M = {}
 
@@ -168,11 +169,21 @@ local function finish(task, ok, err)
   if ok then
     task.status = "done"
   else
-    task.status = errors.is_error(err, "cancelled") and "cancelled" or "failed"
-    if type(err) == "table" and errors.is_error(err) and not err.traceback then
-      err.traceback = debug.traceback(task.co, nil, 0)
+    if is_error(err, "cancelled") then
+      -- Cancelling is how tasks are stopped, not a failure: no traceback.
+      -- One costs tens of microseconds (Lua looks for a global name for
+      -- each frame in every loaded module): at two per task, cancelling
+      -- 20,000 waiting tasks took 6 s under busted.
+      task.status = "cancelled"
+    else
+      -- A real failure: where it happened, taken once, before co_close
+      -- unwinds the stack. An error object without a traceback of its own
+      -- gets it without the message line.
+      task.status = "failed"
+      local tb = debug.traceback(task.co, nil, 0)
+      if is_error(err) and not err.traceback then err.traceback = tb end
+      task.traceback = tostring(err) .. "\n" .. tb
     end
-    task.traceback = debug.traceback(task.co, tostring(err), 0)
     task.err = err
     -- run pending <close> variables of the failed task (sessions, etc.)
     co_close(task.co)
