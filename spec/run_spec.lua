@@ -1,8 +1,10 @@
 -- avideo.run, spawn, gather, sleep, now, timeout, semaphore: the scheduler
--- without HTTP, plus every misuse that must give a clear error.
+-- without HTTP, plus every misuse that must give a clear error; and, with
+-- the emulator holding them, cancelling a gather of queued requests.
 local avideo = require "avideo"
 
 local settled = require "support.settled"
+local support = require "support.server"
 
 describe("avideo.run", function()
   after_each(settled)
@@ -774,5 +776,195 @@ io.stderr:write("MARK collected\n")
     assert.is_true(ok, tostring(err))
     assert.are.equal(1, reports, text)
     assert.matches("after the waiter left", text, 1, true)
+  end)
+end)
+
+-- Counts the calls of debug.traceback until uninstall(): avideo looks it up
+-- at each call, so the wrapper sees every traceback the scheduler or a
+-- gather makes.
+local function count_tracebacks()
+  local real = debug.traceback
+  local counter = { calls = 0 }
+  debug.traceback = function(...)
+    counter.calls = counter.calls + 1
+    return real(...)
+  end
+  function counter.uninstall() debug.traceback = real end
+  return counter
+end
+
+-- Yield until cond() holds; fails after `limit` seconds. sleep(0), not a
+-- timer: with thousands of tasks to run, a short timer is due before the
+-- loop's next turn starts, and the core (before the fix on the
+-- protocol-hardening branch) then waited for that turn's poll to time
+-- out, here the next deadline: a minute.
+local function wait_until(cond, what, limit)
+  local t0 = avideo.now()
+  while not cond() do
+    assert(avideo.now() - t0 < limit, "timed out waiting for " .. what)
+    avideo.sleep(0)
+  end
+end
+
+-- Issue 14: cancelling 100,000 queued requests took 5 s (bench/run
+-- --sections cancel), nearly all of it in tracebacks: one per request in
+-- the gather's error handler, two per cancelled task in the scheduler. A
+-- cancel is how tasks stop, not a failure: it makes no traceback, and the
+-- gather's cancellation is one pass over its workers and items. Timings
+-- are compared with the same run's own set-up, never with a fixed bound.
+describe("cancelling a large gather", function()
+  local slow = os.getenv("AVIDEO_SLOW") == "1" -- valgrind: ratios mean little there
+  local counter
+  after_each(function()
+    if counter then counter.uninstall() end
+    counter = nil
+    support.stop_scoped()
+    settled()
+  end)
+
+  it("of 10,000 queued requests: each sees `cancelled`, no traceback is made, the session empties", function()
+    -- /videos?n=1 answers after 50 ms times the scale: 5 s, longer than the test
+    local server = support.start_scoped { time_scale = 100 }
+    local url = server.url .. "/videos?n=1"
+    local n = 10000
+    local saw, other = 0, nil
+    local r = avideo.run(function()
+      local base = avideo.stats()
+      local session = avideo.session { limit_per_host = 10 }
+      local fs = {}
+      for i = 1, n do
+        fs[i] = function()
+          local ok, e = pcall(session.get, session, url)
+          if not ok and avideo.is_error(e, "cancelled") then saw = saw + 1 else other = other or tostring(e) end
+          if not ok then error(e, 0) end
+        end
+      end
+      local t0 = avideo.now()
+      local g = avideo.spawn(avideo.gather, fs)
+      local s
+      wait_until(function()
+        s = session:stats()
+        return s.in_flight + s.queued == n
+      end, "every request in the session", 60)
+      local queueing = avideo.now() - t0
+      counter = count_tracebacks()
+      local c0 = avideo.now()
+      assert(g:cancel("cancelled by the spec"))
+      local ok, e = pcall(g.wait, g)
+      local cancelling = avideo.now() - c0
+      counter.uninstall()
+      local after = session:stats()
+      session:close()
+      return { in_flight = s.in_flight, queued = s.queued, ok = ok, err = e, status = g.status,
+               tracebacks = counter.calls, queueing = queueing, cancelling = cancelling,
+               left = after, tasks = avideo.stats().tasks - base.tasks }
+    end)
+    assert.are.equal(10, r.in_flight)
+    assert.are.equal(n - 10, r.queued)
+    assert.is_false(r.ok)
+    assert.is_true(avideo.is_error(r.err, "cancelled"), tostring(r.err))
+    assert.are.equal("cancelled by the spec", r.err.message)
+    assert.are.equal("cancelled", r.status)
+    assert.are.equal(n, saw, other)
+    assert.are.equal(0, r.tracebacks)
+    assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, r.left)
+    assert.are.equal(0, r.tasks) -- every worker has ended, before the gather's own end
+    if not slow then
+      -- cancelling costs about half what queueing did (with a traceback
+      -- per request it was 5 to 6 times more)
+      assert.is_true(r.cancelling < 2 * r.queueing,
+        ("cancelling took %.3f s, queueing %.3f s"):format(r.cancelling, r.queueing))
+    end
+  end)
+
+  it("of 20,000 tasks queued on a semaphore: each ends `cancelled`, no traceback is made", function()
+    local n = 20000
+    local r = avideo.run(function()
+      local base = avideo.stats().tasks
+      local sem = avideo.semaphore(1)
+      sem:acquire() -- held to the end: every item waits in line
+      local items = {}
+      for i = 1, n do items[i] = avideo.spawn(sem.with, sem, function() return i end) end
+      local g = avideo.spawn(avideo.gather, items)
+      wait_until(function() return select(2, sem:available()) == n end, "every item in line", 30)
+      avideo.sleep(0) -- the gather's workers wait on the items
+      counter = count_tracebacks()
+      g:cancel()
+      local ok, e = pcall(g.wait, g)
+      counter.uninstall()
+      local statuses = {}
+      for i = 1, n do statuses[items[i].status] = (statuses[items[i].status] or 0) + 1 end
+      local free, waiting = sem:available()
+      sem:release()
+      return { ok = ok, err = e, status = g.status, statuses = statuses, tracebacks = counter.calls,
+               free = free, waiting = waiting, tasks = avideo.stats().tasks - base }
+    end)
+    assert.is_false(r.ok)
+    assert.is_true(avideo.is_error(r.err, "cancelled"), tostring(r.err))
+    assert.are.equal("cancelled", r.status)
+    assert.are.same({ cancelled = n }, r.statuses)
+    assert.are.equal(0, r.tracebacks)
+    assert.are.same({ 0, 0 }, { r.free, r.waiting })
+    assert.are.equal(0, r.tasks)
+  end)
+
+  it("20,000 tasks waiting for one task each leave it at once when cancelled, first come first", function()
+    local n = 20000
+    local r = avideo.run(function()
+      local base = avideo.stats().tasks
+      local target = avideo.spawn(avideo.sleep, 60)
+      local waiters = {}
+      local t0 = avideo.now()
+      for i = 1, n do waiters[i] = avideo.spawn(target.wait, target) end
+      avideo.sleep(0) -- they wait
+      local waiting = avideo.now() - t0
+      counter = count_tracebacks()
+      local c0 = avideo.now()
+      -- in the order they came: each leaving the front of the list of
+      -- waiters used to shift the rest (table.remove), O(n^2) in all
+      for i = 1, n do waiters[i]:cancel() end
+      wait_until(function() return avideo.stats().tasks == base + 1 end, "the waiters' end", 60)
+      local cancelling = avideo.now() - c0
+      -- nobody waits any more: the target's end wakes nobody
+      target:cancel()
+      local ok = pcall(target.wait, target)
+      counter.uninstall()
+      local statuses = {}
+      for i = 1, n do statuses[waiters[i].status] = (statuses[waiters[i].status] or 0) + 1 end
+      return { ok = ok, target = target.status, statuses = statuses, tracebacks = counter.calls,
+               waiting = waiting, cancelling = cancelling }
+    end)
+    assert.is_false(r.ok)
+    assert.are.equal("cancelled", r.target)
+    assert.are.same({ cancelled = n }, r.statuses)
+    assert.are.equal(0, r.tracebacks)
+    if not slow then
+      -- at most the cost of starting them (with table.remove and two
+      -- tracebacks per waiter: 45 times more)
+      assert.is_true(r.cancelling < 5 * r.waiting + 0.05,
+        ("cancelling took %.3f s, starting them %.3f s"):format(r.cancelling, r.waiting))
+    end
+  end)
+
+  it("a real failure still has its tracebacks: the task's, the error's and the report's", function()
+    local reports, text, ok, r = with_stderr(function()
+      return avideo.run(function()
+        local failing = function() avideo.sleep(0); error(avideo.error("protocol", "real failure")) end
+        local t = avideo.spawn(failing)
+        avideo.spawn(function() avideo.sleep(0); error("unread failure", 0) end)
+        local ok2, e = pcall(t.wait, t)
+        assert(not ok2)
+        local g = avideo.gather({ failing }, { return_exceptions = true })
+        return { task = t.traceback, err = e.traceback, gathered = g[1].traceback }
+      end)
+    end)
+    assert.is_true(ok, tostring(r))
+    assert.matches("^avideo.protocol error: real failure\nstack traceback:\n", r.task)
+    assert.matches("run_spec", r.task)
+    assert.matches("^stack traceback:\n", r.err)
+    assert.matches("run_spec", r.err)
+    assert.matches("run_spec", r.gathered)
+    assert.are.equal(1, reports, text)
+    assert.matches("nobody waited for it: unread failure\nstack traceback:\n", text, 1, true)
   end)
 end)
