@@ -1,6 +1,7 @@
 /* avideo.core internals: one header that declares every internal function
  * with a one-line purpose. Only luaopen_avideo_core is exported; the public
- * header for hosts is include/avideo.h. */
+ * header for hosts is include/avideo.h. docs/architecture.md has the layers,
+ * one request's path through these files, and the rules they keep. */
 #ifndef AVIDEO_PRIVATE_H
 #define AVIDEO_PRIVATE_H
 
