@@ -1,5 +1,6 @@
--- avideo-server: every row of the contract in DESIGN.md, the key order,
--- and the generated data. Talks HTTP to the real binary on port 0.
+-- avideo-server: every row of the contract (docs/server.md, "What it
+-- serves"), the key order, and the generated data. Talks HTTP to the real
+-- binary on port 0.
 local support = require "support.server"
 local client = require "support.server_client"
 local json = client.json

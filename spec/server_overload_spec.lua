@@ -7,9 +7,9 @@ local function assert_clean_exit(server)
   assert(support.stop_clean(server))
 end
 
--- The model of DESIGN.md for n requests arriving at once: the sorted times
--- at which they finish. A slot taken when `waiting` requests queue behind it
--- is held scale * (min + factor * min(waiting, 10)).
+-- The model of docs/server.md ("Overload") for n requests arriving at once:
+-- the sorted times at which they finish. A slot taken when `waiting`
+-- requests queue behind it is held scale * (min + factor * min(waiting, 10)).
 local function model(n, capacity, min, factor, scale)
   local frees, done = {}, {}
   local queued = n

@@ -13,8 +13,9 @@
  *
  * and exits 0 when E is 0, 1 otherwise (2 on bad usage or setup failure).
  *
- * It is the tuned libcurl multi_socket + libuv glue of DESIGN.md's field
- * notes, the cost every other client is measured against:
+ * It is the tuned libcurl multi_socket + libuv glue measured while avideo
+ * was planned (docs/architecture.md, "libcurl on libuv: what was
+ * measured"), the cost every other client is measured against:
  *   - one uv_timer_t per multi, created before the first add;
  *   - one uv_poll_t per socket for the socket's whole life (created in the
  *     open-socket callback, closed in the close-socket callback); on

@@ -1,4 +1,5 @@
-/* Error kinds: the one-word classes users catch (DESIGN.md "errors"). */
+/* Error kinds: the one-word classes users catch (README.md, "Failure
+ * behaviour"; lua/avideo/errors.lua has the list). */
 #include <stdarg.h>
 
 #include "private.h"

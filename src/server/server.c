@@ -8,7 +8,8 @@
 
 #include "server.h"
 
-/* The overload model of DESIGN.md: capacity, min delay (s), factor (s). */
+/* The overload model of docs/server.md ("Overload"): capacity, min delay (s),
+ * factor (s). */
 #define AV_VIDEO_CAPACITY 10
 #define AV_VIDEO_MIN 0.2
 #define AV_TRANSCRIPT_CAPACITY 20
