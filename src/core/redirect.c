@@ -12,7 +12,7 @@
 
 #include "private.h"
 
-/* libcurl's CURLOPT_MAXREDIRS for the requests it follows */
+/* at most this many redirects, as aiohttp's and libcurl's defaults */
 #define AV_MAX_REDIRECTS 10
 
 /* Whether url names a scheme we follow: only http and https. */
