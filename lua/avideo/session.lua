@@ -162,17 +162,11 @@ end
 --- avideo.session(opts) -> session
 function Session.new(loop, opts)
   opts = check_options(opts, SESSION_OPTIONS, "avideo.session")
-  local limit = check_count(opts.limit, "limit", 100)
-  local per_host = check_count(opts.limit_per_host, "limit_per_host", 0)
   local max_body = check_count(opts.max_body_size, "max_body_size", DEFAULT_MAX_BODY_SIZE)
   if opts.base_url ~= nil and type(opts.base_url) ~= "string" then
     bad_argument("avideo.session", "base_url", "string", opts.base_url)
   end
   local headers = flat_headers(opts.headers, "avideo.session")
-  local bufsize = opts.read_bufsize
-  if bufsize ~= nil and (math.type(bufsize) ~= "integer" or bufsize < 1024 or bufsize > 10485760) then
-    raise("invalid", "read_bufsize must be a whole number of bytes from 1024 to 10485760, got " .. show(bufsize))
-  end
   -- TLS: verified against the system's CAs unless told otherwise, as aiohttp
   if opts.ssl ~= nil and type(opts.ssl) ~= "boolean" then bad_argument("avideo.session", "ssl", "boolean", opts.ssl) end
   local ca_file = opts.ca_file
@@ -183,8 +177,11 @@ function Session.new(loop, opts)
     if not f then raise("invalid", "ca_file cannot be read: " .. tostring(why)) end
     f:close()
   end
-  local core, kind, message = loop:session(limit, per_host, headers, bufsize, opts.ssl ~= false, ca_file)
-  if not core then raise(kind, message) end
+  -- limit, limit_per_host and read_bufsize are checked (and defaulted) by
+  -- the core alone; it hands back the limits it took
+  local core, limit, per_host = loop:session(opts.limit, opts.limit_per_host, headers, opts.read_bufsize,
+    opts.ssl ~= false, ca_file)
+  if not core then raise(limit, per_host) end
   return setmetatable({
     _core = core,
     _headers = headers,
@@ -225,11 +222,10 @@ local function send(self, method, url, headers, body, timeout, max_body, raise_s
     timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
   if not op then raise(kind, message, { url = url, method = method }) end
   await_op(task, op)
-  local status, text, final_url = op:result()
+  local status, text, final_url, phase = op:result()
   if not status then
-    -- text is the kind and final_url the message here; timeouts name their phase
-    raise(text, final_url, { url = url, method = method,
-      phase = text == "timeout" and final_url:match("^([%w_]+) timeout") or nil })
+    -- text is the kind and final_url the message here; phase names a timeout's clock
+    raise(text, final_url, { url = url, method = method, phase = phase })
   end
   local r = new_response(status, text, final_url or url, op)
   if raise_status and status >= 400 then r:raise_for_status() end
@@ -261,7 +257,6 @@ local function request(self, method, url, opts)
     if opts.raise_for_status ~= nil then raise_status = opts.raise_for_status and true or false end
     max_body = check_count(opts.max_body_size, "max_body_size", max_body)
   end
-  if self.closed then raise("invalid", "session is closed", { url = url, method = method }) end
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 

@@ -76,6 +76,8 @@ void av_op_start(lua_State *L, av_op *op, int idx, int tidx, int loopidx);
 void av_op_finish(av_op *op);
 /* Cancel the pending or ready op at idx; true if it was not yet delivered. */
 bool av_op_cancel(lua_State *L, int idx);
+/* Take op off the loop's ready list (loop:step delivers it). */
+void av_ready_unlink(av_loop *lp, av_op *op);
 
 /* ------------------------------------------------------------ deadlines */
 /* Arm op's single deadline ms from now (replacing an earlier one). */
@@ -123,6 +125,21 @@ av_loop *av_loop_check(lua_State *L, int idx);
 void av_loop_open(lua_State *L);
 /* Milliseconds of the loop clock, refreshed. */
 uint64_t av_loop_now_ms(av_loop *lp);
+
+/* ------------------------------------------------------------ embedding */
+/* Set the host-side handles to the loop's state (nothing without a host). */
+void av_host_arm(av_loop *lp);
+/* Put our watchers on the host loop `uv`; a libuv error code on failure. */
+int av_host_attach(av_loop *lp, uv_loop_t *uv);
+/* Close the host-side handles; libuv finishes on the host's next turn. */
+void av_host_detach(av_loop *lp);
+/* The host loop named by arg idx: a uv_loop_t * light userdata, or the
+ * luv module; NULL for nil; raises on anything else. */
+uv_loop_t *av_host_arg(lua_State *L, int idx);
+/* loop:attach(host), loop:fd(), loop:timeout([busy]) */
+int av_loop_attach(lua_State *L);
+int av_loop_fd(lua_State *L);
+int av_loop_timeout(lua_State *L);
 
 /* ----------------------------------------------------------- curl glue */
 /* Create the multi handle and its timer/socket callbacks. */
@@ -276,6 +293,7 @@ struct av_request {
   long status;
   char *effective_url;        /* set only after redirects */
   const char *err_kind;       /* NULL on success */
+  const char *err_phase;      /* which clock, for a timeout; else NULL */
   char *err_message;
   int fault;                  /* enum av_req_fault: why a callback stopped the transfer */
 };

@@ -38,6 +38,13 @@ static void av_request_detach(av_request *req) {
 
 static double av_seconds(long ms) { return (double)ms / 1000.0; }
 
+/* End req with the timeout of a phase ("connect", "total", "sock_read",
+ * "pool"): the phase goes to Lua as data (err.phase), and heads the message. */
+static void av_request_timeout(av_request *req, const char *phase, const char *what, long ms) {
+  av_request_fail(req, "timeout", "%s timeout: %s %g s", phase, what, av_seconds(ms));
+  req->err_phase = phase;
+}
+
 /* Which clock ran out: connect while the current hop had no connection
  * yet, else total. Not CURLINFO_CONNECT_TIME_T: it is 0 on a reused
  * connection. */
@@ -45,9 +52,9 @@ void av_request_timed_out(av_request *req) {
   bool connect_phase =
       !req->connected && req->connect_ms && (!req->hop_total_ms || req->connect_ms <= req->hop_total_ms);
   if (connect_phase)
-    av_request_fail(req, "timeout", "connect timeout: no connection within %g s", av_seconds(req->connect_ms));
+    av_request_timeout(req, "connect", "no connection within", req->connect_ms);
   else
-    av_request_fail(req, "timeout", "total timeout: request not done within %g s", av_seconds(req->total_ms));
+    av_request_timeout(req, "total", "request not done within", req->total_ms);
 }
 
 /* A socket of the transfer could not be watched (see av_curl_watch_failed). */
@@ -137,7 +144,7 @@ static void av_request_expire(av_op *op) {
   av_request *req = (av_request *)op;
   if (req->phase == AV_REQ_QUEUED) {
     av_session_unqueue(req->session, req);
-    av_request_fail(req, "timeout", "pool timeout: no connection slot within %g s", av_seconds(req->pool_ms));
+    av_request_timeout(req, "pool", "no connection slot within", req->pool_ms);
     return;
   }
   if (req->phase != AV_REQ_RUNNING) return;
@@ -150,7 +157,7 @@ static void av_request_expire(av_op *op) {
       av_deadline_set(op, due - now);
       return;
     }
-    av_request_fail(req, "timeout", "sock_read timeout: no data for %g s", av_seconds(req->sock_read_ms));
+    av_request_timeout(req, "sock_read", "no data for", req->sock_read_ms);
   }
   av_request_detach(req);
   av_session_release(req->session, req);
@@ -454,7 +461,7 @@ int av_request_new(lua_State *L) {
   return 1;
 }
 
-/* req:result() -> status, body, effective_url | nil, kind, message */
+/* req:result() -> status, body, effective_url | nil, kind, message, phase */
 static int av_request_result(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
   if (req->phase != AV_REQ_DONE || req->op.state != AV_OP_IDLE)
@@ -463,7 +470,8 @@ static int av_request_result(lua_State *L) {
     lua_pushnil(L);
     lua_pushstring(L, req->err_kind);
     lua_pushstring(L, req->err_message ? req->err_message : req->err_kind);
-    return 3;
+    if (req->err_phase) lua_pushstring(L, req->err_phase); else lua_pushnil(L);
+    return 4;
   }
   lua_pushinteger(L, req->status);
   lua_pushlstring(L, req->resp_body.data ? req->resp_body.data : "", req->resp_body.len);

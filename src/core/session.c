@@ -166,30 +166,52 @@ av_session *av_session_check(lua_State *L, int idx) {
   return s;
 }
 
-static lua_Integer av_limit_arg(lua_State *L, int arg, const char *name) {
-  if (lua_isnoneornil(L, arg)) return 0;
+/* Push nil, "invalid", "<name> must be <rule>, got <value>": a session
+ * option refused, for the Lua layer to raise as an error object. */
+static int av_session_refuse(lua_State *L, int arg, const char *name, const char *rule) {
+  const char *got = lua_type(L, arg) == LUA_TSTRING ? lua_pushfstring(L, "\"%s\"", lua_tostring(L, arg))
+                                                    : luaL_tolstring(L, arg, NULL);
+  lua_pushnil(L);
+  lua_pushliteral(L, "invalid");
+  lua_pushfstring(L, "%s must be %s, got %s", name, rule, got);
+  return 3;
+}
+
+/* The whole number at arg, or dflt for nil; false if it is not one, or
+ * out of [min, max]. lua_tointegerx, not a cast: a float out of range
+ * (2^63, inf, NaN) must be refused, and casting it is undefined behaviour. */
+static bool av_whole_arg(lua_State *L, int arg, lua_Integer dflt, lua_Integer min, lua_Integer max, lua_Integer *out) {
+  if (lua_isnoneornil(L, arg)) {
+    *out = dflt;
+    return true;
+  }
   int exact = 0;
-  /* lua_tointegerx, not a cast: a float out of range (2^63, inf, NaN)
-   * must be refused, and casting it is undefined behaviour */
-  lua_Integer v = lua_type(L, arg) == LUA_TNUMBER ? lua_tointegerx(L, arg, &exact) : 0;
-  if (!exact || v < 0)
-    return av_error_arg(L, arg, "%s must be a whole number >= 0 (0 = no limit)", name);
-  return v;
+  *out = lua_type(L, arg) == LUA_TNUMBER ? lua_tointegerx(L, arg, &exact) : 0;
+  return exact && *out >= min && *out <= max;
 }
 
 /* loop:session(limit, limit_per_host, headers, read_bufsize, tls_verify,
- *              ca_file) -> session core */
+ *              ca_file) -> session core, limit, limit_per_host
+ *                        | nil, "invalid", message
+ * The one place these options are checked and their defaults set (limit
+ * 100 in flight, as aiohttp's connector; no per-host limit). */
 static int av_session_new(lua_State *L) {
   av_loop *lp = av_loop_check(L, 1);
-  lua_Integer limit = av_limit_arg(L, 2, "limit");
-  lua_Integer per_host = av_limit_arg(L, 3, "limit_per_host");
+  static const char whole[] = "a whole number >= 0 (0 = no limit)";
+  lua_Integer limit, per_host, bufsize;
+  if (!av_whole_arg(L, 2, 100, 0, LUA_MAXINTEGER, &limit)) return av_session_refuse(L, 2, "limit", whole);
+  if (!av_whole_arg(L, 3, 0, 0, LUA_MAXINTEGER, &per_host))
+    return av_session_refuse(L, 3, "limit_per_host", whole);
   if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
-  lua_Integer bufsize = luaL_optinteger(L, 5, AV_DEFAULT_BUFSIZE);
-  if (bufsize < 1024 || bufsize > CURL_MAX_READ_SIZE) /* libcurl's own bounds */
-    return av_error_arg(L, 5, "read_bufsize must be from 1024 to %d bytes", CURL_MAX_READ_SIZE);
+  /* libcurl's own bounds for its receive buffer */
+  if (!av_whole_arg(L, 5, AV_DEFAULT_BUFSIZE, 1024, CURL_MAX_READ_SIZE, &bufsize)) {
+    const char *rule = lua_pushfstring(L, "a whole number of bytes from 1024 to %d", CURL_MAX_READ_SIZE);
+    return av_session_refuse(L, 5, "read_bufsize", rule);
+  }
   bool tls_verify = lua_isnoneornil(L, 6) || lua_toboolean(L, 6);
   const char *ca_file = luaL_optstring(L, 7, NULL);
   av_session *s = lua_newuserdatauv(L, sizeof *s, 1);
+  int idx = lua_gettop(L);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, AV_SESSION_MT);
   s->tls_verify = tls_verify;
@@ -197,7 +219,7 @@ static int av_session_new(lua_State *L) {
   /* sessions with libcurl's default TLS settings share id 0 */
   s->tls_id = tls_verify && !ca_file ? 0 : ++lp->tls_ids;
   lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
+  lua_setiuservalue(L, idx, 1);
   s->loop = lp;
   s->limit = limit;
   s->limit_per_host = per_host;
@@ -209,7 +231,10 @@ static int av_session_new(lua_State *L) {
     return 3;
   }
   if (!av_headers_defaults(&s->headers)) return luaL_error(L, "out of memory");
-  return 1;
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, limit);
+  lua_pushinteger(L, per_host);
+  return 3;
 }
 
 /* session:stats() -> in flight, queued, keys */
