@@ -330,6 +330,33 @@ void av_json_open(lua_State *L);
 /* core.json_decoder(null, arrays) -> decode(text): json_decode.c */
 int av_json_decoder(lua_State *L);
 
+/* --------------------------------------------------------------- codec */
+/* How a run_in_thread value is being encoded (codec.c). */
+typedef struct av_copy {
+  lua_State *L;
+  av_buf *out;
+  int seen;           /* stack index of a set of the tables on the current path */
+  const char *what;   /* "argument" or "result" */
+  const char *where;  /* "to a worker thread" or "back from a worker thread" */
+  int pos;            /* argument or result number */
+  bool oom;
+  size_t plen;
+  char path[128];     /* where in the value we are: .name[3]["a b"] */
+  char msg[320];      /* the refusal, once av_copy_value returned false */
+} av_copy;
+
+/* Encode the values at first..last of L into out, numbering them from
+ * c->pos; false with c->msg set on the first that cannot be copied. */
+bool av_copy_values(av_copy *c, lua_State *L, av_buf *out, int first, int last);
+
+/* Where a decoding is in what av_copy_values wrote. */
+typedef struct av_reader {
+  const char *p;
+} av_reader;
+
+/* Push the next encoded value; raises only on Lua memory errors. */
+void av_value_push(lua_State *L, av_reader *r);
+
 /* ---------------------------------------------------------------- work */
 /* Register loop:work() and the work op metatable (run_in_thread). */
 void av_work_open(lua_State *L);
