@@ -4,9 +4,11 @@ loopback that records what clients do (connections, concurrency, arrival
 order) and misbehaves on request (resets, stalls, short bodies, bad status
 lines). Prints "peer listening on http://HOST:PORT" when ready."""
 import asyncio
+import ctypes
 import gzip
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -304,7 +306,16 @@ def tls_context(tmp):
     return ctx
 
 
+def die_with_parent():
+    """End when the spec's Lua process ends, even killed or aborted: its
+    finalizer that stops the peer does not run then."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent went before prctl
+        sys.exit(0)
+
+
 def main():
+    die_with_parent()
     host = "127.0.0.1"
     app = web.Application(middlewares=[track])
     app.router.add_route("*", "/echo", echo)
