@@ -13,12 +13,7 @@ local N, ROUNDS = tonumber(arg[1]) or 2500, tonumber(arg[2]) or 6
 local FAULTS = { "none", "none", "none", "none", "excess", "close", "slow", "reset", "short" }
 local allocated_bytes = require("avideo.core").allocated_bytes
 
-local function rss_kib()
-  for line in io.lines("/proc/self/status") do
-    local kib = line:match("^VmRSS:%s+(%d+)")
-    if kib then return tonumber(kib) end
-  end
-end
+local rss_kib = require "support.rss"
 
 math.randomseed(20241203)
 for round = 1, ROUNDS do

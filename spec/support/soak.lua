@@ -10,12 +10,7 @@ local server = require("support.server").start { time_scale = 0 }
 
 local N, ROUNDS = tonumber(arg[1]) or 10000, tonumber(arg[2]) or 4
 
-local function rss_kib()
-  for line in io.lines("/proc/self/status") do
-    local kib = line:match("^VmRSS:%s+(%d+)")
-    if kib then return tonumber(kib) end
-  end
-end
+local rss_kib = require "support.rss"
 
 -- ASan builds only: the live heap, exact, where RSS measures the quarantine
 local allocated_bytes = require("avideo.core").allocated_bytes
