@@ -10,6 +10,7 @@
 local avideo = require "avideo"
 local peer_support = require "support.peer"
 local settled = require "support.settled"
+local soak_rounds = require "support.soak_rounds"
 
 local SLOW = os.getenv("AVIDEO_SLOW") == "1"
 local N = tonumber(os.getenv("AVIDEO_SOAK_N")) or (SLOW and 2000 or 10000)
@@ -100,18 +101,8 @@ describe("protocol soak", function()
   end)
 
   it("keeps memory flat over rounds of faulty requests (its own process: RSS is avideo's)", function()
-    local dir = os.getenv("AVIDEO_SOURCE_DIR") or "."
     local rounds, n = 6, SLOW and 500 or 2500
-    local pipe = assert(io.popen(("timeout 300 lua5.4 %s/spec/support/protocol_soak.lua %d %d 2>&1"):format(dir, n, rounds)))
-    local seen = {}
-    for line in pipe:lines() do
-      print("  " .. line)
-      local r = {}
-      for k, v in line:gmatch("(%a+) (%d+)") do r[k] = tonumber(v) end
-      if r.round then seen[r.round] = r end
-    end
-    assert.is_true(pipe:close(), "the soak process failed")
-    assert.are.equal(rounds, #seen)
+    local seen = soak_rounds("protocol_soak.lua", n, rounds, 300)
     -- rounds 1-2 fill the pools, the Lua heap and the allocator; after that
     -- a leak of a few hundred bytes a request would show. In an ASan build
     -- the live heap it counts stands for RSS (its quarantine moves RSS).

@@ -5,20 +5,11 @@
 -- full soak: AVIDEO_SOAK_N=100000).
 local N = tonumber(os.getenv("AVIDEO_SOAK_N")) or 10000
 local ROUNDS = 5
+local soak_rounds = require "support.soak_rounds"
 
 describe("soak", function()
   it(("runs %d rounds of %d mixed requests and stays at its baseline"):format(ROUNDS, N), function()
-    local dir = os.getenv("AVIDEO_SOURCE_DIR") or "."
-    local pipe = assert(io.popen(("timeout 600 lua5.4 %s/spec/support/soak.lua %d %d 2>&1"):format(dir, N, ROUNDS)))
-    local rounds = {}
-    for line in pipe:lines() do
-      print("  " .. line)
-      local r = {}
-      for k, v in line:gmatch("(%a+) (%d+)") do r[k] = tonumber(v) end
-      if r.round then rounds[r.round] = r end
-    end
-    assert.is_true(pipe:close(), "the soak process failed")
-    assert.are.equal(ROUNDS, #rounds)
+    local rounds = soak_rounds("soak.lua", N, ROUNDS, 600)
     for _, r in ipairs(rounds) do
       assert.are.same({ N * 16 / 20, N * 2 / 20, N / 20, N / 20 }, { r.ok, r.http, r.timeout, r.protocol })
       assert.are.same({ 0, 0, 0, 0 }, { r.tasks, r.ops, r.transfers, r.jobs })

@@ -178,10 +178,10 @@ function Session.new(loop, opts)
     f:close()
   end
   -- limit, limit_per_host and read_bufsize are checked (and defaulted) by
-  -- the core alone; it hands back the limits it took
+  -- the core alone: it hands back the limits it took, or nil, kind, message
   local core, limit, per_host = loop:session(opts.limit, opts.limit_per_host, headers, opts.read_bufsize,
     opts.ssl ~= false, ca_file)
-  if not core then raise(limit, per_host) end
+  if not core then raise(limit, per_host) end -- here: the kind and the message
   return setmetatable({
     _core = core,
     _headers = headers,
