@@ -47,3 +47,13 @@ int av_error_arg(lua_State *L, int arg, const char *fmt, ...) {
   va_end(ap);
   return luaL_argerror(L, arg, lua_tostring(L, -1));
 }
+
+int av_refuse(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  lua_pushnil(L);
+  lua_pushliteral(L, "invalid");
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return 3;
+}

@@ -1,24 +1,12 @@
-/* The loop: a libuv loop, libcurl's multi, and step(), which runs libuv
- * until some op is ready (ops.c) and hands the ready ops to the Lua
- * scheduler. A host program may drive the loop from its own event loop
- * instead (host.c). */
+/* The loop userdata, a binding over the layers: core.loop() makes the
+ * loop layer (libuv, ops, deadlines: ops.c), the transport on it
+ * (transport.c) and a host's watchers (host.c); step() runs libuv until
+ * some op is ready and hands the ready ops to the Lua scheduler; close()
+ * cancels every op and takes the layers down from the top. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "private.h"
-
-/* ----------------------------------------------------------------- loop */
-
-uint64_t av_loop_now_ms(av_loop *lp) {
-  uv_update_time(&lp->uv);
-  return uv_now(&lp->uv);
-}
-
-av_loop *av_loop_check(lua_State *L, int idx) {
-  av_loop *lp = luaL_checkudata(L, idx, AV_LOOP_MT);
-  if (lp->closed) luaL_error(L, "avideo loop is closed");
-  return lp;
-}
 
 static void av_close_walk_cb(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -28,6 +16,7 @@ static void av_close_walk_cb(uv_handle_t *h, void *arg) {
  * Ops' own finalizers may run later: they see op->loop == NULL. */
 static void av_loop_shutdown(lua_State *L, av_loop *lp) {
   if (lp->closed) return;
+  av_transport *t = &((av_core_loop *)lp)->transport;
   lp->closing = true;
   av_host_detach(lp); /* before our backend fd goes away */
   lua_getiuservalue(L, 1, 1);
@@ -51,15 +40,13 @@ static void av_loop_shutdown(lua_State *L, av_loop *lp) {
   lua_setiuservalue(L, 1, 1);
   lp->ready_head = lp->ready_tail = NULL;
   lp->n_ready = lp->n_pending = 0;
-  av_curl_close(lp);
+  av_transport_close(t);
   uv_walk(&lp->uv, av_close_walk_cb, NULL);
   while (uv_run(&lp->uv, UV_RUN_DEFAULT) != 0) {
   }
   uv_loop_close(&lp->uv);
   free(lp->heap);
-  free(lp->socks);
   lp->heap = NULL;
-  lp->socks = NULL;
   lp->closed = true;
 }
 
@@ -76,20 +63,19 @@ static int av_loop_new(lua_State *L) {
     host = av_host_arg(L, 1);
   }
   lua_settop(L, 0); /* the loop is at index 1, as its methods expect */
-  av_loop *lp = lua_newuserdatauv(L, sizeof *lp, 1);
-  memset(lp, 0, sizeof *lp);
+  av_core_loop *cl = lua_newuserdatauv(L, sizeof *cl, 1);
+  av_loop *lp = &cl->loop;
+  memset(cl, 0, sizeof *cl);
   lp->closed = true; /* until fully set up, so __gc does nothing */
   luaL_setmetatable(L, AV_LOOP_MT);
   int rc = uv_loop_init(&lp->uv);
   if (rc != 0) return luaL_error(L, "avideo: cannot create event loop: %s", uv_strerror(rc));
-  uv_timer_init(&lp->uv, &lp->curl_timer);
   uv_timer_init(&lp->uv, &lp->deadline_timer);
-  lp->curl_timer.data = lp;
   lp->deadline_timer.data = lp;
   lp->closed = false;
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
-  if (av_curl_init(lp) != 0) {
+  if (av_transport_init(&cl->transport, &lp->uv) != 0) {
     av_loop_shutdown(L, lp);
     return luaL_error(L, "avideo: cannot create libcurl multi handle");
   }
@@ -150,12 +136,11 @@ static int av_loop_step(lua_State *L) {
 /* loop:pending() -> ops owned by the loop, transfers inside libcurl, easy handles, sockets */
 static int av_loop_pending(lua_State *L) {
   av_loop *lp = av_loop_check(L, 1);
-  size_t socks = 0;
-  for (size_t i = 0; i < lp->nsocks; i++) socks += lp->socks[i] != NULL;
+  const av_transport *t = &((av_core_loop *)lp)->transport;
   lua_pushinteger(L, (lua_Integer)lp->n_pending);
-  lua_pushinteger(L, (lua_Integer)lp->n_running);
-  lua_pushinteger(L, (lua_Integer)lp->n_easy);
-  lua_pushinteger(L, (lua_Integer)socks);
+  lua_pushinteger(L, (lua_Integer)t->n_running);
+  lua_pushinteger(L, (lua_Integer)t->n_easy);
+  lua_pushinteger(L, (lua_Integer)av_transport_sockets(t));
   return 4;
 }
 

@@ -1,4 +1,4 @@
-/* Ops and their deadlines. An op is one thing a task can wait for; when
+/* The loop layer: the loop's clock, ops and their deadlines. An op is one thing a task can wait for; when
  * it finishes (from any libuv or libcurl callback) it moves to the loop's
  * ready list, which loop:step hands to the Lua scheduler: no Lua code
  * runs from a callback. Deadlines (pool, sock_read, sleeps) share one uv
@@ -7,6 +7,19 @@
 #include <string.h>
 
 #include "private.h"
+
+/* ----------------------------------------------------------------- loop */
+
+uint64_t av_loop_now_ms(av_loop *lp) {
+  uv_update_time(&lp->uv);
+  return uv_now(&lp->uv);
+}
+
+av_loop *av_loop_check(lua_State *L, int idx) {
+  av_loop *lp = luaL_checkudata(L, idx, AV_LOOP_MT);
+  if (lp->closed) luaL_error(L, "avideo loop is closed");
+  return lp;
+}
 
 /* ------------------------------------------------------------------ ops */
 

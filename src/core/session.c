@@ -1,166 +1,81 @@
-/* The session's connection limits, with aiohttp's semantics: `limit` counts
- * requests in flight in total and `limit_per_host` per (scheme, host, port).
- * A request that may not run waits in a FIFO of its key; when a slot frees,
- * the longest-waiting request whose key has room runs next, so one busy
- * host cannot starve another. A request reaches libcurl only when it runs:
- * libcurl's own queueing costs far more and is not FIFO across hosts. */
-#include <stdio.h>
+/* Sessions: the Lua binding that joins the limiter and the request
+ * layer. A session core holds a limiter, the defaults its requests take
+ * (headers, TLS settings, read_bufsize) and an origin cache;
+ * session:request() makes a request op, and the limiter says whether it
+ * runs now or waits. When a running request ends (its owner's `ended`),
+ * its slot frees and the longest waiters that now fit start. */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "private.h"
 
-static uint32_t av_hash(const char *s) {
-  uint32_t h = 2166136261u;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-  return h;
+typedef struct av_session {
+  av_request_owner owner;     /* first: a request's owner is its session */
+  av_loop *loop;
+  av_limiter lim;
+  av_url_cache origin;        /* the last origin checked and its key */
+  bool closed;
+} av_session;
+
+/* A request op made by a session: the request and its place in the limiter. */
+typedef struct av_call {
+  av_request req;             /* first: the op userdata is an av_request */
+  av_lnode node;
+} av_call;
+
+static av_session *av_session_of(av_request *req) { return (av_session *)req->owner; }
+
+/* Start c, which has its slot; a start that fails gives the slot back. */
+static void av_session_start(av_session *s, av_call *c) {
+  if (!av_request_run(&c->req)) av_limiter_release(&s->lim, &c->node);
 }
 
-static bool av_session_room(av_session *s, av_hostq *hq) {
-  return (s->limit == 0 || s->in_flight < s->limit) &&
-         (s->limit_per_host == 0 || hq->in_flight < s->limit_per_host);
-}
-
-static bool av_hostq_grow(av_session *s) {
-  size_t n = s->nbuckets ? s->nbuckets * 2 : 16;
-  av_hostq **b = calloc(n, sizeof *b);
-  if (!b) return false;
-  for (size_t i = 0; i < s->nbuckets; i++) {
-    for (av_hostq *q = s->buckets[i], *next; q; q = next) {
-      next = q->bnext;
-      q->bnext = b[q->hash & (n - 1)];
-      b[q->hash & (n - 1)] = q;
-    }
-  }
-  free(s->buckets);
-  s->buckets = b;
-  s->nbuckets = n;
-  return true;
-}
-
-/* The state of one key, created on first use; NULL on OOM. */
-static av_hostq *av_hostq_get(av_session *s, const char *key) {
-  uint32_t h = av_hash(key);
-  if (s->nbuckets) {
-    for (av_hostq *q = s->buckets[h & (s->nbuckets - 1)]; q; q = q->bnext)
-      if (q->hash == h && strcmp(q->key, key) == 0) return q;
-  }
-  if (s->nkeys >= s->nbuckets && !av_hostq_grow(s)) return NULL;
-  size_t len = strlen(key);
-  av_hostq *q = calloc(1, sizeof *q + len + 1);
-  if (!q) return NULL;
-  memcpy(q->key, key, len + 1);
-  q->hash = h;
-  q->bnext = s->buckets[h & (s->nbuckets - 1)];
-  s->buckets[h & (s->nbuckets - 1)] = q;
-  s->nkeys++;
-  return q;
-}
-
-/* Forget a key that has nothing in flight and nobody waiting. */
-static void av_hostq_maybe_free(av_session *s, av_hostq *hq) {
-  if (hq->in_flight > 0 || hq->head) return;
-  av_hostq **p = &s->buckets[hq->hash & (s->nbuckets - 1)];
-  while (*p != hq) p = &(*p)->bnext;
-  *p = hq->bnext;
-  s->nkeys--;
-  free(hq);
-}
-
-static void av_hostq_push(av_session *s, av_hostq *hq, av_request *req) {
-  req->qnext = NULL;
-  req->qprev = hq->tail;
-  if (hq->tail) {
-    hq->tail->qnext = req;
-  } else {
-    hq->head = req;
-    hq->wprev = NULL; /* first waiter: the key joins the waiting list */
-    hq->wnext = s->waiting;
-    if (s->waiting) s->waiting->wprev = hq;
-    s->waiting = hq;
-  }
-  hq->tail = req;
-}
-
-static void av_hostq_unlink(av_session *s, av_hostq *hq, av_request *req) {
-  if (req->qprev) req->qprev->qnext = req->qnext; else hq->head = req->qnext;
-  if (req->qnext) req->qnext->qprev = req->qprev; else hq->tail = req->qprev;
-  req->qprev = req->qnext = NULL;
-  if (!hq->head) {
-    if (hq->wprev) hq->wprev->wnext = hq->wnext; else s->waiting = hq->wnext;
-    if (hq->wnext) hq->wnext->wprev = hq->wprev;
-    hq->wprev = hq->wnext = NULL;
-  }
-}
-
-/* Give req its slot and start it; on a failed start the slot is returned
- * and req forgets its key, which the caller may then free. */
-static void av_session_start(av_session *s, av_request *req) {
-  s->in_flight++;
-  req->hq->in_flight++;
-  if (!av_request_run(req)) {
-    s->in_flight--;
-    req->hq->in_flight--;
-    req->hq = NULL;
-  }
-}
-
-void av_session_acquire(av_session *s, av_request *req, const char *key) {
-  av_hostq *hq = av_hostq_get(s, key);
-  if (!hq) {
-    av_request_fail(req, "invalid", "out of memory");
-    return;
-  }
-  req->hq = hq;
-  if (!hq->head && av_session_room(s, hq)) {
-    av_session_start(s, req);
-    av_hostq_maybe_free(s, hq);
-    return;
-  }
-  req->seq = s->seq++;
-  req->phase = AV_REQ_QUEUED;
-  av_hostq_push(s, hq, req);
-  if (req->pool_ms) av_deadline_set(&req->op, (uint64_t)req->pool_ms);
-}
-
-void av_session_unqueue(av_session *s, av_request *req) {
-  av_hostq *hq = req->hq;
-  av_hostq_unlink(s, hq, req);
-  req->hq = NULL;
-  av_hostq_maybe_free(s, hq);
-}
-
-/* Start the longest-waiting requests whose keys have room. A start that
- * fails may free its key, so the caller must not hold on to any key with
- * nothing in flight and nobody waiting across this call. */
+/* Start the longest-waiting requests whose keys have room. */
 static void av_session_wake(av_session *s) {
-  while (s->waiting && (s->limit == 0 || s->in_flight < s->limit)) {
-    av_hostq *best = NULL;
-    for (av_hostq *q = s->waiting; q; q = q->wnext)
-      if (av_session_room(s, q) && (!best || q->head->seq < best->head->seq)) best = q;
-    if (!best) return;
-    av_request *req = best->head;
-    av_hostq_unlink(s, best, req);
-    av_deadline_clear(&req->op);
-    av_session_start(s, req);
-    av_hostq_maybe_free(s, best);
+  av_lnode *n;
+  while ((n = av_limiter_next(&s->lim))) {
+    av_call *c = (av_call *)((char *)n - offsetof(av_call, node));
+    av_deadline_clear(&c->req.op); /* pool */
+    av_session_start(s, c);
   }
 }
 
-void av_session_release(av_session *s, av_request *req) {
-  av_hostq *hq = req->hq;
-  req->hq = NULL;
-  s->in_flight--;
-  hq->in_flight--;
-  /* before waking: a waiter of the same key whose start fails frees hq */
-  av_hostq_maybe_free(s, hq);
+/* The request layer's report: a running request gave its slot up. */
+static void av_session_ended(av_request *req) {
+  av_session *s = av_session_of(req);
+  av_limiter_release(&s->lim, &((av_call *)req)->node);
   if (!s->loop->closing) av_session_wake(s);
 }
 
+/* The op's cancel: a queued request leaves its queue, a running one stops. */
+static void av_call_cancel(av_op *op) {
+  av_call *c = (av_call *)op;
+  if (c->node.queued) {
+    av_limiter_unqueue(&av_session_of(&c->req)->lim, &c->node);
+    av_request_cancelled(&c->req);
+  } else if (c->req.phase == AV_REQ_RUNNING) {
+    av_request_stop(&c->req);
+  } else {
+    av_request_cancelled(&c->req);
+  }
+}
+
+/* The op's deadline: the pool timeout while queued, else the request's. */
+static void av_call_expire(av_op *op) {
+  av_call *c = (av_call *)op;
+  if (c->node.queued) {
+    av_limiter_unqueue(&av_session_of(&c->req)->lim, &c->node);
+    av_request_timeout(&c->req, "pool", "no connection slot within", c->req.pool_ms);
+  } else {
+    av_request_expire(&c->req);
+  }
+}
+
+static const av_op_vtable av_call_vt = {av_call_cancel, av_call_expire};
+
 /* ------------------------------------------------------------ Lua side */
 
-av_session *av_session_check(lua_State *L, int idx) {
+static av_session *av_session_check(lua_State *L, int idx) {
   av_session *s = luaL_checkudata(L, idx, AV_SESSION_MT);
   if (!s->loop || s->loop->closed) luaL_error(L, "avideo loop is closed");
   return s;
@@ -214,38 +129,62 @@ static int av_session_new(lua_State *L) {
   int idx = lua_gettop(L);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, AV_SESSION_MT);
-  s->tls_verify = tls_verify;
-  if (ca_file && !(s->ca_file = strdup(ca_file))) return luaL_error(L, "out of memory");
+  av_transport *t = &((av_core_loop *)lp)->transport;
+  s->owner.transport = t;
+  s->owner.ended = av_session_ended;
+  s->owner.tls.verify = tls_verify;
+  if (ca_file && !(s->owner.tls.ca_file = strdup(ca_file))) return luaL_error(L, "out of memory");
   /* sessions with libcurl's default TLS settings share id 0 */
-  s->tls_id = tls_verify && !ca_file ? 0 : ++lp->tls_ids;
+  s->owner.tls.id = tls_verify && !ca_file ? 0 : av_transport_tls_id(t);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, idx, 1);
   s->loop = lp;
-  s->limit = limit;
-  s->limit_per_host = per_host;
-  s->read_bufsize = (long)bufsize;
-  if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->headers, -1)) {
+  s->lim.limit = limit;
+  s->lim.limit_per_host = per_host;
+  s->owner.read_bufsize = (long)bufsize;
+  if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->owner.headers, -1)) {
     lua_pushnil(L);
     lua_pushliteral(L, "invalid");
     lua_rotate(L, -3, 2); /* nil, "invalid", message */
     return 3;
   }
-  if (!av_headers_defaults(&s->headers)) return luaL_error(L, "out of memory");
+  if (!av_headers_defaults(&s->owner.headers)) return luaL_error(L, "out of memory");
   lua_pushvalue(L, idx);
   lua_pushinteger(L, limit);
   lua_pushinteger(L, per_host);
   return 3;
 }
 
+/* session:request(token, method, url, headers, body, total, connect,
+ *                 sock_read, pool, max_body) -> op | nil, "invalid", message */
+static int av_session_request(lua_State *L) {
+  av_session *s = av_session_check(L, 1);
+  if (s->closed) return av_refuse(L, "session is closed");
+  lua_getiuservalue(L, 1, 1); /* the loop */
+  int loopidx = lua_gettop(L);
+  const char *key;
+  av_call *c = (av_call *)av_request_new(L, sizeof *c, s->loop, loopidx, &av_call_vt, &s->owner, &s->origin, &key);
+  if (!c) return 3;
+  switch (av_limiter_admit(&s->lim, &c->node, key)) {
+  case AV_ADMIT_RUN:
+    av_session_start(s, c);
+    break;
+  case AV_ADMIT_QUEUED:
+    if (c->req.pool_ms) av_deadline_set(&c->req.op, (uint64_t)c->req.pool_ms);
+    break;
+  case AV_ADMIT_NO_MEMORY:
+    av_request_fail(&c->req, "invalid", "out of memory");
+    break;
+  }
+  return 1;
+}
+
 /* session:stats() -> in flight, queued, keys */
 static int av_session_stats(lua_State *L) {
   av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
-  lua_Integer queued = 0;
-  for (av_hostq *q = s->waiting; q; q = q->wnext)
-    for (av_request *r = q->head; r; r = r->qnext) queued++;
-  lua_pushinteger(L, s->in_flight);
-  lua_pushinteger(L, queued);
-  lua_pushinteger(L, (lua_Integer)s->nkeys);
+  lua_pushinteger(L, s->lim.in_flight);
+  lua_pushinteger(L, (lua_Integer)s->lim.queued);
+  lua_pushinteger(L, (lua_Integer)s->lim.nkeys);
   return 3;
 }
 
@@ -255,31 +194,22 @@ static int av_session_close(lua_State *L) {
   av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
   if (s->closed) return 0;
   s->closed = true;
-  while (s->waiting) {
-    av_request *req = s->waiting->head;
-    av_deadline_clear(&req->op);
-    av_session_unqueue(s, req);
-    av_request_fail(req, "cancelled", "session closed while the request waited for a connection slot");
+  av_lnode *n;
+  while ((n = av_limiter_drop(&s->lim))) {
+    av_call *c = (av_call *)((char *)n - offsetof(av_call, node));
+    av_deadline_clear(&c->req.op);
+    av_request_fail(&c->req, "cancelled", "session closed while the request waited for a connection slot");
   }
   return 0;
 }
 
 static void av_session_free(av_session *s) {
-  for (size_t i = 0; i < s->nbuckets; i++) {
-    for (av_hostq *q = s->buckets[i], *next; q; q = next) {
-      next = q->bnext;
-      free(q);
-    }
-  }
-  free(s->buckets);
-  s->buckets = NULL;
-  s->nbuckets = s->nkeys = 0;
-  curl_slist_free_all(s->headers);
-  s->headers = NULL;
-  free(s->origin);
-  free(s->origin_key);
-  free(s->ca_file);
-  s->origin = s->origin_key = s->ca_file = NULL;
+  av_limiter_free(&s->lim);
+  curl_slist_free_all(s->owner.headers);
+  s->owner.headers = NULL;
+  av_url_cache_free(&s->origin);
+  free(s->owner.tls.ca_file);
+  s->owner.tls.ca_file = NULL;
 }
 
 static int av_session_gc(lua_State *L) {
@@ -291,7 +221,7 @@ static int av_session_gc(lua_State *L) {
 
 void av_session_open(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"request", av_request_new}, {"stats", av_session_stats},
+      {"request", av_session_request}, {"stats", av_session_stats},
       {"close", av_session_close}, {NULL, NULL}};
   luaL_newmetatable(L, AV_SESSION_MT);
   luaL_newlib(L, methods);

@@ -106,12 +106,12 @@ static const char *av_url_check(lua_State *L, int urlidx, bool *rewritten) {
  * junk in the rest of it as CURLE_URL_MALFORMAT, reported as `invalid`).
  * An origin whose host had to be made ASCII is not kept: each of its URLs
  * is rewritten. */
-const char *av_url_key(lua_State *L, av_session *s, int urlidx) {
+const char *av_url_key(lua_State *L, av_url_cache *cache, int urlidx) {
   const char *url = lua_tostring(L, urlidx);
   const char *sep = strstr(url, "://");
   size_t origin_len = sep ? (size_t)(sep + 3 - url) + strcspn(sep + 3, "/?#") : 0;
-  if (s->origin && origin_len == s->origin_len && memcmp(url, s->origin, origin_len) == 0) {
-    lua_pushstring(L, s->origin_key);
+  if (cache->origin && origin_len == cache->origin_len && memcmp(url, cache->origin, origin_len) == 0) {
+    lua_pushstring(L, cache->key);
     lua_pushvalue(L, urlidx);
     return NULL;
   }
@@ -127,10 +127,16 @@ const char *av_url_key(lua_State *L, av_session *s, int urlidx) {
   }
   memcpy(origin, url, origin_len);
   origin[origin_len] = '\0';
-  free(s->origin);
-  free(s->origin_key);
-  s->origin = origin;
-  s->origin_len = origin_len;
-  s->origin_key = key;
+  free(cache->origin);
+  free(cache->key);
+  cache->origin = origin;
+  cache->origin_len = origin_len;
+  cache->key = key;
   return NULL;
+}
+
+void av_url_cache_free(av_url_cache *cache) {
+  free(cache->origin);
+  free(cache->key);
+  cache->origin = cache->key = NULL;
 }

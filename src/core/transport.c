@@ -1,4 +1,6 @@
-/* libcurl's multi_socket interface on libuv.
+/* The transport: libcurl's multi_socket interface on libuv. It knows
+ * nothing of requests: a transfer's user hands it an av_xfer_vtable with
+ * its easy handle and hears of the transfer's end through it.
  *
  * Unlike curl's multi-uv example, a socket keeps one uv_poll_t for its whole
  * life: we learn of sockets when libcurl opens and closes them
@@ -27,7 +29,7 @@
 
 struct av_sock {
   uv_poll_t poll;
-  av_loop *loop;
+  av_transport *t;
   curl_socket_t fd;
   int events;    /* what the poll handle is started for; 0 = stopped */
   int wanted;    /* what libcurl asked for; 0 after CURL_POLL_REMOVE */
@@ -42,41 +44,41 @@ struct av_sock {
 static void av_sock_free_cb(uv_handle_t *h) { free(h->data); }
 
 static void av_sock_close(av_sock *sk) {
-  av_loop *lp = sk->loop;
-  if ((size_t)sk->fd < lp->nsocks && lp->socks[sk->fd] == sk) lp->socks[sk->fd] = NULL;
+  av_transport *t = sk->t;
+  if ((size_t)sk->fd < t->nsocks && t->socks[sk->fd] == sk) t->socks[sk->fd] = NULL;
   uv_close((uv_handle_t *)&sk->poll, av_sock_free_cb);
 }
 
 /* Make room in the socks map for fd. */
-static bool av_socks_reserve(av_loop *lp, curl_socket_t fd) {
-  if ((size_t)fd < lp->nsocks) return true;
-  size_t n = lp->nsocks ? lp->nsocks : 64;
+static bool av_socks_reserve(av_transport *t, curl_socket_t fd) {
+  if ((size_t)fd < t->nsocks) return true;
+  size_t n = t->nsocks ? t->nsocks : 64;
   while (n <= (size_t)fd) n *= 2;
-  av_sock **s = realloc(lp->socks, n * sizeof *s);
+  av_sock **s = realloc(t->socks, n * sizeof *s);
   if (!s) return false;
-  memset(s + lp->nsocks, 0, (n - lp->nsocks) * sizeof *s);
-  lp->socks = s;
-  lp->nsocks = n;
+  memset(s + t->nsocks, 0, (n - t->nsocks) * sizeof *s);
+  t->socks = s;
+  t->nsocks = n;
   return true;
 }
 
 /* A poll handle for fd, entered in the socks map; NULL with a libuv error
  * code in *err on failure. */
-static av_sock *av_sock_new(av_loop *lp, curl_socket_t fd, bool foreign, int *err) {
+static av_sock *av_sock_new(av_transport *t, curl_socket_t fd, bool foreign, int *err) {
   *err = UV_ENOMEM;
-  if (!av_socks_reserve(lp, fd)) return NULL;
+  if (!av_socks_reserve(t, fd)) return NULL;
   /* An entry for fd is stale (the fd was closed and reused): its handle
    * must go first, as libuv lets only one handle watch an fd. */
-  if (lp->socks[fd]) av_sock_close(lp->socks[fd]);
+  if (t->socks[fd]) av_sock_close(t->socks[fd]);
   av_sock *sk = calloc(1, sizeof *sk);
   if (!sk) return NULL;
-  *err = uv_poll_init_socket(&lp->uv, &sk->poll, fd);
+  *err = uv_poll_init_socket(t->uv, &sk->poll, fd);
   if (*err != 0) {
     free(sk);
     return NULL;
   }
   sk->poll.data = sk;
-  sk->loop = lp;
+  sk->t = t;
   sk->fd = fd;
   sk->foreign = foreign;
   struct stat st;
@@ -84,7 +86,7 @@ static av_sock *av_sock_new(av_loop *lp, curl_socket_t fd, bool foreign, int *er
     sk->dev = st.st_dev;
     sk->ino = st.st_ino;
   }
-  lp->socks[fd] = sk;
+  t->socks[fd] = sk;
   return sk;
 }
 
@@ -99,18 +101,23 @@ static bool av_sock_stale(const av_sock *sk) {
   return fstat(sk->fd, &st) != 0 || st.st_dev != sk->dev || st.st_ino != sk->ino;
 }
 
-/* Collect finished transfers. Copy each message before removing its handle:
- * removal invalidates it. */
-static void av_curl_drain(av_loop *lp) {
+/* The av_easy of a libcurl handle of ours. */
+static av_easy *av_easy_of(CURL *h) {
+  av_easy *e = NULL;
+  curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&e);
+  return e;
+}
+
+/* Tell the users of finished transfers. Copy each message first: the
+ * user's removal of its handle invalidates it. */
+static void av_transport_drain(av_transport *t) {
   CURLMsg *msg;
   int left;
-  while ((msg = curl_multi_info_read(lp->multi, &left))) {
+  while ((msg = curl_multi_info_read(t->multi, &left))) {
     if (msg->msg != CURLMSG_DONE) continue;
-    CURL *easy = msg->easy_handle;
+    av_easy *e = av_easy_of(msg->easy_handle);
     CURLcode code = msg->data.result;
-    av_request *req = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
-    av_request_done(req, code);
+    e->vt->done(e, code);
   }
 }
 
@@ -138,9 +145,8 @@ static bool av_sock_in_use(const av_sock *sk) {
 
 /* Remember which transfer gives sk up (see av_sock_in_use). */
 static void av_sock_given_up(av_sock *sk, CURL *easy) {
-  av_request *req = NULL;
-  curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
-  sk->user = req && req->easy && req->easy->h == easy ? req->easy : NULL;
+  av_easy *e = easy ? av_easy_of(easy) : NULL;
+  sk->user = e && e->busy ? e : NULL;
   sk->use = sk->user ? sk->user->use : 0;
 }
 
@@ -166,7 +172,7 @@ static void av_sock_idle_event(av_sock *sk) {
 
 static void av_poll_cb(uv_poll_t *h, int status, int events) {
   av_sock *sk = h->data;
-  av_loop *lp = sk->loop;
+  av_transport *t = sk->t;
   int flags = 0;
   /* on POLLERR libuv has stopped the handle itself */
   if (status < 0) sk->events = 0;
@@ -183,48 +189,44 @@ static void av_poll_cb(uv_poll_t *h, int status, int events) {
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   curl_socket_t fd = sk->fd;
   int running;
-  curl_multi_socket_action(lp->multi, fd, flags, &running);
+  curl_multi_socket_action(t->multi, fd, flags, &running);
   /* libcurl still wants the socket that libuv stopped: watch it again */
-  if (status < 0 && (size_t)fd < lp->nsocks && lp->socks[fd] == sk && sk->wanted && !sk->events)
+  if (status < 0 && (size_t)fd < t->nsocks && t->socks[fd] == sk && sk->wanted && !sk->events)
     av_sock_watch(sk, sk->wanted);
-  av_curl_drain(lp);
+  av_transport_drain(t);
 }
 
-static void av_curl_timer_cb(uv_timer_t *t) {
-  av_loop *lp = t->data;
+static void av_curl_timer_cb(uv_timer_t *timer) {
+  av_transport *t = timer->data;
   int running;
-  curl_multi_socket_action(lp->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  av_curl_drain(lp);
+  curl_multi_socket_action(t->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  av_transport_drain(t);
 }
 
 /* CURLMOPT_TIMERFUNCTION: -1 stops; 0 means "next loop turn", not "now". */
 static int av_curl_timer_fn(CURLM *multi, long timeout_ms, void *userp) {
-  av_loop *lp = userp;
+  av_transport *t = userp;
   if (timeout_ms < 0)
-    uv_timer_stop(&lp->curl_timer);
+    uv_timer_stop(&t->timer);
   else
-    uv_timer_start(&lp->curl_timer, av_curl_timer_cb, (uint64_t)timeout_ms, 0);
+    uv_timer_start(&t->timer, av_curl_timer_cb, (uint64_t)timeout_ms, 0);
   return 0;
 }
 
 /* A socket of easy's transfer cannot be watched. libcurl 7.88 ignores an
  * error returned from the socket callback and would wait for events that
- * never come, so the transfer is failed from outside libcurl's callbacks:
- * its request expires at once (see av_request_expire). */
+ * never come: the user must fail the transfer from outside libcurl. */
 static void av_curl_watch_failed(CURL *easy, int err) {
-  av_request *req = NULL;
-  curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
-  if (!req || req->phase != AV_REQ_RUNNING || req->sock_error) return;
-  req->sock_error = err;
-  av_deadline_set(&req->op, 0);
+  av_easy *e = av_easy_of(easy);
+  if (e && e->busy) e->vt->unwatchable(e, err);
 }
 
 /* CURLMOPT_SOCKETFUNCTION: start, change or stop polling one socket. The
  * socks map, not a socketp of curl_multi_assign, says which handle polls
  * fd: socketp outlives a handle we closed when fd was reused. */
 static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
-  av_loop *lp = userp;
-  av_sock *sk = (size_t)fd < lp->nsocks ? lp->socks[fd] : NULL;
+  av_transport *t = userp;
+  av_sock *sk = (size_t)fd < t->nsocks ? t->socks[fd] : NULL;
   if (what == CURL_POLL_REMOVE) {
     if (!sk) return 0;
     if (sk->foreign) {
@@ -243,7 +245,7 @@ static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp
   }
   int err;
   if (sk && av_sock_stale(sk)) sk = NULL; /* av_sock_new replaces it */
-  if (!sk && !(sk = av_sock_new(lp, fd, true, &err))) {
+  if (!sk && !(sk = av_sock_new(t, fd, true, &err))) {
     av_curl_watch_failed(easy, err);
     return 0;
   }
@@ -257,11 +259,11 @@ static int av_curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp
 }
 
 static curl_socket_t av_curl_open_fn(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
-  av_loop *lp = clientp;
+  av_transport *t = clientp;
   curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
   if (fd < 0) return CURL_SOCKET_BAD;
   int err;
-  if (!av_sock_new(lp, fd, false, &err)) {
+  if (!av_sock_new(t, fd, false, &err)) {
     close(fd);
     return CURL_SOCKET_BAD;
   }
@@ -269,65 +271,71 @@ static curl_socket_t av_curl_open_fn(void *clientp, curlsocktype purpose, struct
 }
 
 static int av_curl_close_fn(void *clientp, curl_socket_t fd) {
-  av_loop *lp = clientp;
-  if ((size_t)fd < lp->nsocks && lp->socks[fd]) av_sock_close(lp->socks[fd]);
+  av_transport *t = clientp;
+  if ((size_t)fd < t->nsocks && t->socks[fd]) av_sock_close(t->socks[fd]);
   return close(fd);
 }
 
 /* libcurl's built-in CA bundle and directory (NULL where it has none):
  * what a handle goes back to after a session with a ca_file of its own. */
-static int av_curl_tls_defaults(av_loop *lp) {
+static int av_curl_tls_defaults(av_transport *t) {
   CURL *h = curl_easy_init();
   if (!h) return -1;
   char *file = NULL, *path = NULL;
   curl_easy_getinfo(h, CURLINFO_CAINFO, &file);
   curl_easy_getinfo(h, CURLINFO_CAPATH, &path);
-  lp->default_cainfo = file ? strdup(file) : NULL;
-  lp->default_capath = path ? strdup(path) : NULL;
+  t->default_cainfo = file ? strdup(file) : NULL;
+  t->default_capath = path ? strdup(path) : NULL;
   curl_easy_cleanup(h);
-  return (file && !lp->default_cainfo) || (path && !lp->default_capath) ? -1 : 0;
+  return (file && !t->default_cainfo) || (path && !t->default_capath) ? -1 : 0;
 }
 
-int av_curl_init(av_loop *lp) {
-  if (av_curl_tls_defaults(lp) != 0) return -1;
-  lp->multi = curl_multi_init();
-  if (!lp->multi) return -1;
-  curl_multi_setopt(lp->multi, CURLMOPT_SOCKETFUNCTION, av_curl_socket_fn);
-  curl_multi_setopt(lp->multi, CURLMOPT_SOCKETDATA, lp);
-  curl_multi_setopt(lp->multi, CURLMOPT_TIMERFUNCTION, av_curl_timer_fn);
-  curl_multi_setopt(lp->multi, CURLMOPT_TIMERDATA, lp);
+int av_transport_init(av_transport *t, uv_loop_t *uv) {
+  memset(t, 0, sizeof *t);
+  t->uv = uv;
+  uv_timer_init(uv, &t->timer);
+  t->timer.data = t;
+  if (av_curl_tls_defaults(t) != 0) return -1;
+  t->multi = curl_multi_init();
+  if (!t->multi) return -1;
+  curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, av_curl_socket_fn);
+  curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
+  curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, av_curl_timer_fn);
+  curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
   /* Limits are the session's; libcurl's own queueing must never engage. */
-  curl_multi_setopt(lp->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
-  curl_multi_setopt(lp->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
-  curl_multi_setopt(lp->multi, CURLMOPT_MAXCONNECTS, 1000L);
+  curl_multi_setopt(t->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
+  curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+  curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, 1000L);
   return 0;
 }
 
-CURLMcode av_curl_add(av_loop *lp, CURL *easy) {
-  CURLMcode rc = curl_multi_add_handle(lp->multi, easy);
-  if (rc == CURLM_OK) lp->n_running++;
+CURLMcode av_xfer_start(av_transport *t, av_easy *e) {
+  CURLMcode rc = curl_multi_add_handle(t->multi, e->h);
+  if (rc == CURLM_OK) t->n_running++;
   return rc;
 }
 
-void av_curl_remove(av_loop *lp, CURL *easy) {
-  curl_multi_remove_handle(lp->multi, easy);
-  lp->n_running--;
+void av_xfer_stop(av_transport *t, av_easy *e) {
+  curl_multi_remove_handle(t->multi, e->h);
+  t->n_running--;
 }
 
-/* What every easy handle of this loop has, set once per handle. */
-static void av_curl_setup_easy(av_loop *lp, CURL *easy) {
-  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, av_curl_open_fn);
-  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, lp);
-  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, av_curl_close_fn);
-  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, lp);
+/* What every easy handle of this transport has, set once per handle. */
+static void av_curl_setup_easy(av_transport *t, av_easy *e) {
+  CURL *h = e->h;
+  curl_easy_setopt(h, CURLOPT_PRIVATE, e);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, av_curl_open_fn);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t);
+  curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, av_curl_close_fn);
+  curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, t);
 }
 
-av_easy *av_easy_get(av_loop *lp) {
-  av_easy *e = lp->idle_easy;
+av_easy *av_easy_get(av_transport *t, const av_xfer_vtable *vt, void *user) {
+  av_easy *e = t->idle_easy;
   if (e) {
-    /* Options persist across transfers: the request sets what varies. */
-    lp->idle_easy = e->next;
+    /* Options persist across transfers: the user sets what varies. */
+    t->idle_easy = e->next;
     e->fresh = false;
   } else {
     e = malloc(sizeof *e);
@@ -340,47 +348,63 @@ av_easy *av_easy_get(av_loop *lp) {
     e->fresh = true;
     e->use = 0;
     e->tls_id = 0; /* libcurl's defaults: verify, the system's CAs */
-    av_curl_setup_easy(lp, e->h);
-    lp->n_easy++;
+    av_curl_setup_easy(t, e);
+    t->n_easy++;
   }
   e->next = NULL;
+  e->vt = vt;
+  e->user = user;
   e->errbuf[0] = '\0';
   e->busy = true;
   e->use++;
   return e;
 }
 
-void av_easy_tls(av_loop *lp, av_easy *e, const av_session *s) {
-  if (e->tls_id == s->tls_id) return; /* most requests: nothing to set */
+void av_easy_tls(av_transport *t, av_easy *e, const av_tls *tls) {
+  if (e->tls_id == tls->id) return; /* most requests: nothing to set */
   CURL *h = e->h;
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, s->tls_verify ? 1L : 0L);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, s->tls_verify ? 2L : 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, tls->verify ? 1L : 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, tls->verify ? 2L : 0L);
   /* a ca_file is the only trust, as in aiohttp's ssl context with a cafile */
-  curl_easy_setopt(h, CURLOPT_CAINFO, s->ca_file ? s->ca_file : lp->default_cainfo);
-  curl_easy_setopt(h, CURLOPT_CAPATH, s->ca_file ? NULL : lp->default_capath);
-  e->tls_id = s->tls_id;
+  curl_easy_setopt(h, CURLOPT_CAINFO, tls->ca_file ? tls->ca_file : t->default_cainfo);
+  curl_easy_setopt(h, CURLOPT_CAPATH, tls->ca_file ? NULL : t->default_capath);
+  e->tls_id = tls->id;
 }
 
-void av_easy_put(av_loop *lp, av_easy *e) {
+void av_easy_put(av_transport *t, av_easy *e) {
   e->busy = false;
-  e->next = lp->idle_easy;
-  lp->idle_easy = e;
+  e->vt = NULL;
+  e->user = NULL;
+  e->next = t->idle_easy;
+  t->idle_easy = e;
 }
 
-void av_curl_close(av_loop *lp) {
+uint64_t av_transport_tls_id(av_transport *t) { return ++t->tls_ids; }
+
+size_t av_transport_sockets(const av_transport *t) {
+  size_t n = 0;
+  for (size_t i = 0; i < t->nsocks; i++) n += t->socks[i] != NULL;
+  return n;
+}
+
+void av_transport_close(av_transport *t) {
   /* Easy handles first: each keeps a pointer to the multi's shared state. */
-  while (lp->idle_easy) {
-    av_easy *e = lp->idle_easy;
-    lp->idle_easy = e->next;
+  while (t->idle_easy) {
+    av_easy *e = t->idle_easy;
+    t->idle_easy = e->next;
     curl_easy_cleanup(e->h);
     free(e);
-    lp->n_easy--;
+    t->n_easy--;
   }
-  if (lp->multi) curl_multi_cleanup(lp->multi); /* closes pooled sockets */
-  lp->multi = NULL;
-  free(lp->default_cainfo);
-  free(lp->default_capath);
-  lp->default_cainfo = lp->default_capath = NULL;
-  for (size_t i = 0; i < lp->nsocks; i++)
-    if (lp->socks[i]) av_sock_close(lp->socks[i]);
+  if (t->multi) curl_multi_cleanup(t->multi); /* closes pooled sockets */
+  t->multi = NULL;
+  free(t->default_cainfo);
+  free(t->default_capath);
+  t->default_cainfo = t->default_capath = NULL;
+  for (size_t i = 0; i < t->nsocks; i++)
+    if (t->socks[i]) av_sock_close(t->socks[i]);
+  free(t->socks); /* the close callbacks free each av_sock, not the map */
+  t->socks = NULL;
+  t->nsocks = 0;
+  if (t->uv && !uv_is_closing((uv_handle_t *)&t->timer)) uv_close((uv_handle_t *)&t->timer, NULL);
 }

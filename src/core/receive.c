@@ -1,0 +1,151 @@
+/* What libcurl hands us of a response, through the data callbacks of a
+ * request's easy handle: body bytes, header lines (checked for framing as
+ * they arrive), the moment the request is sent, and upload progress. The
+ * callbacks only record; a callback that must stop the transfer returns 0
+ * and says why in req->fault, and request.c makes the error. */
+#include <string.h>
+#include <strings.h>
+
+#include "private.h"
+
+static void av_request_touch(av_request *req) {
+  if (req->sock_read_ms) req->last_read = uv_now(&req->op.loop->uv);
+}
+
+static size_t av_receive_body(char *p, size_t size, size_t n, void *ud) {
+  av_request *req = ud;
+  size_t len = size * n;
+  av_request_touch(req);
+  if (req->max_body && req->resp_body.len + len > req->max_body) {
+    req->fault = AV_FAULT_BODY_TOO_LARGE;
+    return 0;
+  }
+  if (!av_buf_append(&req->resp_body, p, len)) {
+    req->fault = AV_FAULT_NO_MEMORY;
+    return 0;
+  }
+  return len;
+}
+
+/* The HTTP status of a status line "HTTP/x yyy ...", or 0. */
+static int av_status_of(const char *p, size_t len) {
+  const char *sp = memchr(p, ' ', len);
+  if (!sp || (size_t)(sp - p) + 4 > len) return 0;
+  int code = 0;
+  for (int i = 1; i <= 3; i++) {
+    if (sp[i] < '0' || sp[i] > '9') return 0;
+    code = code * 10 + (sp[i] - '0');
+  }
+  return code;
+}
+
+/* A Content-Length value (after the colon): a list of decimal numbers, all
+ * of them equal to each other and to any earlier Content-Length of the
+ * response (RFC 9112 6.3). False, with the check's values set, if not. */
+static bool av_check_length(av_response_check *c, const char *p, const char *end) {
+  for (;;) {
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    if (p == end || *p < '0' || *p > '9') break;
+    curl_off_t v = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+      if (v > (INT64_MAX - 9) / 10) break;
+      v = v * 10 + (*p - '0');
+    }
+    if (p < end && *p >= '0' && *p <= '9') break; /* too long */
+    if (c->has_length && v != c->length) {
+      c->other_length = v;
+      return false;
+    }
+    c->has_length = true;
+    c->length = v;
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    if (p == end || *p == '\r' || *p == '\n') return true;
+    if (*p++ != ',') break;
+  }
+  c->other_length = -1; /* malformed */
+  return false;
+}
+
+static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
+  av_request *req = ud;
+  size_t len = size * n;
+  av_response_check *c = &req->check;
+  av_request_touch(req);
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    /* A new status line starts a new response (after a 1xx): keep only
+     * the last one's headers and body. */
+    req->resp_headers.len = 0;
+    req->resp_body.len = 0;
+    memset(c, 0, sizeof *c);
+    c->status = av_status_of(p, len);
+  } else if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
+    c->complete = true;
+  } else if (!c->complete && len > 15 && strncasecmp(p, "content-length:", 15) == 0 &&
+             !av_check_length(c, p + 15, p + len)) {
+    req->fault = AV_FAULT_FRAMING;
+    return 0;
+  }
+  if (req->resp_headers.len + len > AV_MAX_HEADER_BLOCK) {
+    req->fault = AV_FAULT_HEADERS_TOO_LARGE;
+    return 0;
+  }
+  if (!av_buf_append(&req->resp_headers, p, len)) {
+    req->fault = AV_FAULT_NO_MEMORY;
+    return 0;
+  }
+  return len;
+}
+
+static void av_request_read_clock(av_request *req) {
+  av_request_touch(req);
+  av_deadline_set(&req->op, (uint64_t)req->sock_read_ms);
+}
+
+/* Connected (or reusing a connection), about to send: the connect clock
+ * is done with. The sock_read clock starts now, or once the body is sent
+ * (as aiohttp's, since 3.8.5: a slow reader of a large upload is no
+ * silent server). */
+static int av_receive_prereq(void *ud, char *ip, char *local_ip, int port, int local_port) {
+  av_request *req = ud;
+  req->connected = true;
+  /* a failed socket's deadline is due now: keep it */
+  if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
+  req->sending = req->body_len > 0;
+  if (!req->sending) av_request_read_clock(req);
+  return CURL_PREREQFUNC_OK;
+}
+
+/* Upload progress, asked for only while a body with a sock_read timeout
+ * is on its way: the last byte sent starts the sock_read clock. */
+static int av_receive_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                               curl_off_t ulnow) {
+  av_request *req = ud;
+  if (req->sending && ulnow >= (curl_off_t)req->body_len) {
+    req->sending = false;
+    if (!req->sock_error) av_request_read_clock(req);
+  }
+  return 0;
+}
+
+void av_receive_setup(CURL *h) {
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, av_receive_body);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, av_receive_header);
+  curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, av_receive_prereq);
+  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, av_receive_progress);
+}
+
+void av_receive_attach(CURL *h, av_request *req) {
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, req);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, req);
+  curl_easy_setopt(h, CURLOPT_PREREQDATA, req);
+  curl_easy_setopt(h, CURLOPT_XFERINFODATA, req);
+}
+
+void av_receive_reset(av_request *req) {
+  req->resp_headers.len = 0;
+  req->resp_body.len = 0;
+  req->connected = req->sending = false;
+  memset(&req->check, 0, sizeof req->check);
+  req->sock_error = 0;
+  req->fault = AV_FAULT_NONE;
+}
