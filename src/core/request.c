@@ -306,14 +306,17 @@ void av_request_expire(av_request *req) {
 
 /* --------------------------------------------------------- Lua interface */
 
-/* Milliseconds for an optional timeout in seconds (nil, false or 0: none). */
-static long av_timeout_arg(lua_State *L, int arg, const char *name) {
-  if (lua_isnoneornil(L, arg) || (lua_isboolean(L, arg) && !lua_toboolean(L, arg))) return 0;
-  lua_Number s = luaL_checknumber(L, arg);
-  if (isnan(s) || s < 0) return av_error_arg(L, arg, "%s timeout must be a number of seconds >= 0", name);
+/* Milliseconds for an optional timeout in seconds (nil, false or 0: none).
+ * session.lua checks timeouts and max_body_size with the messages users
+ * see; here they are only converted, and whatever is not a positive
+ * number (NaN included) means none. */
+static long av_timeout_arg(lua_State *L, int arg) {
+  if (lua_type(L, arg) != LUA_TNUMBER) return 0;
+  lua_Number s = lua_tonumber(L, arg);
+  if (!(s > 0)) return 0;
   if (s > 1e8) s = 1e8;
   long ms = (long)ceil(s * 1000.0);
-  return s > 0 && ms == 0 ? 1 : ms;
+  return ms == 0 ? 1 : ms;
 }
 
 static bool av_method_valid(const char *m, size_t len) {
@@ -333,12 +336,12 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   const char *url = luaL_checklstring(L, 4, &ulen);
   if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
   const char *body = lua_isnoneornil(L, 6) ? NULL : luaL_checklstring(L, 6, &blen);
-  long total = av_timeout_arg(L, 7, "total");
-  long connect = av_timeout_arg(L, 8, "connect");
-  long sock_read = av_timeout_arg(L, 9, "sock_read");
-  long pool = av_timeout_arg(L, 10, "pool");
-  lua_Integer max_body = luaL_optinteger(L, 11, 0);
-  if (max_body < 0) return av_error_arg(L, 11, "max_body_size must be >= 0"), NULL;
+  long total = av_timeout_arg(L, 7);
+  long connect = av_timeout_arg(L, 8);
+  long sock_read = av_timeout_arg(L, 9);
+  long pool = av_timeout_arg(L, 10);
+  lua_Integer max_body = luaL_optinteger(L, 11, 0); /* 0 or less: no limit */
+  if (max_body < 0) max_body = 0;
   if (!av_method_valid(method, mlen)) return av_refuse(L, "bad HTTP method '%s'", method), NULL;
   /* libcurl reads a C string: everything after a NUL would be dropped */
   if (strlen(url) != ulen) return av_refuse(L, "bad URL: it contains a NUL byte"), NULL;
