@@ -510,7 +510,9 @@ def main(argv):
         cost_clients = list(bench_cases.BASELINES) + [c for c in clients if c not in bench_cases.BASELINES]
         all_cases += bench_cases.cost_cases(ctx, cost_clients, counts(args.limits), args.n, args.results)
     if "memory" in args.sections:
-        all_cases += bench_cases.memory_cases(ctx, clients, counts(args.in_flight), counts(args.queued))
+        # the floor always runs: in-flight memory is judged against it
+        memory_clients = ["floor"] + [c for c in clients if c != "floor"]
+        all_cases += bench_cases.memory_cases(ctx, memory_clients, counts(args.in_flight), counts(args.queued))
     if "scenario" in args.sections:
         all_cases += bench_cases.scenario_cases(ctx, clients, split(args.scenarios))
     if "cancel" in args.sections:

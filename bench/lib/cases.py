@@ -247,19 +247,20 @@ def memory_target(row, rows):
     if case.client != "avideo" or value is None:
         return None
     if case.extra["queued"]:
-        return ("≤ 2 KiB", value <= 2.0)
-    peer = rows.get((case.section, case.name, "c"))
-    c_value = peer["metrics"].get("value") if peer else None
-    if c_value is None:
+        return ("≤ 1.5 KiB", value <= 1.5)
+    # issue 14: an in-flight request costs at most 1.5 KiB more than the floor client's
+    peer = rows.get((case.section, case.name, "floor"))
+    floor_value = peer["metrics"].get("value") if peer else None
+    if floor_value is None:
         return None
-    return (f"≤ C ({c_value:.1f} KiB)", value <= c_value)
+    return (f"≤ floor + 1.5 ({floor_value + 1.5:.1f} KiB)", value <= floor_value + 1.5)
 
 
 def memory_cases(ctx, clients, in_flight, queued, queued_limit=100):
     server = "hold" if ctx.args.memory_server == "nginx" else "emulator"
     cases = []
     for count in in_flight:
-        for name in (c for c in ("c", "avideo", "aiohttp") if c in clients):
+        for name in (c for c in ("floor", "c", "avideo", "aiohttp") if c in clients):
             cases.append(Case("memory", f"{count:,} in flight", name, server,
                               memory_command, read_memory, baseline=memory_baseline,
                               stop=memory_stop, fresh=True, n=count, limit=count,
