@@ -113,6 +113,33 @@ describe("avideo.json", function()
     assert.are.equal(false, json.decode(" false "))
   end)
 
+  it("builds objects and arrays of any length, past the decoder's chunks of 16", function()
+    for _, n in ipairs { 1, 15, 16, 17, 32, 33, 100 } do
+      local members, elements = {}, {}
+      for i = 1, n do
+        members[i] = ('"k%d":%d'):format(i, i)
+        elements[i] = ('{"i":%d,"s":"%d"}'):format(i, i)
+      end
+      -- a duplicate of the first key at the end: the last one still wins
+      local obj = json.decode("{" .. table.concat(members, ",") .. ',"k1":"last"}')
+      local list = json.decode("[" .. table.concat(elements, ",") .. "]")
+      assert.are.equal("last", obj.k1)
+      assert.are.equal(n, #list)
+      local count = 0
+      for k, v in pairs(obj) do
+        count = count + 1
+        if k ~= "k1" then assert.are.equal(tonumber(k:sub(2)), v) end
+      end
+      assert.are.equal(n, count)
+      for i = 1, n do
+        assert.are.same({ i = i, s = tostring(i) }, list[i])
+      end
+    end
+    local deep = json.decode(('[{"a":'):rep(200) .. "[]" .. ("}]"):rep(200))
+    for _ = 1, 200 do deep = deep[1].a end
+    assert.are.same({}, deep)
+  end)
+
   it("decodes [] as json.array(): decode then encode gives [] back", function()
     assert.are.equal("[]", json.encode(json.decode("[]")))
     assert.are.equal("{}", json.encode(json.decode("{}")))
