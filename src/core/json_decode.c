@@ -30,11 +30,11 @@
 #include "private.h"
 
 #define AV_JSON_MAX_DEPTH 1000
-#define AV_JSON_NULL lua_upvalueindex(1)
-#define AV_JSON_ARRAYS lua_upvalueindex(2)
 
 typedef struct av_jd {
   lua_State *L;
+  int null_idx;   /* where the `null` value is (an index or upvalue index) */
+  int arrays_idx; /* where the weak set of empty arrays is */
   const unsigned char *text, *p, *end;
   int depth;
   size_t at;      /* 1-based byte of the error */
@@ -399,7 +399,7 @@ static bool av_jd_array(av_jd *d) {
     lua_newtable(L);
     lua_pushvalue(L, -1); /* marked as json.array(): it encodes back as [] */
     lua_pushboolean(L, 1);
-    lua_rawset(L, AV_JSON_ARRAYS);
+    lua_rawset(L, d->arrays_idx);
     return true;
   }
   lua_pushboolean(L, 0); /* the table's slot, until it is made */
@@ -492,7 +492,7 @@ static bool av_jd_value(av_jd *d) {
     return true;
   case 'n':
     if (!av_jd_word(d, "null", 4)) return false;
-    lua_pushvalue(d->L, AV_JSON_NULL);
+    lua_pushvalue(d->L, d->null_idx);
     return true;
   case '-':
   case '0': case '1': case '2': case '3': case '4':
@@ -512,11 +512,9 @@ static bool av_jd_value(av_jd *d) {
 }
 
 /* decode(text) -> value | nil, message, byte */
-static int av_json_decode(lua_State *L) {
-  size_t len;
-  const char *text = luaL_checklstring(L, 1, &len);
-  lua_settop(L, 1);
-  av_jd d = {.L = L, .text = (const unsigned char *)text};
+int av_json_decode_text(lua_State *L, const char *text, size_t len, int null_idx, int arrays_idx) {
+  int top = lua_gettop(L);
+  av_jd d = {.L = L, .null_idx = null_idx, .arrays_idx = arrays_idx, .text = (const unsigned char *)text};
   d.p = d.text;
   d.end = d.text + len;
   char buf[16];
@@ -525,11 +523,20 @@ static int av_json_decode(lua_State *L) {
     if (d.p == d.end) return 1;
     av_jd_fail(&d, d.p, "unexpected %s after the value", av_jd_what(&d, d.p, buf));
   }
-  lua_settop(L, 1);
+  lua_settop(L, top);
   lua_pushnil(L);
   lua_pushstring(L, d.msg);
   lua_pushinteger(L, (lua_Integer)d.at);
   return 3;
+}
+
+/* decode(text): the closure core.json_decoder makes; null and the array
+ * marks are its upvalues. */
+static int av_json_decode(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  lua_settop(L, 1);
+  return av_json_decode_text(L, text, len, lua_upvalueindex(1), lua_upvalueindex(2));
 }
 
 int av_json_decoder(lua_State *L) {

@@ -113,6 +113,11 @@ bool av_redirect_headers(struct curl_slist **own, const struct curl_slist *defau
 void av_json_open(lua_State *L);
 /* core.json_decoder(null, arrays) -> decode(text): json_decode.c */
 int av_json_decoder(lua_State *L);
+/* Decode text (len bytes) and push its value (returns 1), or push nil, a
+ * message and the byte where it went wrong (returns 3). null_idx and
+ * arrays_idx: where the null value and the weak set of empty arrays are
+ * (absolute or upvalue indices). */
+int av_json_decode_text(lua_State *L, const char *text, size_t len, int null_idx, int arrays_idx);
 
 /* --------------------------------------------------------------- codec */
 /* How a run_in_thread value is being encoded (codec.c). */
@@ -201,7 +206,8 @@ void av_op_init(av_op *op, av_loop *loop, const av_op_vtable *vt);
 /* User values of every op userdata. */
 enum { AV_UV_TOKEN = 1, AV_UV_LOOP = 2, AV_UV_EXTRA = 3, AV_OP_NUV = 3 };
 /* A request op also keeps its URL string and its body string (libcurl
- * sends the body from the Lua string, uncopied). */
+ * sends the body from the Lua string, uncopied); once the request is
+ * done, the body's slot holds the response body made a Lua string. */
 enum { AV_UV_URL = 4, AV_UV_BODY = 5, AV_REQUEST_NUV = 5 };
 /* Anchor op (userdata at idx) with its token (at tidx) as PENDING on the loop at loopidx. */
 void av_op_start(lua_State *L, av_op *op, int idx, int tidx, int loopidx);
@@ -374,7 +380,8 @@ struct av_request {
   int sock_error;             /* libuv error: a socket could not be watched */
   int redirects;              /* redirects followed */
   size_t max_body;
-  av_buf resp_body;
+  av_buf resp_body;           /* until body_made */
+  bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
   av_buf resp_headers;
   av_response_check check;    /* the current response's header block, as it arrives */
   long status;

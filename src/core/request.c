@@ -388,9 +388,35 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   return req;
 }
 
-/* req:result() -> status, body, effective_url | nil, kind, message, phase */
+/* The finished, successful request op at arg 1. */
+static av_request *av_request_answered_arg(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  if (req->phase != AV_REQ_DONE || req->op.state != AV_OP_IDLE) luaL_error(L, "request has not finished");
+  if (req->err_kind) luaL_error(L, "request failed: it has no body");
+  return req;
+}
+
+/* Push the response body, made a Lua string on first use: kept as user
+ * value AV_UV_BODY (the request body's, unused once the transfer is over),
+ * and the C buffer freed early, not at GC. */
+static void av_request_push_body(lua_State *L, av_request *req) {
+  if (req->body_made) {
+    lua_getiuservalue(L, 1, AV_UV_BODY);
+    return;
+  }
+  lua_pushlstring(L, req->resp_body.data ? req->resp_body.data : "", req->resp_body.len);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, AV_UV_BODY);
+  req->body_made = true;
+  req->body = NULL; /* the slot holds the response body now */
+  av_buf_free(&req->resp_body);
+}
+
+/* req:result([lazy]) -> status, body, effective_url | nil, kind, message, phase
+ * lazy: the body stays in C (nil in its place) for :body() or :json(). */
 static int av_request_result(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  bool lazy = lua_toboolean(L, 2);
   if (req->phase != AV_REQ_DONE || req->op.state != AV_OP_IDLE)
     return luaL_error(L, "request has not finished");
   if (req->err_kind) {
@@ -401,13 +427,34 @@ static int av_request_result(lua_State *L) {
     return 4;
   }
   lua_pushinteger(L, req->status);
-  lua_pushlstring(L, req->resp_body.data ? req->resp_body.data : "", req->resp_body.len);
+  if (lazy) lua_pushnil(L); else av_request_push_body(L, req);
   if (req->effective_url) lua_pushstring(L, req->effective_url);
   else if (req->url_rewritten) lua_pushstring(L, req->url);
   else lua_pushnil(L);
-  /* the body is Lua's now: free the buffer early, not at GC */
-  av_buf_free(&req->resp_body);
   return 3;
+}
+
+/* req:body() -> the response body */
+static int av_request_body(lua_State *L) {
+  av_request_push_body(L, av_request_answered_arg(L));
+  return 1;
+}
+
+/* req:json(null, arrays) -> value | nil, message, byte
+ * The body decoded (json_decode.c) where it is: a body that is only ever
+ * decoded never becomes a Lua string. */
+static int av_request_json(lua_State *L) {
+  av_request *req = av_request_answered_arg(L);
+  luaL_checkany(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  if (req->body_made) {
+    size_t len;
+    lua_getiuservalue(L, 1, AV_UV_BODY);
+    const char *text = lua_tolstring(L, 4, &len);
+    return av_json_decode_text(L, text, len, 2, 3);
+  }
+  return av_json_decode_text(L, req->resp_body.data ? req->resp_body.data : "", req->resp_body.len, 2, 3);
 }
 
 /* req:headers() -> the raw header block of the final response. Most
@@ -451,8 +498,9 @@ static int av_request_gc(lua_State *L) {
 
 void av_request_open(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"result", av_request_result}, {"headers", av_request_headers},
-      {"method", av_request_method}, {"cancel", av_request_op_cancel}, {NULL, NULL}};
+      {"result", av_request_result}, {"body", av_request_body}, {"json", av_request_json},
+      {"headers", av_request_headers}, {"method", av_request_method}, {"cancel", av_request_op_cancel},
+      {NULL, NULL}};
   luaL_newmetatable(L, AV_REQUEST_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
