@@ -1,6 +1,8 @@
 /* Request headers: validation of the user's, the defaults every session
  * sends, and merging a request's own over its session's. */
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -88,66 +90,142 @@ static bool av_header_framing_ok(lua_State *L, const char *name, size_t nlen, co
   return false;
 }
 
-/* Append the flat list {name1, value1, ...} at idx to *list. False with an
- * error message pushed on bad input. body_len: the request body's size,
- * or -1 for a session's defaults (see av_header_framing_ok). */
+/* Pair i of the flat list {name1, value1, ...} at idx, checked and left
+ * on the stack (two values: the caller pops them once it has copied the
+ * strings); false with only an error message pushed on bad input.
+ * body_len: as for av_headers_append. */
+static bool av_header_pair(lua_State *L, int idx, lua_Integer i, long long body_len, const char **name,
+                           size_t *nlen, const char **value, size_t *vlen) {
+  lua_rawgeti(L, idx, i);
+  lua_rawgeti(L, idx, i + 1);
+  *name = lua_tolstring(L, -2, nlen);
+  *value = lua_tolstring(L, -1, vlen);
+  if (!*name || !*value) {
+    lua_pop(L, 2);
+    lua_pushliteral(L, "header names and values must be strings");
+    return false;
+  }
+  bool ok = av_header_valid(L, *name, *nlen, *value, *vlen) &&
+            av_header_framing_ok(L, *name, *nlen, *value, *vlen, body_len);
+  if (!ok) {
+    lua_remove(L, -2);
+    lua_remove(L, -2);
+  }
+  return ok;
+}
+
+/* The bytes of "Name: value" (or "Name;" for an empty value: libcurl sends
+ * that as an empty header, while "Name:" would remove it), NUL included. */
+static size_t av_header_line_size(size_t nlen, size_t vlen) { return nlen + (vlen ? 2 + vlen : 1) + 1; }
+
+static char *av_header_line_write(char *p, const char *name, size_t nlen, const char *value, size_t vlen) {
+  memcpy(p, name, nlen);
+  p += nlen;
+  if (vlen == 0) {
+    *p++ = ';';
+  } else {
+    *p++ = ':';
+    *p++ = ' ';
+    memcpy(p, value, vlen);
+    p += vlen;
+  }
+  *p++ = '\0';
+  return p;
+}
+
 bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, long long body_len) {
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-  luaL_Buffer b;
   for (lua_Integer i = 1; i + 1 <= n; i += 2) {
-    lua_rawgeti(L, idx, i);
-    lua_rawgeti(L, idx, i + 1);
+    const char *name, *value;
     size_t nlen, vlen;
-    const char *name = lua_tolstring(L, -2, &nlen);
-    const char *value = lua_tolstring(L, -1, &vlen);
-    if (!name || !value) {
-      lua_pop(L, 2);
-      lua_pushliteral(L, "header names and values must be strings");
-      return false;
-    }
-    if (!av_header_valid(L, name, nlen, value, vlen) ||
-        !av_header_framing_ok(L, name, nlen, value, vlen, body_len)) {
-      lua_remove(L, -2);
-      lua_remove(L, -2);
-      return false;
-    }
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, name, nlen);
-    /* libcurl sends "Name;" as an empty header; "Name:" would remove it */
-    if (vlen == 0) {
-      luaL_addchar(&b, ';');
-    } else {
-      luaL_addstring(&b, ": ");
-      luaL_addlstring(&b, value, vlen);
-    }
-    luaL_pushresult(&b);
-    struct curl_slist *l = curl_slist_append(*list, lua_tostring(L, -1));
-    lua_pop(L, 1);
+    if (!av_header_pair(L, idx, i, body_len, &name, &nlen, &value, &vlen)) return false;
+    char *line = malloc(av_header_line_size(nlen, vlen));
+    if (line) av_header_line_write(line, name, nlen, value, vlen);
+    lua_pop(L, 2);
+    struct curl_slist *l = line ? curl_slist_append(*list, line) : NULL;
+    free(line);
     if (!l) {
-      lua_pop(L, 2);
       lua_pushliteral(L, "out of memory");
       return false;
     }
     *list = l;
-    lua_pop(L, 2);
   }
   return true;
 }
 
-/* Append to *list the entries of defaults whose names *list lacks. Only the
- * request's own entries are searched: defaults that share a name (a
- * session may send X-A twice) must all be inherited. */
-bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults) {
-  size_t own = 0;
-  for (const struct curl_slist *p = *list; p; p = p->next) own++;
-  for (const struct curl_slist *d = defaults; d; d = d->next) {
-    if (av_slist_has(*list, own, d->data, strcspn(d->data, ":;"))) continue;
-    struct curl_slist *l = curl_slist_append(*list, d->data);
-    if (!l) return false;
-    *list = l;
+/* A request's header list is one malloc'd block: its nodes, then the text
+ * of its own lines. Inherited defaults are nodes that point at the
+ * session's strings, which outlive the request (it keeps its session). So
+ * a request with headers costs one allocation, not two per line. */
+bool av_headers_build(lua_State *L, int idx, const struct curl_slist *defaults, long long body_len,
+                      struct curl_slist **out) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx) / 2;
+  size_t text = 0, ndefaults = 0;
+  for (lua_Integer i = 0; i < n; i++) {
+    const char *name, *value;
+    size_t nlen, vlen;
+    if (!av_header_pair(L, idx, 2 * i + 1, body_len, &name, &nlen, &value, &vlen)) return false;
+    text += av_header_line_size(nlen, vlen);
+    lua_pop(L, 2);
   }
+  for (const struct curl_slist *d = defaults; d; d = d->next) ndefaults++;
+  size_t nodes = (size_t)n + ndefaults;
+  struct curl_slist *block = malloc(nodes * sizeof *block + text);
+  if (!block) {
+    lua_pushliteral(L, "out of memory");
+    return false;
+  }
+  char *p = (char *)(block + nodes);
+  size_t used = 0;
+  for (lua_Integer i = 0; i < n; i++) {
+    const char *name, *value;
+    size_t nlen, vlen;
+    av_header_pair(L, idx, 2 * i + 1, body_len, &name, &nlen, &value, &vlen); /* checked above */
+    block[used].data = p;
+    block[used].next = &block[used + 1]; /* av_slist_has walks the own lines */
+    p = av_header_line_write(p, name, nlen, value, vlen);
+    lua_pop(L, 2);
+    used++;
+  }
+  /* the defaults whose names the request's own lines lack; only those are
+   * searched: defaults that share a name (a session may send X-A twice)
+   * must all be inherited */
+  size_t own = used;
+  for (const struct curl_slist *d = defaults; d; d = d->next) {
+    if (own && av_slist_has(block, own, d->data, strcspn(d->data, ":;"))) continue;
+    block[used++].data = d->data;
+  }
+  for (size_t i = 0; i < used; i++) block[i].next = i + 1 < used ? &block[i + 1] : NULL;
+  *out = used ? block : NULL;
+  if (!used) free(block);
   return true;
 }
+
+struct curl_slist *av_headers_filter(const struct curl_slist *from, bool (*drop)(const char *line, const void *ud),
+                                     const void *ud) {
+  size_t nodes = 0, text = 0;
+  for (const struct curl_slist *h = from; h; h = h->next) {
+    if (drop(h->data, ud)) continue;
+    nodes++;
+    text += strlen(h->data) + 1;
+  }
+  struct curl_slist *block = malloc(nodes * sizeof *block + text);
+  if (!block) return NULL;
+  char *p = (char *)(block + nodes);
+  size_t i = 0;
+  for (const struct curl_slist *h = from; h; h = h->next) {
+    if (drop(h->data, ud)) continue;
+    size_t len = strlen(h->data) + 1;
+    memcpy(p, h->data, len);
+    block[i].data = p;
+    block[i].next = i + 1 < nodes ? &block[i + 1] : NULL;
+    p += len;
+    i++;
+  }
+  return block;
+}
+
+void av_headers_free(struct curl_slist *block) { free(block); }
 
 bool av_headers_defaults(struct curl_slist **list) {
   /* Written into the list rather than set with CURLOPT_USERAGENT and

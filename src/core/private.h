@@ -67,9 +67,18 @@ int av_refuse(lua_State *L, const char *fmt, ...);
  * message pushed on bad input. body_len: the request body's size, or -1
  * for a session's default headers (framing headers are checked against it). */
 bool av_headers_append(lua_State *L, int idx, struct curl_slist **list, long long body_len);
-/* Append to *list the entries of defaults whose names *list lacks; false
+/* A request's header list: the flat list at idx, then the entries of
+ * defaults whose names it lacks, in one malloc'd block (free it with
+ * av_headers_free; the defaults' strings are shared, not copied). *out is
+ * NULL for no headers; false with a message pushed on bad input. */
+bool av_headers_build(lua_State *L, int idx, const struct curl_slist *defaults, long long body_len,
+                      struct curl_slist **out);
+/* The entries of from that drop() refuses, copied into one block; NULL
  * when out of memory. */
-bool av_headers_inherit(struct curl_slist **list, const struct curl_slist *defaults);
+struct curl_slist *av_headers_filter(const struct curl_slist *from, bool (*drop)(const char *line, const void *ud),
+                                     const void *ud);
+/* Free a block made by av_headers_build or av_headers_filter. */
+void av_headers_free(struct curl_slist *block);
 /* Append the headers every session sends unless the user gave them:
  * User-Agent, Accept-Encoding (what libcurl decodes), and "Expect:" (no
  * 100-continue wait); false when out of memory. */
@@ -366,7 +375,7 @@ struct av_request {
   av_easy *easy;              /* while running */
   const char *url;            /* the Lua string in user value AV_UV_URL */
   bool url_rewritten;         /* url is not the caller's (an international host made ASCII) */
-  struct curl_slist *headers; /* owned; NULL means the owner's defaults */
+  struct curl_slist *headers; /* owned (one block: av_headers_free); NULL means the owner's defaults */
   const char *body;           /* the Lua string in user value AV_UV_BODY */
   size_t body_len;
   bool has_body;

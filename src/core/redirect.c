@@ -59,29 +59,28 @@ static bool av_header_is(const char *h, const char *name) {
   return strncasecmp(h, name, n) == 0 && (h[n] == ':' || h[n] == ';');
 }
 
-static bool av_header_dropped(const char *h, bool body, bool credentials) {
-  return (credentials && (av_header_is(h, "Authorization") || av_header_is(h, "Cookie"))) ||
-         (body && (av_header_is(h, "Content-Type") || av_header_is(h, "Content-Length") ||
-                   av_header_is(h, "Content-Encoding") || av_header_is(h, "Transfer-Encoding")));
+/* What a hop drops: the body's headers, credentials, or both. */
+typedef struct av_drop {
+  bool body, credentials;
+} av_drop;
+
+static bool av_header_dropped(const char *h, const void *ud) {
+  const av_drop *d = ud;
+  return (d->credentials && (av_header_is(h, "Authorization") || av_header_is(h, "Cookie"))) ||
+         (d->body && (av_header_is(h, "Content-Type") || av_header_is(h, "Content-Length") ||
+                      av_header_is(h, "Content-Encoding") || av_header_is(h, "Transfer-Encoding")));
 }
 
 bool av_redirect_headers(struct curl_slist **own, const struct curl_slist *defaults, bool body, bool credentials) {
+  const av_drop drop = {body, credentials};
   const struct curl_slist *from = *own ? *own : defaults;
   const struct curl_slist *h = from;
-  while (h && !av_header_dropped(h->data, body, credentials)) h = h->next;
+  while (h && !av_header_dropped(h->data, &drop)) h = h->next;
   if (!h) return true; /* none to drop */
   /* never empty: the session's defaults (User-Agent ...) stay */
-  struct curl_slist *kept = NULL;
-  for (h = from; h; h = h->next) {
-    if (av_header_dropped(h->data, body, credentials)) continue;
-    struct curl_slist *next = curl_slist_append(kept, h->data);
-    if (!next) {
-      curl_slist_free_all(kept);
-      return false;
-    }
-    kept = next;
-  }
-  curl_slist_free_all(*own);
+  struct curl_slist *kept = av_headers_filter(from, av_header_dropped, &drop);
+  if (!kept) return false;
+  av_headers_free(*own);
   *own = kept;
   return true;
 }

@@ -367,11 +367,9 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   req->url = lua_tostring(L, -1);
   req->url_rewritten = !lua_rawequal(L, -1, 4);
   lua_setiuservalue(L, idx, AV_UV_URL);
-  if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0) {
-    if (!av_headers_append(L, 5, &req->headers, body ? (long long)blen : 0))
-      return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
-    if (!av_headers_inherit(&req->headers, owner->headers)) return luaL_error(L, "out of memory"), NULL;
-  }
+  if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 &&
+      !av_headers_build(L, 5, owner->headers, body ? (long long)blen : 0, &req->headers))
+    return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
   if (body) {
     /* anchored like the URL: libcurl sends it from the Lua string */
     lua_pushvalue(L, 6);
@@ -486,7 +484,7 @@ static int av_request_gc(lua_State *L) {
     av_deadline_clear(&req->op);
     req->op.vt->cancel(&req->op);
   }
-  curl_slist_free_all(req->headers);
+  av_headers_free(req->headers);
   free(req->effective_url);
   free(req->err_message);
   av_buf_free(&req->resp_body);
