@@ -79,7 +79,7 @@ local function worker(g)
     g.next = i + 1
     if g.return_exceptions then sched.current().item = i end
     local item = g.items[i]
-    if type(item) ~= "function" and is_task(item) then
+    if g.has_tasks and type(item) ~= "function" and is_task(item) then
       if item_done(g, i, item:wait()) then return end
     else
       local r = item()

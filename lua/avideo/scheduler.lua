@@ -193,7 +193,12 @@ end
 
 local function finish(task, ok, err)
   live = live - 1
-  tasks[task.co] = nil
+  local co = task.co
+  tasks[co] = nil
+  -- An ended task lets its coroutine go (its stack and call frames, over
+  -- 1 KiB) while the task object may live on: a gather keeps its workers
+  -- until it returns, a caller its task until it reads the result.
+  task.co = nil
   if ok then
     task.status = "done"
   else
@@ -208,13 +213,13 @@ local function finish(task, ok, err)
       -- unwinds the stack. An error object without a traceback of its own
       -- gets it without the message line.
       task.status = "failed"
-      local tb = debug.traceback(task.co, nil, 0)
+      local tb = debug.traceback(co, nil, 0)
       if is_error(err) and not err.traceback then err.traceback = tb end
       task.traceback = tostring(err) .. "\n" .. tb
     end
     task.err = err
     -- run pending <close> variables of the failed task (sessions, etc.)
-    co_close(task.co)
+    co_close(co)
     -- on_fail: a hook of avideo's own modules (a gather hears of a worker
     -- killed outside its protected calls); one function shared by many
     -- tasks, so it costs a field, not a closure, per task
@@ -246,26 +251,24 @@ local function finish(task, ok, err)
   end
 end
 
--- A task that yielded YIELD with a `start` function asked for its op to be
--- made here, on the scheduler's stack, not on its own: start(task) returns
--- the op it waits for, or nil and the error it wakes to raise. (A C
--- function gets 20 free stack slots: a request's 12-argument call, made
--- from a task's stack, grew every waiting coroutine to 80 slots.)
-local function start_op(task, start)
-  local op, err = start(task)
-  if op then
-    task.op = op
-  else
-    push_ready(task, err)
-  end
-end
-
 local function resume(task, value)
   current = task
   local ok, y, start = co_resume(task.co, RESUME, value)
   current = nil
   if y == YIELD and ok then
-    if start then return start_op(task, start) end
+    -- A task that yielded a `start` function asked for its op to be made
+    -- here, on the scheduler's stack, not on its own: start(task) returns
+    -- the op it waits for, or nil and the error it wakes to raise. (A C
+    -- function gets 20 free stack slots: a request's 12-argument call,
+    -- made from a task's stack, grew every waiting coroutine to 80 slots.)
+    if start then
+      local op, err = start(task)
+      if op then
+        task.op = op
+      else
+        push_ready(task, err)
+      end
+    end
     return
   end
   if not ok then return finish(task, false, y) end
@@ -451,6 +454,7 @@ local function break_deadlock()
 end
 
 local out = {} -- loop:step() fills it with token, op pairs
+local out_n = 0 -- how many pairs the last turn left in `out`
 
 -- Run the tasks woken so far; ones woken meanwhile wait a turn, so a task
 -- that keeps yielding cannot starve I/O.
@@ -474,9 +478,13 @@ end
 local function deliver(n)
   for i = 1, n do
     local t, op = out[2 * i - 1], out[2 * i]
-    out[2 * i - 1], out[2 * i] = nil, nil
     if t.op == op then resume(t, op) end
   end
+  -- The next turn overwrites these pairs; only those it will not reach
+  -- are cleared, so `out` keeps nothing alive for long (clearing every
+  -- pair after use cost more than its resume's bookkeeping).
+  for i = 2 * n + 1, 2 * out_n do out[i] = nil end
+  out_n = n
 end
 
 -- Nothing can wake the live tasks: cancel them, and give up if they keep
@@ -521,6 +529,7 @@ local function abandon()
   live = 0
   rq_task, rq_val, rq_head, rq_tail = {}, {}, 1, 0
   for i = #out, 1, -1 do out[i] = nil end
+  out_n = 0
 end
 
 --- Run fn(...) as the main task and drive the loop until it and every task
@@ -544,7 +553,7 @@ function M.run(fn, ...)
   running = false
   if not ok then abandon() end
   -- fresh tables: ones that held many entries keep their size
-  out, tasks = {}, {}
+  out, tasks, out_n = {}, {}, 0
   if not ok then
     report_unretrieved()
     error(err, 0)
@@ -566,7 +575,7 @@ local step_deadlocks = 0 -- turns in a row that found the started tasks stuck
 local function stop_stepping()
   running, stepping = false, false
   step_deadlocks = 0
-  out, tasks = {}, {}
+  out, tasks, out_n = {}, {}, 0
   loop:timeout(false)
   report_unretrieved()
 end

@@ -217,15 +217,15 @@ end })
 local s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body
 
 -- Makes the request op on the scheduler's stack, not the task's (see
--- scheduler.lua's start_op): the op, or nil and the error to raise.
+-- resume in scheduler.lua): the op, or nil and the error to raise.
 local function start_request(task)
-  local self, method, url, headers, body, timeout = s_self, s_method, s_url, s_headers, s_body, s_timeout
+  local timeout = s_timeout
+  local op, kind, message = s_self._core:request(task, s_method, s_url, s_headers, s_body,
+    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, s_max_body)
+  local err = not op and errors.new(kind, message, { url = s_url, method = s_method })
   -- not kept alive until the next request
   s_self, s_url, s_headers, s_body = nil, nil, nil, nil
-  local op, kind, message = self._core:request(task, method, url, headers, body,
-    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, s_max_body)
-  if op then return op end
-  return nil, errors.new(kind, message, { url = url, method = method })
+  return op, err
 end
 
 -- The response of a finished request op.
@@ -269,7 +269,14 @@ local function send(self, method, url, headers, body, timeout, max_body, raise_s
   if task == nil then
     return sched.run(send, self, method, url, headers, body, timeout, max_body, raise_status)
   end
-  s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body = self, method, url, headers, body, timeout, max_body
+  -- one statement each: a multiple assignment moves every value twice
+  s_self = self
+  s_method = method
+  s_url = url
+  s_headers = headers
+  s_body = body
+  s_timeout = timeout
+  s_max_body = max_body
   return wait_response(task, url, method, raise_status)
 end
 
@@ -301,12 +308,6 @@ local function request(self, method, url, opts)
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 
--- A request without options, the common case: no option locals on the stack.
-local function plain_request(self, method, url)
-  if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
-  if self.base_url then url = join_url(self.base_url, url) end
-  return send(self, method, url, nil, nil, self._timeout, self._max_body, self._raise)
-end
 
 --- session:request(method, url [, opts]) -> response
 function Session:request(method, url, opts)
@@ -319,8 +320,12 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
   local M = m:upper()
   Session[m] = function(self, url, opts)
     if getmetatable(self) ~= Session then check_session(self, m) end
-    if opts == nil then return plain_request(self, M, url) end
-    return request(self, M, url, opts)
+    if opts ~= nil then return request(self, M, url, opts) end
+    -- without options (the common case) straight to send: no option
+    -- locals on the stack, one call less
+    if type(url) ~= "string" then bad_argument("session:" .. m, "url", "string", url) end
+    if self.base_url then url = join_url(self.base_url, url) end
+    return send(self, M, url, nil, nil, self._timeout, self._max_body, self._raise)
   end
 end
 
