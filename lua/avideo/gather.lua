@@ -66,13 +66,12 @@ end
 
 -- One worker: take the next item, run or await it, store its result.
 -- No pcall: an item that raises ends its worker, and the scheduler hands
--- the error to worker_failed (the task's on_fail hook, with return_exceptions
--- the task's `item` too). Few locals on purpose: the item runs just above
--- this frame, near the bottom of a coroutine stack that should stay within
--- Lua's initial 40 slots while a request waits (see the scheduler's
--- worker_main).
+-- the error to worker_failed (the task's on_fail hook, given at spawn;
+-- with return_exceptions the task's `item` tells which item). Few locals
+-- on purpose: the item runs just above this frame, near the bottom of a
+-- coroutine stack that should stay within Lua's initial 40 slots while a
+-- request waits (see the scheduler's worker_main).
 local function worker(g)
-  sched.current().on_fail = g.on_fail
   while not g.stopped do
     local i = g.next
     if i > g.n then return end
@@ -112,7 +111,7 @@ local function worker_failed(g, w)
   if done == g.n then return sched.wake(g.parent) end
   if g.next <= g.n then
     local ws = g.workers
-    ws[#ws + 1] = sched.spawn_worker(g.run)
+    ws[#ws + 1] = sched.spawn_worker(g.run, g.on_fail)
   end
 end
 
@@ -171,8 +170,8 @@ local function gather(...)
   -- one hook and one start for all the workers: a field each, not a closure each
   g.on_fail = function(w) return worker_failed(g, w) end
   g.run = function() return worker(g) end
-  local ws, spawn_worker, run = g.workers, sched.spawn_worker, g.run
-  for w = 1, math.min(limit, n) do ws[w] = spawn_worker(run) end
+  local ws, spawn_worker, run, on_fail = g.workers, sched.spawn_worker, g.run, g.on_fail
+  for w = 1, math.min(limit, n) do ws[w] = spawn_worker(run, on_fail) end
   -- the parent cancelled: stop, and cancel the rest (a closure per gather;
   -- the wake that ends the gather drops it)
   parent.unwait = function()

@@ -221,8 +221,8 @@ local function finish(task, ok, err)
     -- run pending <close> variables of the failed task (sessions, etc.)
     co_close(co)
     -- on_fail: a hook of avideo's own modules (a gather hears of a worker
-    -- killed outside its protected calls); one function shared by many
-    -- tasks, so it costs a field, not a closure, per task
+    -- whose item raised); one function shared by many tasks, so it costs
+    -- a field, not a closure, per task
     local on_fail = task.on_fail
     if on_fail then
       task.on_fail = nil
@@ -304,10 +304,11 @@ function M.spawn(fn, ...)
 end
 
 --- For avideo's own modules: a task running start(), a function that
--- takes no arguments and whose results are not kept (see worker_main).
-function M.spawn_worker(start)
+-- takes no arguments and whose results are not kept (see worker_main),
+-- with its on_fail hook (see finish).
+function M.spawn_worker(start, on_fail)
   local co = co_create(worker_main)
-  local task = setmetatable({ co = co, status = "pending", op = false }, Task)
+  local task = setmetatable({ co = co, status = "pending", op = false, on_fail = on_fail }, Task)
   tasks[co] = task
   live = live + 1
   push_ready(task, start)
