@@ -82,7 +82,12 @@ local function worker(g)
       if item_done(g, i, item:wait()) then return end
     else
       local r = item()
-      if item_done(g, i, r) then return end
+      -- item_done, inlined: this is every function item's way
+      if g.stopped then return end
+      g.results[i] = r
+      local done = g.done + 1
+      g.done = done
+      if done == g.n then sched.wake(g.parent) end
     end
   end
 end
