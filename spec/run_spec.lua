@@ -880,6 +880,38 @@ describe("cancelling a large gather", function()
     end
   end)
 
+  -- Issue 14: a queued request is its coroutine (the thread, Lua's initial
+  -- 40-slot stack, 4 call frames), its task and its request op, ~1.9 KiB of
+  -- Lua heap. A frame or a C call too high on the task's stack doubles the
+  -- stack to 80 slots (640 B more), as session:request's 12-argument call
+  -- did (2.8 KiB).
+  it("of 2,000 queued requests: each holds under 2.2 KiB of Lua heap", function()
+    local server = support.start_scoped { time_scale = 100 }
+    local url = server.url .. "/videos?n=1"
+    local n = 2000
+    local per_request = avideo.run(function()
+      local session = avideo.session { limit_per_host = 10 }
+      local fs = {}
+      for i = 1, n do fs[i] = function() return session:get(url):json() end end
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local before = collectgarbage("count")
+      local g = avideo.spawn(avideo.gather, fs)
+      wait_until(function()
+        local s = session:stats()
+        return s.in_flight + s.queued == n
+      end, "every request in the session", 60)
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local bytes = (collectgarbage("count") - before) * 1024 / n
+      g:cancel()
+      pcall(g.wait, g)
+      session:close()
+      return bytes
+    end)
+    assert.is_true(per_request < 2.2 * 1024, ("%.0f B of Lua heap per queued request"):format(per_request))
+  end)
+
   it("of 20,000 tasks queued on a semaphore: each ends `cancelled`, no traceback is made", function()
     local n = 20000
     local r = avideo.run(function()

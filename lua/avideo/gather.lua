@@ -22,18 +22,6 @@ local function falsy_error(e)
     .. " raise a message or an error object"):format(tostring(e)), { value = e })
 end
 
--- xpcall's handler: where a failed item failed, while its stack is still
--- there. Not for `cancelled`: a cancelled gather cancels every item, and
--- a traceback each (tens of microseconds) made cancelling 100,000 queued
--- requests take seconds; a cancel is how tasks stop, not a failure.
-local function on_error(e)
-  if not e then e = falsy_error(e) end
-  if errors.is_error(e) and not e.traceback and e.kind ~= "cancelled" then
-    e.traceback = debug.traceback(nil, 2)
-  end
-  return e
-end
-
 -- Cancel the gather's workers but `except`, then its task items: one
 -- pass each, and nothing allocated per item but the error each one sees.
 -- The last first: the first workers hold the requests running under a
@@ -66,57 +54,69 @@ local function fail(g, err, except)
   sched.wake(g.parent)
 end
 
+-- An item returned r: its result, unless the gather has ended (true: the
+-- worker stops).
+local function item_done(g, i, r)
+  if g.stopped then return true end
+  g.results[i] = r
+  local done = g.done + 1
+  g.done = done
+  if done == g.n then sched.wake(g.parent) end
+end
+
 -- One worker: take the next item, run or await it, store its result.
--- The fields that never change are read once; a plain function is told
--- from a task without a call. The worker's task gets the gather's hook
--- (see worker_failed) and, with return_exceptions, the item it runs. Set
--- here, not at spawn, the hook takes the slot of the task's spent start
--- arguments: a worker's table stays as small as any task's.
+-- No pcall: an item that raises ends its worker, and the scheduler hands
+-- the error to worker_failed (the task's on_fail hook, given at spawn;
+-- with return_exceptions the task's `item` tells which item). Few locals
+-- on purpose: the item runs just above this frame, near the bottom of a
+-- coroutine stack that should stay within Lua's initial 40 slots while a
+-- request waits (see the scheduler's worker_main).
 local function worker(g)
-  local items, results, n, keep_going = g.items, g.results, g.n, g.return_exceptions
-  local me = sched.current()
-  me.on_fail = g.on_fail
-  while not g.stopped and g.next <= n do
+  while not g.stopped do
     local i = g.next
+    if i > g.n then return end
     g.next = i + 1
-    if keep_going then me.item = i end
-    local item = items[i]
-    local ok, r
-    if type(item) ~= "function" and is_task(item) then
-      ok, r = pcall(item.wait, item)
-      if not ok and not r then r = falsy_error(r) end
+    if g.return_exceptions then sched.current().item = i end
+    local item = g.items[i]
+    if g.has_tasks and type(item) ~= "function" and is_task(item) then
+      if item_done(g, i, item:wait()) then return end
     else
-      ok, r = xpcall(item, on_error)
-    end
-    if g.stopped then return end
-    if ok or keep_going then
-      results[i] = r
+      local r = item()
+      -- item_done, inlined: this is every function item's way
+      if g.stopped then return end
+      g.results[i] = r
       local done = g.done + 1
       g.done = done
-      if done == n then sched.wake(g.parent) end
-    else
-      return fail(g, r, me)
+      if done == g.n then sched.wake(g.parent) end
     end
   end
 end
 
--- A worker ended failed outside its protected call: the scheduler killed
--- it (a bare coroutine.yield in an item). Its error counts as the error of
--- the item it was running: raised by the gather, or with
--- return_exceptions put in that item's place while a new worker takes
--- the dead one's, so the gather goes on at the same concurrency.
+-- A worker ended failed: its item raised (or was killed by a bare
+-- coroutine.yield). The error counts as the error of the item it was
+-- running: raised by the gather, or with return_exceptions put in that
+-- item's place while a new worker takes the dead one's, so the gather goes
+-- on at the same concurrency. The scheduler took the traceback before the
+-- coroutine was closed (not for `cancelled`: a cancelled gather cancels
+-- every item, and a traceback each made cancelling 100,000 queued
+-- requests take seconds).
 local function worker_failed(g, w)
-  if g.stopped then return end -- the gather has ended: w's failure is its own
-  w.retrieved = true -- its error goes to the gather's caller
+  w.retrieved = true -- its error goes to the gather's caller, or is dropped once the gather has ended
+  if g.stopped then return end
+  local err = w.err
+  if not err then
+    err = falsy_error(err)
+    err.traceback = w.traceback and w.traceback:match("\n(.*)$")
+  end
   local i = w.item
-  if i == nil then return fail(g, w.err, w) end
-  g.results[i] = w.err
+  if i == nil then return fail(g, err, w) end
+  g.results[i] = err
   local done = g.done + 1
   g.done = done
   if done == g.n then return sched.wake(g.parent) end
   if g.next <= g.n then
     local ws = g.workers
-    ws[#ws + 1] = sched.spawn(worker, g)
+    ws[#ws + 1] = sched.spawn_worker(g.run, g.on_fail)
   end
 end
 
@@ -172,9 +172,11 @@ local function gather(...)
     items = items, n = n, next = 1, done = 0, results = results, parent = parent,
     return_exceptions = return_exceptions, workers = {}, has_tasks = has_tasks,
   }
-  -- one hook for all the workers: a field each, not a closure each
+  -- one hook and one start for all the workers: a field each, not a closure each
   g.on_fail = function(w) return worker_failed(g, w) end
-  for w = 1, math.min(limit, n) do g.workers[w] = sched.spawn(worker, g) end
+  g.run = function() return worker(g) end
+  local ws, spawn_worker, run, on_fail = g.workers, sched.spawn_worker, g.run, g.on_fail
+  for w = 1, math.min(limit, n) do ws[w] = spawn_worker(run, on_fail) end
   -- the parent cancelled: stop, and cancel the rest (a closure per gather;
   -- the wake that ends the gather drops it)
   parent.unwait = function()

@@ -23,12 +23,13 @@ M.loop = loop
 -- Every yield of ours passes this first: anything else is a stray
 -- coroutine.yield in user code, which would otherwise lose the task.
 local YIELD = setmetatable({}, { __name = "avideo.yield" })
--- What a task's coroutine returns when its function has returned.
-local DONE = setmetatable({}, { __name = "avideo.done" })
 -- The scheduler resumes a task with this first: a resume without it came
 -- from user code (coroutine.resume(task.co)) and is refused, so the task's
 -- wait cannot end early and its end cannot be lost to a foreign resumer.
 local RESUME = setmetatable({}, { __name = "avideo.resume" })
+-- The wait protocol, for the request path (session.lua), which yields
+-- itself rather than through await_op: one call frame less per request.
+M.YIELD, M.RESUME = YIELD, RESUME
 
 local Task = { __name = "avideo.Task" }
 Task.__index = Task
@@ -68,6 +69,7 @@ local function check_cancel(task)
     error(errors.new("cancelled", pending == true and "task was cancelled" or pending), 0)
   end
 end
+M.check_cancel = check_cancel
 
 --- The task that may wait now, or nil outside avideo.run (the caller then
 -- blocks). Raises a clear error where waiting is impossible.
@@ -110,6 +112,7 @@ local function refuse_foreign()
   until token == RESUME
   return v
 end
+M.refuse_foreign = refuse_foreign
 
 --- The task being run now, or nil (for avideo's own modules).
 function M.current() return current end
@@ -128,26 +131,41 @@ function M.await_op(task, op)
   task.op = op
   local token, v = co_yield(YIELD)
   if token ~= RESUME then v = refuse_foreign() end
-  task.op = nil
+  task.op = false
   if task.cancel_pending then check_cancel(task) end
   return v
 end
 
--- The results of a task that returned nothing (a gather's worker): one
--- shared list, not a table per task. Never handed out, only unpacked.
-local NO_RESULTS = { n = 0 }
-
-local function keep_results(task, ...)
-  task.results = select("#", ...) == 0 and NO_RESULTS or pack(...)
-  return DONE
+-- A task that returned nothing keeps no results table (Task:result returns
+-- nothing for it). `current` is the task: only the scheduler resumes tasks.
+local function keep_results(...)
+  if select("#", ...) > 0 then current.results = pack(...) end
 end
 
-local function task_main(token, task, fn, ...)
+-- A task's coroutine body. Every resume passes RESUME and a value; the
+-- first one's value is how to start: the function itself when it takes no
+-- arguments (no table per task), else pack(args) with the function as `fn`.
+-- Few parameters and locals on purpose: a waiting task's stack holds this
+-- frame under everything its function calls (see worker_main).
+local function task_main(token, start)
   -- resumed by user code before its first run: the scheduler's first resume
-  -- (with the task's arguments) is still to come
+  -- (with the task's start) is still to come
   if token ~= RESUME then return task_main(co_yield(nil, errors.new("invalid", FOREIGN))) end
-  check_cancel(task)
-  return keep_results(task, fn(...))
+  if current.cancel_pending then check_cancel(current) end
+  if type(start) == "function" then return keep_results(start()) end
+  return keep_results(start.fn(unpack(start, 1, start.n)))
+end
+
+-- The body of avideo's own worker tasks (gather's), whose function takes
+-- no arguments and returns nothing: a tail call, so the function runs at
+-- the bottom of the coroutine's stack. A coroutine starts with 40 stack
+-- slots and doubles to 80 (640 B more) once a frame would pass them: a
+-- request waiting in a worker stays within 40, and holds one call frame
+-- (64 B) less than under task_main.
+local function worker_main(token, start)
+  if token ~= RESUME then return worker_main(co_yield(nil, errors.new("invalid", FOREIGN))) end
+  if current.cancel_pending then check_cancel(current) end
+  return start()
 end
 
 -- Reports a failed task nobody read when it is collected, as asyncio does
@@ -175,7 +193,12 @@ end
 
 local function finish(task, ok, err)
   live = live - 1
-  tasks[task.co] = nil
+  local co = task.co
+  tasks[co] = nil
+  -- An ended task lets its coroutine go (its stack and call frames, over
+  -- 1 KiB) while the task object may live on: a gather keeps its workers
+  -- until it returns, a caller its task until it reads the result.
+  task.co = nil
   if ok then
     task.status = "done"
   else
@@ -190,16 +213,16 @@ local function finish(task, ok, err)
       -- unwinds the stack. An error object without a traceback of its own
       -- gets it without the message line.
       task.status = "failed"
-      local tb = debug.traceback(task.co, nil, 0)
+      local tb = debug.traceback(co, nil, 0)
       if is_error(err) and not err.traceback then err.traceback = tb end
       task.traceback = tostring(err) .. "\n" .. tb
     end
     task.err = err
     -- run pending <close> variables of the failed task (sessions, etc.)
-    co_close(task.co)
+    co_close(co)
     -- on_fail: a hook of avideo's own modules (a gather hears of a worker
-    -- killed outside its protected calls); one function shared by many
-    -- tasks, so it costs a field, not a closure, per task
+    -- whose item raised); one function shared by many tasks, so it costs
+    -- a field, not a closure, per task
     local on_fail = task.on_fail
     if on_fail then
       task.on_fail = nil
@@ -230,19 +253,26 @@ end
 
 local function resume(task, value)
   current = task
-  local ok, y
-  if task.args then
-    local args = task.args
-    task.args = nil
-    ok, y = co_resume(task.co, RESUME, task, task.fn, unpack(args, 1, args.n))
-    task.fn = nil
-  else
-    ok, y = co_resume(task.co, RESUME, value)
-  end
+  local ok, y, start = co_resume(task.co, RESUME, value)
   current = nil
-  if y == YIELD and ok then return end
+  if y == YIELD and ok then
+    -- A task that yielded a `start` function asked for its op to be made
+    -- here, on the scheduler's stack, not on its own: start(task) returns
+    -- the op it waits for, or nil and the error it wakes to raise. (A C
+    -- function gets 20 free stack slots: a request's 12-argument call,
+    -- made from a task's stack, grew every waiting coroutine to 80 slots.)
+    if start then
+      local op, err = start(task)
+      if op then
+        task.op = op
+      else
+        push_ready(task, err)
+      end
+    end
+    return
+  end
   if not ok then return finish(task, false, y) end
-  if y == DONE and co_status(task.co) == "dead" then return finish(task, true) end
+  if co_status(task.co) == "dead" then return finish(task, true) end
   -- a bare coroutine.yield inside a task: nothing would ever resume it
   return finish(task, false, errors.new("invalid",
     "coroutine.yield called directly inside an avideo task; use avideo.sleep,"
@@ -258,10 +288,30 @@ function M.spawn(fn, ...)
     errors.bad_argument("avideo.spawn", "fn", "function", fn)
   end
   local co = co_create(task_main)
-  local task = setmetatable({ co = co, fn = fn, args = pack(...), status = "pending" }, Task)
+  -- op = false: made with room for op and one more field (results, a
+  -- gather's hook), so the table is not resized as they come
+  local task = setmetatable({ co = co, status = "pending", op = false }, Task)
   tasks[co] = task
   live = live + 1
-  push_ready(task)
+  if select("#", ...) == 0 and type(fn) == "function" then
+    push_ready(task, fn)
+  else
+    local start = pack(...)
+    start.fn = fn
+    push_ready(task, start)
+  end
+  return task
+end
+
+--- For avideo's own modules: a task running start(), a function that
+-- takes no arguments and whose results are not kept (see worker_main),
+-- with its on_fail hook (see finish).
+function M.spawn_worker(start, on_fail)
+  local co = co_create(worker_main)
+  local task = setmetatable({ co = co, status = "pending", op = false, on_fail = on_fail }, Task)
+  tasks[co] = task
+  live = live + 1
+  push_ready(task, start)
   return task
 end
 
@@ -278,7 +328,7 @@ function Task:cancel(message)
   self.cancel_pending = message or true
   if self.op then
     self.op:cancel() -- frees its connection slot or timer at once
-    self.op = nil
+    self.op = false
     push_ready(self)
   elseif self.unwait then
     local unwait = self.unwait
@@ -351,7 +401,11 @@ function Task:result()
     errors.raise("invalid", "task has not finished: wait for it with task:wait(), or check task:done() first")
   end
   self.retrieved = true
-  if self.status == "done" then return unpack(self.results, 1, self.results.n) end
+  if self.status == "done" then
+    local results = self.results
+    if results then return unpack(results, 1, results.n) end
+    return
+  end
   error(self.err, 0)
 end
 
@@ -401,6 +455,7 @@ local function break_deadlock()
 end
 
 local out = {} -- loop:step() fills it with token, op pairs
+local out_n = 0 -- how many pairs the last turn left in `out`
 
 -- Run the tasks woken so far; ones woken meanwhile wait a turn, so a task
 -- that keeps yielding cannot starve I/O.
@@ -424,9 +479,13 @@ end
 local function deliver(n)
   for i = 1, n do
     local t, op = out[2 * i - 1], out[2 * i]
-    out[2 * i - 1], out[2 * i] = nil, nil
     if t.op == op then resume(t, op) end
   end
+  -- The next turn overwrites these pairs: only those it will not reach
+  -- are cleared (two writes per op less), so `out` keeps nothing alive
+  -- past the next turn.
+  for i = 2 * n + 1, 2 * out_n do out[i] = nil end
+  out_n = n
 end
 
 -- Nothing can wake the live tasks: cancel them, and give up if they keep
@@ -471,6 +530,7 @@ local function abandon()
   live = 0
   rq_task, rq_val, rq_head, rq_tail = {}, {}, 1, 0
   for i = #out, 1, -1 do out[i] = nil end
+  out_n = 0
 end
 
 --- Run fn(...) as the main task and drive the loop until it and every task
@@ -494,7 +554,7 @@ function M.run(fn, ...)
   running = false
   if not ok then abandon() end
   -- fresh tables: ones that held many entries keep their size
-  out, tasks = {}, {}
+  out, tasks, out_n = {}, {}, 0
   if not ok then
     report_unretrieved()
     error(err, 0)
@@ -516,7 +576,7 @@ local step_deadlocks = 0 -- turns in a row that found the started tasks stuck
 local function stop_stepping()
   running, stepping = false, false
   step_deadlocks = 0
-  out, tasks = {}, {}
+  out, tasks, out_n = {}, {}, 0
   loop:timeout(false)
   report_unretrieved()
 end

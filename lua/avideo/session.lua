@@ -8,8 +8,12 @@ local json = require "avideo.json"
 local response = require "avideo.response"
 local sched = require "avideo.scheduler"
 
-local new_response = response.new
-local await_op, waiting_task = sched.await_op, sched.waiting_task
+local Response = response.Response
+local waiting_task = sched.waiting_task
+local YIELD, RESUME, refuse_foreign, check_cancel = sched.YIELD, sched.RESUME, sched.refuse_foreign, sched.check_cancel
+local current_task = sched.current
+local co_yield, co_running, co_isyieldable = coroutine.yield, coroutine.running, coroutine.isyieldable
+local setmetatable = setmetatable
 local raise, bad_argument = errors.raise, errors.bad_argument
 
 local Session = { __name = "avideo.Session" }
@@ -208,28 +212,72 @@ local call_names = setmetatable({}, { __index = function(t, method)
   return name
 end })
 
+-- The request a task is starting: send() sets these, then yields, and the
+-- scheduler calls start_request at once, before any other task runs.
+local s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body
+
+-- Makes the request op on the scheduler's stack, not the task's (see
+-- resume in scheduler.lua): the op, or nil and the error to raise.
+local function start_request(task)
+  local timeout = s_timeout
+  local op, kind, message = s_self._core:request(task, s_method, s_url, s_headers, s_body,
+    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, s_max_body)
+  local err = not op and errors.new(kind, message, { url = s_url, method = s_method })
+  -- not kept alive until the next request
+  s_self, s_url, s_headers, s_body = nil, nil, nil, nil
+  return op, err
+end
+
+-- The response of a finished request op.
+local function make_response(op, url, method, raise_status)
+  local status, text, final_url, phase = op:result()
+  if not status then
+    -- text is the kind and final_url the message here; phase names a timeout's clock
+    raise(text, final_url, { url = url, method = method, phase = phase })
+  end
+  -- response.new, inlined
+  local r = setmetatable({ status = status, url = final_url or url, _body = text, _op = op }, Response)
+  if raise_status and status >= 400 then r:raise_for_status() end
+  return r
+end
+
+-- Waits for the request the task has asked for. Tail-called, and
+-- tail-calls make_response: the whole request path is one small frame,
+-- low on the task's stack, so that a waiting coroutine keeps Lua's
+-- initial 40-slot stack (a C function call needs 20 free slots above it).
+local function wait_response(task, url, method, raise_status)
+  local token, op = co_yield(YIELD, start_request)
+  if token ~= RESUME then op = refuse_foreign() end
+  task.op = false
+  if task.cancel_pending then check_cancel(task) end
+  if type(op) ~= "userdata" then error(op, 0) end -- start_request's error
+  return make_response(op, url, method, raise_status)
+end
+
 -- The second half of a request, once its options are checked and encoded:
 -- start it and wait for the response. Outside any task it runs itself as
 -- the main task of avideo.run (the blocking form), so nothing is checked or
 -- encoded twice. request() tail-calls it, so request()'s many locals are
 -- not kept alive on the stack of a waiting task.
 local function send(self, method, url, headers, body, timeout, max_body, raise_status)
-  local task = waiting_task(call_names[method])
+  -- waiting_task's common case inline: its call would be one more call
+  -- frame (64 B) kept by every waiting coroutine
+  local task = current_task()
+  if task == nil or task.cancel_pending or co_running() ~= task.co or not co_isyieldable() then
+    task = waiting_task(call_names[method])
+  end
   if task == nil then
     return sched.run(send, self, method, url, headers, body, timeout, max_body, raise_status)
   end
-  local op, kind, message = self._core:request(task, method, url, headers, body,
-    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, max_body)
-  if not op then raise(kind, message, { url = url, method = method }) end
-  await_op(task, op)
-  local status, text, final_url, phase = op:result()
-  if not status then
-    -- text is the kind and final_url the message here; phase names a timeout's clock
-    raise(text, final_url, { url = url, method = method, phase = phase })
-  end
-  local r = new_response(status, text, final_url or url, op)
-  if raise_status and status >= 400 then r:raise_for_status() end
-  return r
+  -- one statement each: a multiple assignment moves every value twice
+  s_self = self
+  s_method = method
+  s_url = url
+  s_headers = headers
+  s_body = body
+  s_timeout = timeout
+  s_max_body = max_body
+  return wait_response(task, url, method, raise_status)
 end
 
 -- The request path shared by every verb; method is upper case already.
@@ -260,6 +308,7 @@ local function request(self, method, url, opts)
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 
+
 --- session:request(method, url [, opts]) -> response
 function Session:request(method, url, opts)
   check_session(self, "request")
@@ -271,7 +320,12 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
   local M = m:upper()
   Session[m] = function(self, url, opts)
     if getmetatable(self) ~= Session then check_session(self, m) end
-    return request(self, M, url, opts)
+    if opts ~= nil then return request(self, M, url, opts) end
+    -- without options (the common case) straight to send: no option
+    -- locals on the stack, one call less
+    if type(url) ~= "string" then bad_argument("session:" .. m, "url", "string", url) end
+    if self.base_url then url = join_url(self.base_url, url) end
+    return send(self, M, url, nil, nil, self._timeout, self._max_body, self._raise)
   end
 end
 
