@@ -32,6 +32,22 @@ describe("the API against avideo-server", function()
     assert.are.equal(('["%s","%s","%s"]'):format(ids[1], ids[2], ids[3]), r:text())
   end)
 
+  it("reads a body as text and as JSON, in either order, as often as asked", function()
+    -- json() decodes the body where the core holds it; text() makes it a
+    -- string once; either may come first
+    local want = ('["%s","%s","%s"]'):format(ids[1], ids[2], ids[3])
+    local r = avideo.get(server.url .. "/videos", { params = { n = 3 } })
+    local first = r:json()
+    assert.are.same({ ids[1], ids[2], ids[3] }, first)
+    assert.are_not.equal(first, r:json()) -- a new table each time
+    assert.are.equal(want, r:text())
+    assert.are.equal(r:text(), r:text())
+    assert.are.same(first, r:json())
+    local r2 = avideo.get(server.url .. "/videos", { params = { n = 3 } })
+    assert.are.equal(want, r2:text())
+    assert.are.same(first, r2:json())
+  end)
+
   it("gets, PATCHes and reads back inside a task, through base_url", function()
     avideo.run(function()
       local s <close> = avideo.session { base_url = server.url }

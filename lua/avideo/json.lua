@@ -132,6 +132,12 @@ end
 M.raw_decode = core.json_decoder(cjson.null, arrays)
 local raw_decode = M.raw_decode
 
+--- Decode the body of a finished request op where it lies, in C: the body
+-- never becomes a Lua string (response:json()). Returns as raw_decode.
+function M.raw_decode_body(op)
+  return op:json(cjson.null, arrays)
+end
+
 --- Decode JSON text; raises an `invalid` error on bad input.
 function M.decode(text)
   if type(text) ~= "string" then errors.bad_argument("avideo.json.decode", "text", "string", text) end

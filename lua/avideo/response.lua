@@ -5,7 +5,7 @@
 local errors = require "avideo.errors"
 local json = require "avideo.json"
 
-local raw_decode = json.raw_decode
+local raw_decode_body = json.raw_decode_body
 
 local Response = { __name = "avideo.Response" }
 
@@ -78,14 +78,18 @@ function Response.__tostring(r)
   return ("<avideo.Response %d %s>"):format(r.status, r.url)
 end
 
+-- The body stays in the request op, in C, until asked for: as a Lua string
+-- by text() (made once, kept by the op), or decoded where it lies by json(),
+-- so that a body that is only decoded is never copied.
+
 --- The body as a string.
 function methods:text()
-  return self._body
+  return self._op:body()
 end
 
 --- The body decoded as JSON; raises an `invalid` error if it is not JSON.
 function methods:json()
-  local v, why, byte = raw_decode(self._body)
+  local v, why, byte = raw_decode_body(self._op)
   if v == nil then
     errors.raise("invalid", ("response body is not valid JSON at byte %d: %s"):format(byte, why),
       { url = self.url, status = self.status, method = self.method })
@@ -104,9 +108,9 @@ end
 
 local M = {}
 
---- A response for a finished request op.
-function M.new(status, body, url, op)
-  return setmetatable({ status = status, url = url, _body = body, _op = op }, Response)
+--- A response for a finished request op (its body stays in the op).
+function M.new(status, url, op)
+  return setmetatable({ status = status, url = url, _op = op }, Response)
 end
 
 M.Response = Response

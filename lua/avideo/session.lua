@@ -8,7 +8,7 @@ local json = require "avideo.json"
 local response = require "avideo.response"
 local sched = require "avideo.scheduler"
 
-local Response = response.Response
+local new_response = response.new
 local waiting_task = sched.waiting_task
 local YIELD, RESUME, refuse_foreign, check_cancel = sched.YIELD, sched.RESUME, sched.refuse_foreign, sched.check_cancel
 local current_task = sched.current
@@ -230,13 +230,13 @@ end
 
 -- The response of a finished request op.
 local function make_response(op, url, method, raise_status)
-  local status, text, final_url, phase = op:result()
+  -- true: the body stays in the op until the response asks for it
+  local status, kind, final_url, phase = op:result(true)
   if not status then
-    -- text is the kind and final_url the message here; phase names a timeout's clock
-    raise(text, final_url, { url = url, method = method, phase = phase })
+    -- final_url is the message here; phase names a timeout's clock
+    raise(kind, final_url, { url = url, method = method, phase = phase })
   end
-  -- response.new, inlined
-  local r = setmetatable({ status = status, url = final_url or url, _body = text, _op = op }, Response)
+  local r = new_response(status, final_url or url, op)
   if raise_status and status >= 400 then r:raise_for_status() end
   return r
 end
