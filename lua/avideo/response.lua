@@ -4,6 +4,7 @@
 -- status and the body, and a small table is cheaper to make and collect.
 local errors = require "avideo.errors"
 local json = require "avideo.json"
+local sched = require "avideo.scheduler"
 
 local raw_decode_body = json.raw_decode_body
 
@@ -78,18 +79,157 @@ function Response.__tostring(r)
   return ("<avideo.Response %d %s>"):format(r.status, r.url)
 end
 
+-- A streamed response (stream = true) is handed over once its header
+-- block is in; its body comes through read(), a piece at a time, from a
+-- buffer the core keeps at about 64 KiB (read_bufsize if larger): when the
+-- reader lags, the transfer pauses.
+
+local function bad_read_size(n)
+  errors.raise("invalid", ("response:read(n): n must be a whole number > 0 (or nil for what has come), got %s")
+    :format(type(n) == "string" and ("%q"):format(n) or tostring(n)))
+end
+
+-- The next piece, nil at the end, or nil, kind, message, phase: what
+-- op:read says, after waiting for it (in a task) if nothing has come yet.
+local function read_raw(self, n, task)
+  local op = self._op
+  while true do
+    local v, kind, message, phase = op:read(n, task)
+    if v ~= false then return v, kind, message, phase end
+    sched.await_op(task, op)
+  end
+end
+
+local function read_checked(self, n, task)
+  local v, kind, message, phase = read_raw(self, n, task)
+  if v == nil and kind then
+    errors.raise(kind, message, { url = self.url, status = self.status, method = self.method, phase = phase })
+  end
+  return v
+end
+
+-- The rest of a streamed body as one string, within max_body_size.
+local function read_rest(self, _, task)
+  local parts, size, limit = {}, 0, self._max_body
+  while true do
+    local piece = read_checked(self, nil, task)
+    if piece == nil then return table.concat(parts) end
+    size = size + #piece
+    if limit and limit > 0 and size > limit then
+      self._op:close()
+      errors.raise("protocol", ("response body larger than max_body_size (%d bytes)"):format(limit),
+        { url = self.url, status = self.status, method = self.method })
+    end
+    parts[#parts + 1] = piece
+  end
+end
+
+-- Runs fn(self, ..., task) in the calling task, or, outside any task, as
+-- the main task of avideo.run (the blocking form).
+local function in_task(what, fn, self, a)
+  local task = sched.waiting_task(what)
+  if task == nil then
+    return sched.run(function() return fn(self, a, sched.current()) end)
+  end
+  return fn(self, a, task)
+end
+
+--- Streamed responses: the next piece of the body (at most n bytes), or
+-- nil at the end. Waits inside a task, blocks outside one.
+function methods:read(n)
+  if not self._stream then errors.raise("invalid", "response:read() is for streamed responses (stream = true)") end
+  if n ~= nil and (type(n) ~= "number" or n < 1 or n ~= math.floor(n) or n == math.huge) then bad_read_size(n) end
+  return in_task("response:read", read_checked, self, n)
+end
+
+--- Streamed responses: for chunk in response:chunks(n) do ... end
+function methods:chunks(n)
+  if n ~= nil and (type(n) ~= "number" or n < 1 or n ~= math.floor(n) or n == math.huge) then bad_read_size(n) end
+  return function() return self:read(n) end
+end
+
+local function save_to(self, path, task)
+  local part = path .. ".part"
+  local f, why = io.open(part, "wb")
+  if not f then
+    errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, why), { url = self.url })
+  end
+  local total = 0
+  while true do
+    local piece, kind, message, phase
+    if self._stream then
+      piece, kind, message, phase = read_raw(self, nil, task)
+    elseif total == 0 then
+      piece = self._op:body()
+      if piece == "" then piece = nil end
+    end
+    if piece == nil then
+      local ok, werr = f:close()
+      if kind or not ok then
+        os.remove(part)
+        if kind then
+          errors.raise(kind, message, { url = self.url, status = self.status, method = self.method, phase = phase })
+        end
+        errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, werr), { url = self.url })
+      end
+      local renamed, rerr = os.rename(part, path)
+      if not renamed then
+        os.remove(part)
+        errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, rerr), { url = self.url })
+      end
+      return total
+    end
+    local ok, werr = f:write(piece)
+    if not ok then
+      f:close()
+      os.remove(part)
+      if self._stream then self._op:close() end
+      errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, werr), { url = self.url })
+    end
+    total = total + #piece
+  end
+end
+
+--- Write the (rest of the) body to path: into path .. ".part", renamed
+-- once complete, removed on failure. Returns the number of bytes.
+function methods:save(path)
+  if type(path) ~= "string" then errors.bad_argument("response:save", "path", "string", path) end
+  return in_task("response:save", save_to, self, path)
+end
+
+--- End a streamed response early: the transfer stops, its connection slot
+-- frees. Nothing for a buffered one. Also `local r <close> = ...`.
+function methods:close()
+  if self._stream then self._op:close() end
+end
+Response.__close = function(r) r:close() end
+
 -- The body stays in the request op, in C, until asked for: as a Lua string
 -- by text() (made once, kept by the op), or decoded where it lies by json(),
--- so that a body that is only decoded is never copied.
+-- so that a body that is only decoded is never copied. A streamed
+-- response's text() and json() read what is left of it.
 
 --- The body as a string.
 function methods:text()
+  if self._stream then
+    local text = rawget(self, "_text")
+    if text == nil then
+      text = in_task("response:text", read_rest, self)
+      rawset(self, "_text", text)
+    end
+    return text
+  end
   return self._op:body()
 end
 
 --- The body decoded as JSON; raises an `invalid` error if it is not JSON.
 function methods:json()
-  local v, why, byte = raw_decode_body(self._op)
+  local v, why, byte
+  if self._stream then
+    v, why, byte = json.raw_decode(self:text())
+  else
+    v, why, byte = raw_decode_body(self._op)
+  end
   if v == nil then
     errors.raise("invalid", ("response body is not valid JSON at byte %d: %s"):format(byte, why),
       { url = self.url, status = self.status, method = self.method })
@@ -108,8 +248,12 @@ end
 
 local M = {}
 
---- A response for a finished request op (its body stays in the op).
-function M.new(status, url, op)
+--- A response for a finished request op (its body stays in the op); a
+-- streamed one (max_body: its max_body_size) reads its body as it comes.
+function M.new(status, url, op, stream, max_body)
+  if stream then
+    return setmetatable({ status = status, url = url, _op = op, _stream = true, _max_body = max_body }, Response)
+  end
   return setmetatable({ status = status, url = url, _op = op }, Response)
 end
 

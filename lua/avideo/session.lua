@@ -29,7 +29,7 @@ local SESSION_OPTIONS = {
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
-  raise_for_status = true, max_body_size = true,
+  raise_for_status = true, max_body_size = true, stream = true,
 }
 local TIMEOUT_FIELDS = { total = true, connect = true, sock_read = true, pool = true }
 
@@ -214,14 +214,14 @@ end })
 
 -- The request a task is starting: send() sets these, then yields, and the
 -- scheduler calls start_request at once, before any other task runs.
-local s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body
+local s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body, s_stream
 
 -- Makes the request op on the scheduler's stack, not the task's (see
 -- resume in scheduler.lua): the op, or nil and the error to raise.
 local function start_request(task)
   local timeout = s_timeout
   local op, kind, message = s_self._core:request(task, s_method, s_url, s_headers, s_body,
-    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, s_max_body)
+    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, s_max_body, s_stream)
   local err = not op and errors.new(kind, message, { url = s_url, method = s_method })
   -- not kept alive until the next request
   s_self, s_url, s_headers, s_body = nil, nil, nil, nil
@@ -231,13 +231,17 @@ end
 -- The response of a finished request op.
 local function make_response(op, url, method, raise_status)
   -- true: the body stays in the op until the response asks for it
-  local status, kind, final_url, phase = op:result(true)
+  local status, kind, final_url, extra = op:result(true)
   if not status then
-    -- final_url is the message here; phase names a timeout's clock
-    raise(kind, final_url, { url = url, method = method, phase = phase })
+    -- final_url is the message here; extra names a timeout's clock
+    raise(kind, final_url, { url = url, method = method, phase = extra })
   end
-  local r = new_response(status, final_url or url, op)
-  if raise_status and status >= 400 then r:raise_for_status() end
+  -- extra: a streamed response's max_body_size (nil: buffered)
+  local r = new_response(status, final_url or url, op, extra ~= nil, extra)
+  if raise_status and status >= 400 then
+    r:close() -- a stream nobody will read gives its slot back now
+    r:raise_for_status()
+  end
   return r
 end
 
@@ -285,6 +289,7 @@ local function request(self, method, url, opts)
   if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
   if self.base_url then url = join_url(self.base_url, url) end
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
+  local stream
   if opts ~= nil then
     check_options(opts, REQUEST_OPTIONS, "session:request")
     if opts.params ~= nil then url = with_params(url, opts.params) end
@@ -304,7 +309,14 @@ local function request(self, method, url, opts)
     timeout = merge_timeout(timeout, opts.timeout, "session:request")
     if opts.raise_for_status ~= nil then raise_status = opts.raise_for_status and true or false end
     max_body = check_count(opts.max_body_size, "max_body_size", max_body)
+    if opts.stream ~= nil and type(opts.stream) ~= "boolean" then
+      bad_argument("session:request", "stream", "boolean", opts.stream)
+    end
+    if opts.stream then stream = true end
   end
+  -- set here, not passed: one parameter more on send's frame would grow
+  -- every waiting coroutine's stack (see wait_response)
+  s_stream = stream
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 
@@ -325,6 +337,7 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
     -- locals on the stack, one call less
     if type(url) ~= "string" then bad_argument("session:" .. m, "url", "string", url) end
     if self.base_url then url = join_url(self.base_url, url) end
+    s_stream = nil
     return send(self, M, url, nil, nil, self._timeout, self._max_body, self._raise)
   end
 end

@@ -135,6 +135,11 @@ async def short(request):
     return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
 
 
+async def chunked_cut(request):
+    """A chunked body cut off inside its second chunk."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n10\r\nabc")
+
+
 async def bad_status(request):
     return await raw(request, b"HTTP/1.1 abc\r\nbroken\r\n\r\n")
 
@@ -331,6 +336,7 @@ def main():
     app.router.add_get("/reset-before", reset_before)
     app.router.add_get("/reset-mid", reset_mid)
     app.router.add_get("/short", short)
+    app.router.add_get("/chunked-cut", chunked_cut)
     app.router.add_get("/bad-status", bad_status)
     app.router.add_get("/stall", stall)
     app.router.add_get("/drip", drip)

@@ -33,6 +33,8 @@ local function exited(pid)
   return state == nil or state == "Z" or state == "X"
 end
 
+M.exited = exited
+
 --- Wait (at most `timeout` seconds) for process pid to exit, then
 -- SIGKILL it; true when it had to be killed. The caller then closes the
 -- pipe it was started with, which no longer waits.

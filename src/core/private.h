@@ -266,8 +266,10 @@ typedef struct av_transport {
   av_sock **socks;            /* indexed by fd */
   size_t nsocks;
   av_easy *idle_easy;         /* idle easy handles, reused */
+  av_easy *busy_easy;         /* handles a user holds (a list through bprev/bnext) */
   size_t n_easy;              /* easy handles alive (idle or busy) */
   size_t n_running;           /* transfers inside libcurl */
+  size_t n_paused;            /* busy handles whose user paused them */
   uint64_t tls_ids;           /* last TLS settings id handed out */
   char *default_cainfo, *default_capath; /* libcurl's built-in CA places, to restore */
 } av_transport;
@@ -280,6 +282,9 @@ typedef struct av_xfer_vtable {
   /* A socket of the transfer cannot be watched (a libuv error). Called
    * inside libcurl's socket callback: record it, call no libcurl. */
   void (*unwatchable)(av_easy *e, int err);
+  /* The transport is closing with the handle still held (a streamed
+   * response nobody finished): end the transfer and put the handle back. */
+  void (*aborted)(av_easy *e);
 } av_xfer_vtable;
 
 /* TLS settings a user gives its transfers (a session's). */
@@ -291,11 +296,14 @@ typedef struct av_tls {
 
 struct av_easy {
   CURL *h;                    /* CURLOPT_PRIVATE: this av_easy */
-  av_easy *next;
+  av_easy *next;              /* in the idle list */
+  av_easy *bprev, *bnext;     /* in the busy list */
   const av_xfer_vtable *vt;   /* the user's, while busy */
   void *user;
   bool fresh;                 /* new: no request options set yet */
   bool busy;                  /* a user holds it (between get and put) */
+  bool paused;                /* its user paused the transfer (av_xfer_paused) */
+  int local_port;             /* of the transfer's connection (av_xfer_connection) */
   uint32_t use;               /* transfers it was handed out for */
   uint64_t tls_id;            /* the TLS settings it has (see av_tls) */
   char errbuf[CURL_ERROR_SIZE];
@@ -322,6 +330,12 @@ void av_easy_tls(av_transport *t, av_easy *e, const av_tls *tls);
 CURLMcode av_xfer_start(av_transport *t, av_easy *e);
 /* Take e's transfer back from libcurl (finished or cancelled). */
 void av_xfer_stop(av_transport *t, av_easy *e);
+/* e's transfer runs on the connection with this local port (libcurl's
+ * PREREQFUNCTION tells it): how a paused transfer's socket is known. */
+void av_xfer_connection(av_easy *e, int local_port);
+/* e's user paused (or unpaused) its transfer: its connection, idle to
+ * libcurl meanwhile, is not shut down when it turns readable. */
+void av_xfer_paused(av_transport *t, av_easy *e, bool paused);
 
 /* ============================================================= request */
 
@@ -363,6 +377,7 @@ enum av_req_fault {
 typedef struct av_response_check {
   int status;                 /* of the last status line, 0 before one */
   bool complete;              /* its blank line arrived */
+  bool location;              /* it has a Location header */
   bool has_length;            /* a Content-Length was seen ... */
   curl_off_t length;          /* ... with this value */
   curl_off_t other_length;    /* a value that disagrees with it, when fault is FRAMING */
@@ -389,6 +404,16 @@ struct av_request {
   int sock_error;             /* libuv error: a socket could not be watched */
   int redirects;              /* redirects followed */
   size_t max_body;
+  /* a streamed response (stream = true): the op is ready once the final
+   * response's header block is in; the body then waits in resp_body from
+   * body_off on, at most about stream_limit bytes: past that the transfer
+   * pauses until the reader takes some (op:read) */
+  bool stream;
+  bool stream_ready;          /* its header block is in: result() and read() work */
+  bool paused;                /* we paused the transfer: the reader lags */
+  bool closed;                /* op:close() ended it */
+  size_t stream_limit;
+  size_t body_off;
   av_buf resp_body;           /* until body_made */
   bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
   av_buf resp_headers;
@@ -401,10 +426,14 @@ struct av_request {
   int fault;                  /* enum av_req_fault: why a callback stopped the transfer */
 };
 
+/* The smallest buffer a streamed response pauses at (read_bufsize may
+ * raise it): big enough for libcurl to keep a fast download going. */
+#define AV_STREAM_BUFFER (64 * 1024)
+
 /* Register the request op metatable. */
 void av_request_open(lua_State *L);
 /* Read session:request()'s arguments (token at 2, then method, url,
- * headers, body, total, connect, sock_read, pool, max_body) into a new
+ * headers, body, total, connect, sock_read, pool, max_body, stream) into a new
  * request op of `size` bytes (an owner may extend the struct), anchored
  * on the loop at loopidx as PENDING, with the owner's userdata at 1 as its
  * extra user value. Pushes the op and returns it with its limiter key in
@@ -436,6 +465,9 @@ void av_receive_setup(CURL *h);
 void av_receive_attach(CURL *h, av_request *req);
 /* Forget what an earlier hop received. */
 void av_receive_reset(av_request *req);
+/* Move req's op to the ready list if its task waits for what came: the
+ * response (a stream's header block, or the end), or a stream's bytes. */
+void av_receive_wake(av_request *req);
 
 /* ============================================================= limiter */
 typedef struct av_lkey av_lkey;

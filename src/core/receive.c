@@ -12,10 +12,35 @@ static void av_request_touch(av_request *req) {
   if (req->sock_read_ms) req->last_read = uv_now(&req->op.loop->uv);
 }
 
+/* A streamed response's bytes: kept until the reader takes them, up to
+ * about stream_limit; past that the transfer pauses (libcurl keeps what it
+ * offered and offers it again when op:read unpauses it). */
+static size_t av_receive_stream(av_request *req, const char *p, size_t len) {
+  av_buf *b = &req->resp_body;
+  if (b->len - req->body_off >= req->stream_limit) {
+    req->paused = true;
+    av_xfer_paused(req->owner->transport, req->easy, true);
+    return CURL_WRITEFUNC_PAUSE;
+  }
+  if (req->body_off > 0 && req->body_off >= b->cap / 2) {
+    /* what was read goes, so the buffer stays about stream_limit long */
+    memmove(b->data, b->data + req->body_off, b->len - req->body_off);
+    b->len -= req->body_off;
+    req->body_off = 0;
+  }
+  if (!av_buf_append(b, p, len)) {
+    req->fault = AV_FAULT_NO_MEMORY;
+    return 0;
+  }
+  av_receive_wake(req);
+  return len;
+}
+
 static size_t av_receive_body(char *p, size_t size, size_t n, void *ud) {
   av_request *req = ud;
   size_t len = size * n;
   av_request_touch(req);
+  if (req->stream) return av_receive_stream(req, p, len);
   if (req->max_body && req->resp_body.len + len > req->max_body) {
     req->fault = AV_FAULT_BODY_TOO_LARGE;
     return 0;
@@ -66,6 +91,20 @@ static bool av_check_length(av_response_check *c, const char *p, const char *end
   return false;
 }
 
+/* A streamed request's header block ended: if it is the final response
+ * (not an interim 1xx, not a redirect that will be followed), its task
+ * gets the response now and reads the body as it comes. */
+static void av_receive_stream_ready(av_request *req) {
+  int status = req->check.status;
+  if (status < 200) return;
+  /* libcurl resolves the target only when the hop ends (CURLINFO_REDIRECT_URL
+   * is not there yet): a Location header is what says it will be followed */
+  if (av_redirect_status(status) && req->check.location) return; /* request.c follows it, or refuses it */
+  req->status = status;
+  req->stream_ready = true;
+  av_receive_wake(req);
+}
+
 static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
   av_request *req = ud;
   size_t len = size * n;
@@ -80,10 +119,14 @@ static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
     c->status = av_status_of(p, len);
   } else if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
     c->complete = true;
+    if (req->stream && !req->stream_ready) av_receive_stream_ready(req);
   } else if (!c->complete && len > 15 && strncasecmp(p, "content-length:", 15) == 0 &&
              !av_check_length(c, p + 15, p + len)) {
     req->fault = AV_FAULT_FRAMING;
     return 0;
+  } else if (req->stream && !c->complete && len > 9 && strncasecmp(p, "location:", 9) == 0 &&
+             strspn(p + 9, " \t\r\n") < len - 9) {
+    c->location = true;
   }
   if (req->resp_headers.len + len > AV_MAX_HEADER_BLOCK) {
     req->fault = AV_FAULT_HEADERS_TOO_LARGE;
@@ -108,6 +151,7 @@ static void av_request_read_clock(av_request *req) {
 static int av_receive_prereq(void *ud, char *ip, char *local_ip, int port, int local_port) {
   av_request *req = ud;
   req->connected = true;
+  av_xfer_connection(req->easy, local_port);
   /* a failed socket's deadline is due now: keep it */
   if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
   req->sending = req->body_len > 0;
@@ -141,9 +185,15 @@ void av_receive_attach(CURL *h, av_request *req) {
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, req);
 }
 
+void av_receive_wake(av_request *req) {
+  if (req->op.state == AV_OP_PENDING && (!req->stream || req->stream_ready || req->phase == AV_REQ_DONE))
+    av_op_finish(&req->op);
+}
+
 void av_receive_reset(av_request *req) {
   req->resp_headers.len = 0;
   req->resp_body.len = 0;
+  req->body_off = 0;
   req->connected = req->sending = false;
   memset(&req->check, 0, sizeof req->check);
   req->sock_error = 0;

@@ -13,9 +13,17 @@
 
 static void av_request_xfer_done(av_easy *e, CURLcode code);
 static void av_request_unwatchable(av_easy *e, int err);
-static const av_xfer_vtable av_request_xfer = {av_request_xfer_done, av_request_unwatchable};
+static void av_request_aborted(av_easy *e);
+static const av_xfer_vtable av_request_xfer = {av_request_xfer_done, av_request_unwatchable, av_request_aborted};
 
 /* ------------------------------------------------------------ finishing */
+
+/* req's transfer is over (or never ran): its task hears of it now, unless
+ * it already has the response of a stream and is not waiting for more. */
+static void av_request_settle(av_request *req) {
+  req->phase = AV_REQ_DONE;
+  av_receive_wake(req);
+}
 
 void av_request_fail(av_request *req, const char *kind, const char *fmt, ...) {
   va_list ap;
@@ -26,8 +34,7 @@ void av_request_fail(av_request *req, const char *kind, const char *fmt, ...) {
   free(req->err_message);
   req->err_message = msg;
   req->err_kind = kind;
-  req->phase = AV_REQ_DONE;
-  av_op_finish(&req->op);
+  av_request_settle(req);
 }
 
 void av_request_cancelled(av_request *req) {
@@ -115,8 +122,8 @@ static void av_request_answered(av_request *req) {
   } else if (req->status < 200) {
     av_request_fail(req, "protocol", "the server sent an interim %ld response and no final one", req->status);
   } else {
-    req->phase = AV_REQ_DONE;
-    av_op_finish(&req->op);
+    req->stream_ready = req->stream; /* a stream answered at its end: read() gets all of it */
+    av_request_settle(req);
   }
 }
 
@@ -182,7 +189,9 @@ bool av_request_run(av_request *req) {
   if (e->fresh) av_request_easy_defaults(e);
   av_easy_tls(t, e, &req->owner->tls);
   av_receive_attach(h, req);
-  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, req->owner->read_bufsize);
+  /* a stream moves big bodies: libcurl reads as much as it may keep */
+  long bufsize = req->stream ? (long)req->stream_limit : req->owner->read_bufsize;
+  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, bufsize < CURL_MAX_READ_SIZE ? bufsize : (long)CURL_MAX_READ_SIZE);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
   req->hop_total_ms = req->total_ms;
   av_request_set_hop(req, h, req->url);
@@ -287,6 +296,19 @@ void av_request_stop(av_request *req) {
   req->owner->ended(req);
 }
 
+/* The transport closes (the loop does) while a streamed response it
+ * delivered is still being received: end it as cancelled. */
+static void av_request_aborted(av_easy *e) {
+  av_request *req = e->user;
+  av_request_detach(req);
+  if (!req->err_kind) {
+    req->err_kind = "cancelled";
+    req->err_message = strdup("the loop was closed while the response was being read");
+  }
+  req->phase = AV_REQ_DONE;
+  req->owner->ended(req);
+}
+
 void av_request_expire(av_request *req) {
   if (req->phase != AV_REQ_RUNNING) return;
   if (req->sock_error) {
@@ -342,6 +364,7 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   long pool = av_timeout_arg(L, 10);
   lua_Integer max_body = luaL_optinteger(L, 11, 0); /* 0 or less: no limit */
   if (max_body < 0) max_body = 0;
+  bool stream = lua_toboolean(L, 12);
   if (!av_method_valid(method, mlen)) return av_refuse(L, "bad HTTP method '%s'", method), NULL;
   /* libcurl reads a C string: everything after a NUL would be dropped */
   if (strlen(url) != ulen) return av_refuse(L, "bad URL: it contains a NUL byte"), NULL;
@@ -358,6 +381,8 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   req->sock_read_ms = sock_read;
   req->pool_ms = pool;
   req->max_body = (size_t)max_body;
+  req->stream = stream;
+  req->stream_limit = (size_t)owner->read_bufsize > AV_STREAM_BUFFER ? (size_t)owner->read_bufsize : AV_STREAM_BUFFER;
 
   const char *err = av_url_key(L, cache, 4);
   if (err) return av_refuse(L, "%s", err), NULL;
@@ -386,10 +411,16 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   return req;
 }
 
-/* The finished, successful request op at arg 1. */
+/* Whether req's task has its response (or its error) to look at. */
+static bool av_request_delivered(const av_request *req) {
+  return req->op.state == AV_OP_IDLE && (req->phase == AV_REQ_DONE || req->stream_ready);
+}
+
+/* The finished, successful, buffered request op at arg 1. */
 static av_request *av_request_answered_arg(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
-  if (req->phase != AV_REQ_DONE || req->op.state != AV_OP_IDLE) luaL_error(L, "request has not finished");
+  if (!av_request_delivered(req)) luaL_error(L, "request has not finished");
+  if (req->stream) luaL_error(L, "a streamed response's body is read with read()");
   if (req->err_kind) luaL_error(L, "request failed: it has no body");
   return req;
 }
@@ -410,14 +441,16 @@ static void av_request_push_body(lua_State *L, av_request *req) {
   av_buf_free(&req->resp_body);
 }
 
-/* req:result([lazy]) -> status, body, effective_url | nil, kind, message, phase
- * lazy: the body stays in C (nil in its place) for :body() or :json(). */
+/* req:result([lazy]) -> status, body, effective_url [, max_body of a stream]
+ *                      | nil, kind, message, phase
+ * lazy: the body stays in C (nil in its place) for :body() or :json(); a
+ * stream's always does (read() takes it), and a failure after its header
+ * block is read()'s to report. */
 static int av_request_result(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
-  bool lazy = lua_toboolean(L, 2);
-  if (req->phase != AV_REQ_DONE || req->op.state != AV_OP_IDLE)
-    return luaL_error(L, "request has not finished");
-  if (req->err_kind) {
+  bool lazy = lua_toboolean(L, 2) || req->stream;
+  if (!av_request_delivered(req)) return luaL_error(L, "request has not finished");
+  if (req->err_kind && !req->stream_ready) {
     lua_pushnil(L);
     lua_pushstring(L, req->err_kind);
     lua_pushstring(L, req->err_message ? req->err_message : req->err_kind);
@@ -429,7 +462,9 @@ static int av_request_result(lua_State *L) {
   if (req->effective_url) lua_pushstring(L, req->effective_url);
   else if (req->url_rewritten) lua_pushstring(L, req->url);
   else lua_pushnil(L);
-  return 3;
+  if (!req->stream) return 3;
+  lua_pushinteger(L, (lua_Integer)req->max_body); /* a stream's text() checks it */
+  return 4;
 }
 
 /* req:body() -> the response body */
@@ -470,6 +505,84 @@ static int av_request_method(lua_State *L) {
   return 1;
 }
 
+/* Let a paused transfer go on: called outside libcurl's callbacks, with
+ * the reader caught up. libcurl may hand over what it held at once. */
+static void av_request_unpause(av_request *req) {
+  if (!req->paused || !req->easy || req->resp_body.len - req->body_off >= req->stream_limit) return;
+  req->paused = false;
+  av_xfer_paused(req->owner->transport, req->easy, false);
+  req->last_read = av_loop_now_ms(req->op.loop); /* sock_read counts from now, not from the pause */
+  curl_easy_pause(req->easy->h, CURLPAUSE_CONT);
+}
+
+/* req:read(n, token) -> bytes | nil (the end) | nil, kind, message, phase
+ *                     | false (nothing yet: the op is pending for token)
+ * A streamed response's next bytes, at most n (n <= 0: all there are).
+ * Each byte taken makes room: a transfer we paused goes on. */
+static int av_request_read(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  lua_Integer n = luaL_optinteger(L, 2, 0);
+  if (!req->stream || !req->stream_ready || req->op.state != AV_OP_IDLE)
+    return luaL_error(L, "not a streamed response ready to read");
+  if (req->closed) return av_refuse(L, "the response is closed");
+  av_buf *b = &req->resp_body;
+  size_t have = b->len - req->body_off;
+  if (have == 0 && req->phase != AV_REQ_DONE) {
+    /* caught up: a paused transfer may hand over what it held at once */
+    av_request_unpause(req);
+    have = b->len - req->body_off;
+  }
+  if (have > 0) {
+    size_t take = n > 0 && (size_t)n < have ? (size_t)n : have;
+    lua_pushlstring(L, b->data + req->body_off, take);
+    req->body_off += take;
+    if (req->body_off == b->len) req->body_off = b->len = 0;
+    av_request_unpause(req);
+    return 1;
+  }
+  if (req->phase == AV_REQ_DONE) {
+    av_buf_free(b);
+    if (!req->err_kind) {
+      lua_pushnil(L);
+      return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, req->err_kind);
+    lua_pushstring(L, req->err_message ? req->err_message : req->err_kind);
+    if (req->err_phase) lua_pushstring(L, req->err_phase); else lua_pushnil(L);
+    return 4;
+  }
+  /* Nothing yet: the op waits again, for the next bytes or the end, with
+   * the reader's task as its token; sock_read is how long it may wait. */
+  luaL_checkany(L, 3);
+  lua_getiuservalue(L, 1, AV_UV_LOOP);
+  av_op_start(L, &req->op, 1, 3, -1);
+  lua_pop(L, 1);
+  if (req->sock_read_ms) {
+    uint64_t now = av_loop_now_ms(req->op.loop), due = req->last_read + (uint64_t)req->sock_read_ms;
+    av_deadline_set(&req->op, due > now ? due - now : 0);
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* req:close(): end a streamed response early. The transfer stops, its slot
+ * frees, and a task waiting in read() wakes to find the response closed. */
+static int av_request_close(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  if (!req->stream || !req->stream_ready || req->closed) return 0;
+  req->closed = true;
+  if (req->phase == AV_REQ_RUNNING && req->easy) {
+    av_request_detach(req);
+    req->phase = AV_REQ_DONE;
+    req->owner->ended(req);
+    if (req->op.state == AV_OP_PENDING) av_op_finish(&req->op);
+  }
+  av_buf_free(&req->resp_body);
+  req->body_off = 0;
+  return 0;
+}
+
 static int av_request_op_cancel(lua_State *L) {
   luaL_checkudata(L, 1, AV_REQUEST_MT);
   lua_pushboolean(L, av_op_cancel(L, 1));
@@ -483,6 +596,11 @@ static int av_request_gc(lua_State *L) {
   if (req->op.loop && req->op.state == AV_OP_PENDING && !req->op.loop->closed) {
     av_deadline_clear(&req->op);
     req->op.vt->cancel(&req->op);
+  } else if (req->op.loop && req->phase == AV_REQ_RUNNING && req->easy && !req->op.loop->closed) {
+    /* a streamed response dropped unread: its transfer ends, its slot frees */
+    av_request_detach(req);
+    req->phase = AV_REQ_DONE;
+    req->owner->ended(req);
   }
   av_headers_free(req->headers);
   free(req->effective_url);
@@ -497,6 +615,7 @@ static int av_request_gc(lua_State *L) {
 void av_request_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"result", av_request_result}, {"body", av_request_body}, {"json", av_request_json},
+      {"read", av_request_read}, {"close", av_request_close},
       {"headers", av_request_headers}, {"method", av_request_method}, {"cancel", av_request_op_cancel},
       {NULL, NULL}};
   luaL_newmetatable(L, AV_REQUEST_MT);

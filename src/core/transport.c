@@ -21,6 +21,7 @@
  * are collected after curl_multi_socket_action returns. */
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -150,11 +151,30 @@ static void av_sock_given_up(av_sock *sk, CURL *easy) {
   sk->use = sk->user ? sk->user->use : 0;
 }
 
+/* Whether sk is the connection of a transfer its user paused. Such a
+ * transfer may have paused before libcurl ever asked us to watch the
+ * socket (a reused connection whose answer came at once), so the socket
+ * looks idle: it is told by its local port, which the user gave with
+ * av_xfer_connection. Checked only on an idle socket's event, and only
+ * while some transfer is paused. */
+static bool av_sock_paused(const av_sock *sk) {
+  const av_transport *t = sk->t;
+  if (t->n_paused == 0) return false;
+  struct sockaddr_storage a;
+  socklen_t len = sizeof a;
+  if (getsockname(sk->fd, (struct sockaddr *)&a, &len) != 0) return false;
+  int port = a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port)
+                                     : ntohs(((struct sockaddr_in *)&a)->sin_port);
+  for (const av_easy *e = t->busy_easy; e; e = e->bnext)
+    if (e->paused && e->local_port == port) return true;
+  return false;
+}
+
 /* An event on a socket libcurl does not watch now. On an idle kept-alive
  * connection any readiness is bytes nobody asked for, the server's close
  * or an error: shut it down so that it carries no other request. */
 static void av_sock_idle_event(av_sock *sk) {
-  if (av_sock_in_use(sk)) {
+  if (av_sock_in_use(sk) || av_sock_paused(sk)) {
     av_sock_unwatch(sk); /* libcurl asks again when it wants the socket */
     return;
   }
@@ -346,6 +366,8 @@ av_easy *av_easy_get(av_transport *t, const av_xfer_vtable *vt, void *user) {
       return NULL;
     }
     e->fresh = true;
+    e->paused = false;
+    e->local_port = 0;
     e->use = 0;
     e->tls_id = 0; /* libcurl's defaults: verify, the system's CAs */
     av_curl_setup_easy(t, e);
@@ -357,6 +379,10 @@ av_easy *av_easy_get(av_transport *t, const av_xfer_vtable *vt, void *user) {
   e->errbuf[0] = '\0';
   e->busy = true;
   e->use++;
+  e->bprev = NULL;
+  e->bnext = t->busy_easy;
+  if (t->busy_easy) t->busy_easy->bprev = e;
+  t->busy_easy = e;
   return e;
 }
 
@@ -371,7 +397,19 @@ void av_easy_tls(av_transport *t, av_easy *e, const av_tls *tls) {
   e->tls_id = tls->id;
 }
 
+void av_xfer_connection(av_easy *e, int local_port) { e->local_port = local_port; }
+
+void av_xfer_paused(av_transport *t, av_easy *e, bool paused) {
+  if (e->paused == paused) return;
+  e->paused = paused;
+  if (paused) t->n_paused++; else t->n_paused--;
+}
+
 void av_easy_put(av_transport *t, av_easy *e) {
+  av_xfer_paused(t, e, false);
+  if (e->bprev) e->bprev->bnext = e->bnext; else t->busy_easy = e->bnext;
+  if (e->bnext) e->bnext->bprev = e->bprev;
+  e->bprev = e->bnext = NULL;
   e->busy = false;
   e->vt = NULL;
   e->user = NULL;
@@ -388,7 +426,13 @@ size_t av_transport_sockets(const av_transport *t) {
 }
 
 void av_transport_close(av_transport *t) {
-  /* Easy handles first: each keeps a pointer to the multi's shared state. */
+  /* Handles still held (streamed responses left open) go back first. */
+  while (t->busy_easy) {
+    av_easy *e = t->busy_easy;
+    e->vt->aborted(e);
+    if (t->busy_easy == e) av_easy_put(t, e); /* a user that did not */
+  }
+  /* Easy handles next: each keeps a pointer to the multi's shared state. */
   while (t->idle_easy) {
     av_easy *e = t->idle_easy;
     t->idle_easy = e->next;

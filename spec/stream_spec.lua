@@ -1,0 +1,229 @@
+-- Streamed responses (stream = true) against Debian's nginx (sparse files
+-- up to 1 GiB, a rate-limited location, gzip for chunked bodies) and the
+-- test peer (bodies that break off, stall or are cut mid-chunk): the
+-- response comes with its header block, the body through read(),
+-- chunks(), save(), text() and json(), with memory bounded by a paused
+-- transfer whatever the body's size. Peak memory is measured in a process
+-- of its own (support/stream_rss.lua).
+local avideo = require "avideo"
+local nginx_support = require "support.nginx"
+local peer_support = require "support.peer"
+local settled = require "support.settled"
+
+local GiB, MiB = 1024 * 1024 * 1024, 1024 * 1024
+local nginx, peer
+
+local function collect_settled()
+  collectgarbage()
+  collectgarbage()
+  settled()
+end
+
+local function run_rss(...)
+  local dir = os.getenv("AVIDEO_SOURCE_DIR") or "."
+  local args = { ... }
+  for i, a in ipairs(args) do args[i] = ("%q"):format(a) end
+  local pipe = assert(io.popen(("timeout 120 lua5.4 %s/spec/support/stream_rss.lua %s 2>&1")
+    :format(dir, table.concat(args, " "))))
+  local out = pipe:read("a")
+  assert(pipe:close(), "stream_rss.lua failed: " .. out)
+  local r = {}
+  for k, v in out:gmatch("(%a+) (%d+)") do r[k] = tonumber(v) end
+  print("  " .. out:gsub("\n$", ""))
+  return r
+end
+
+describe("streamed responses", function()
+  setup(function()
+    nginx = nginx_support.start { files = { ["1g.bin"] = GiB, ["20m.bin"] = 20 * MiB, ["10m.bin"] = 10 * MiB,
+                                            ["small.bin"] = 100000 } }
+    peer = peer_support.start()
+  end)
+  teardown(function()
+    if nginx then nginx.stop() end
+    if peer then peer.stop() end
+  end)
+  after_each(collect_settled)
+
+  it("come with their header block, before the body (here at 1 MiB/s)", function()
+    local t0 = avideo.now()
+    local r = avideo.get(nginx.url .. "/slow/10m.bin", { stream = true })
+    assert.is_true(avideo.now() - t0 < 1)
+    assert.are.equal(200, r.status)
+    assert.is_true(r.ok)
+    assert.are.equal(tostring(10 * MiB), r.headers["content-length"])
+    assert.are.equal(nginx.url .. "/slow/10m.bin", r.url)
+    assert.are.equal(r, r:raise_for_status())
+    local piece = r:read(1000)
+    assert.is_true(#piece > 0 and #piece <= 1000)
+    r:close()
+  end)
+
+  it("read a 1 GiB body in pieces of at most n bytes, in a task and blocking", function()
+    local r = avideo.get(nginx.url .. "/files/1g.bin", { stream = true })
+    local total, largest = 0, 0
+    for chunk in r:chunks(65536) do
+      total = total + #chunk
+      if #chunk > largest then largest = #chunk end
+    end
+    assert.are.equal(GiB, total)
+    assert.are.equal(65536, largest)
+    assert.is_nil(r:read()) -- the end stays the end
+    avideo.run(function()
+      local s <close> = avideo.session()
+      local r2 = s:get(nginx.url .. "/files/20m.bin", { stream = true })
+      local n = 0
+      while true do
+        local chunk = r2:read()
+        if not chunk then break end
+        n = n + #chunk
+      end
+      assert.are.equal(20 * MiB, n)
+    end)
+  end)
+
+  it("read what is left with text() and json(), within max_body_size", function()
+    local r = avideo.get(nginx.url .. "/files/small.bin", { stream = true })
+    local head = r:read(100)
+    assert.are.equal(100, #head)
+    assert.are.equal(100000 - 100, #r:text())
+    assert.are.equal(r:text(), r:text())
+    -- a chunked, gzip-encoded body, decoded as it comes
+    local z = avideo.get(nginx.url .. "/gzip/small.bin", { stream = true })
+    assert.are.equal("gzip", z.headers["content-encoding"])
+    assert.are.equal(("\0"):rep(100000), z:text())
+    local big = avideo.get(nginx.url .. "/files/20m.bin", { stream = true, max_body_size = MiB })
+    local ok, err = pcall(big.text, big)
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(err, "protocol"))
+    assert.matches("max_body_size", err.message)
+    local j = avideo.get(peer.url .. "/gzip", { stream = true })
+    assert.is_true(j:json().compressed)
+  end)
+
+  it("save to a file through a .part file, and leave nothing behind on failure", function()
+    local dir = assert(io.popen("mktemp -d"):read("l"))
+    local path = dir .. "/out.bin"
+    local r = avideo.get(nginx.url .. "/files/20m.bin", { stream = true })
+    assert.are.equal(20 * MiB, r:save(path))
+    local f = assert(io.open(path, "rb"))
+    assert.are.equal(20 * MiB, f:seek("end"))
+    f:close()
+    assert.is_nil(io.open(path .. ".part"))
+    -- a body that breaks off: the error is raised, no file is left
+    local broken = avideo.get(peer.url .. "/reset-mid", { stream = true })
+    local ok, err = pcall(broken.save, broken, dir .. "/broken.bin")
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(err, "protocol"))
+    assert.is_nil(io.open(dir .. "/broken.bin"))
+    assert.is_nil(io.open(dir .. "/broken.bin.part"))
+    -- a directory that does not exist: a clear error, the response unread
+    local r2 = avideo.get(nginx.url .. "/files/small.bin", { stream = true })
+    ok, err = pcall(r2.save, r2, dir .. "/no/such/dir/out.bin")
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(err, "invalid"))
+    assert.matches("no/such/dir/out.bin", err.message)
+    r2:close()
+    -- a buffered response saves too
+    assert.are.equal(100000, avideo.get(nginx.url .. "/files/small.bin"):save(dir .. "/b.bin"))
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("raise mid-body errors from read: a reset, a short body, a cut chunk, a stall", function()
+    local function body_error(path, opts)
+      local r = avideo.get(peer.url .. path, opts or { stream = true })
+      assert.are.equal(200, r.status)
+      local ok, err = pcall(function()
+        for _ in r:chunks() do end
+      end)
+      assert.is_false(ok, path .. " read to its end")
+      assert.is_true(avideo.is_error(err), tostring(err))
+      return err
+    end
+    assert.are.equal("protocol", body_error("/reset-mid").kind)
+    assert.are.equal("protocol", body_error("/short").kind)
+    assert.are.equal("protocol", body_error("/chunked-cut").kind)
+    local t0 = avideo.now()
+    local err = body_error("/stall", { stream = true, timeout = { sock_read = 0.3 } })
+    assert.are.equal("timeout", err.kind)
+    assert.are.equal("sock_read", err.phase)
+    assert.is_true(avideo.now() - t0 < 3)
+  end)
+
+  it("pause the transfer while the reader lags: sock_read does not fire then", function()
+    avideo.run(function()
+      local s <close> = avideo.session { timeout = { sock_read = 0.3 } }
+      local r = s:get(nginx.url .. "/files/1g.bin", { stream = true })
+      assert.is_truthy(r:read(10))
+      avideo.sleep(0.8) -- the buffer fills and the transfer pauses
+      local n = 0
+      for _ = 1, 100 do n = n + #r:read() end
+      assert.is_true(n > 0)
+      r:close()
+    end)
+  end)
+
+  it("give their slot back when closed, dropped or raised for status", function()
+    avideo.run(function()
+      local s <close> = avideo.session { limit = 1 }
+      do
+        local r <close> = s:get(nginx.url .. "/files/1g.bin", { stream = true })
+        assert.is_truthy(r:read(1))
+        assert.are.same({ in_flight = 1, queued = 0, hosts = 1 }, s:stats())
+      end
+      assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      -- dropped unread: collected, it ends its transfer and frees its slot
+      -- (once the scheduler's last turn no longer holds its op)
+      s:get(nginx.url .. "/files/1g.bin", { stream = true })
+      avideo.sleep(0.01)
+      collectgarbage()
+      collectgarbage()
+      assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      -- the one slot is free for the next
+      assert.are.equal(100000, #s:get(nginx.url .. "/files/small.bin", { stream = true }):text())
+      local ok, err = pcall(s.get, s, peer.url .. "/status/404", { stream = true, raise_for_status = true })
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(err, "http"))
+      assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+    end)
+  end)
+
+  it("follow redirects to the final response before handing it over", function()
+    local r = avideo.get(peer.url .. "/redirect?to=" .. nginx.url .. "/files/small.bin", { stream = true })
+    assert.are.equal(200, r.status)
+    assert.are.equal(nginx.url .. "/files/small.bin", r.url)
+    assert.are.equal(100000, #r:text())
+  end)
+
+  it("refuse bad input with a clear error", function()
+    local function invalid(fn, pattern)
+      local ok, err = pcall(fn)
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(err, "invalid"), tostring(err))
+      assert.matches(pattern, err.message)
+    end
+    local r = avideo.get(nginx.url .. "/files/small.bin", { stream = true })
+    invalid(function() r:read(-1) end, "whole number > 0")
+    invalid(function() r:read("x") end, "whole number > 0")
+    invalid(function() r:read(1.5) end, "whole number > 0")
+    invalid(function() r:chunks(0) end, "whole number > 0")
+    r:close()
+    invalid(function() r:read() end, "closed")
+    invalid(function() avideo.get(nginx.url .. "/files/small.bin"):read() end, "streamed responses")
+    invalid(function() avideo.get(nginx.url .. "/files/small.bin", { stream = "yes" }) end, "stream")
+  end)
+
+  it("keep memory bounded: 1 GiB saved, 100 downloads at once, a slow reader", function()
+    local dir = assert(io.popen("mktemp -d"):read("l"))
+    local saved = run_rss("save", nginx.url .. "/files/1g.bin", dir .. "/1g.bin")
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(GiB, saved.bytes)
+    assert.is_true(saved.peak < 40 * 1024, "1 GiB saved peaked at " .. saved.peak .. " KiB")
+    local many = run_rss("many", nginx.url .. "/files/20m.bin", "100")
+    assert.are.equal(100 * 20 * MiB, many.bytes)
+    assert.is_true(many.peak < 100 * 1024, "100 x 20 MiB peaked at " .. many.peak .. " KiB")
+    local slow = run_rss("slow", nginx.url .. "/files/1g.bin", "3")
+    assert.is_true(slow.bytes > 0)
+    assert.is_true(slow.last - slow.first < 2048, ("a slow reader grew from %d to %d KiB"):format(slow.first, slow.last))
+  end)
+end)
