@@ -87,7 +87,8 @@ describe("bad input", function()
       t.t = t
       avideo.post(peer.url .. "/echo", { json = t })
     end, "JSON" },
-    { "data a table", function() avideo.post(peer.url .. "/echo", { data = {} }) end, "data" },
+    -- a table is a form now (issue 15); bodies_spec has the rest
+    { "data a function", function() avideo.post(peer.url .. "/echo", { data = print }) end, "data" },
     { "timeout NaN", function() avideo.get(peer.url .. "/echo", { timeout = NaN }) end, "timeout" },
     { "request(nil, url)", function() avideo.request(nil, peer.url) end, "method" },
     { "request('G ET', url)", function() avideo.request("G ET", peer.url) end, "method" },

@@ -111,49 +111,121 @@ local function encode_component(s)
   return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
--- A float as the shortest text that reads back equal (0.1, not the
--- 0.10000000000000001 of %.17g), as requests and aiohttp write it;
--- integers as integers (math.type: Lua 5.3+, marked for a 5.1 port).
-local function param_value(v, k)
+-- What a field is called in messages, by the option it is in.
+local FIELD_WORD = { params = "param", data = "data field" }
+
+-- A number as text: a float as the shortest text that reads back equal
+-- (0.1, not the 0.10000000000000001 of %.17g), as requests and aiohttp
+-- write it; integers as integers (math.type: Lua 5.3+, marked for a 5.1
+-- port). nil for NaN and the infinities.
+local function number_text(v)
+  if math.type(v) == "integer" then return tostring(v) end
+  if v ~= v or v == math.huge or v == -math.huge then return nil end
+  for digits = 15, 16 do
+    local s = ("%." .. digits .. "g"):format(v)
+    if tonumber(s) == v then return s end
+  end
+  return ("%.17g"):format(v)
+end
+
+-- One scalar value of field k as text; `got` words what it is in the
+-- message when it is not a scalar.
+local function field_value(v, k, opt, got)
   local t = type(v)
   if t == "string" then return v end
   if t == "number" then
-    if math.type(v) == "integer" then return tostring(v) end
-    if v ~= v or v == math.huge or v == -math.huge then
-      raise("invalid", ("param '%s' must be a finite number, got %s"):format(k, tostring(v)))
-    end
-    for digits = 15, 16 do
-      local s = ("%." .. digits .. "g"):format(v)
-      if tonumber(s) == v then return s end
-    end
-    return ("%.17g"):format(v)
+    local s = number_text(v)
+    if s then return s end
+    raise("invalid", ("%s '%s' must be a finite number, got %s"):format(FIELD_WORD[opt], k, tostring(v)))
   end
   if t == "boolean" then return tostring(v) end
-  raise("invalid", ("param '%s' must be a string, number, boolean or a list of them, got %s"):format(k, t))
+  raise("invalid", ("%s '%s' must be a string, number, boolean or a list of them, got %s")
+    :format(FIELD_WORD[opt], k, got or t))
 end
 
--- url with params appended as a query string; keys sorted for stable URLs.
-local function with_params(url, params)
-  if type(params) ~= "table" then bad_argument("request", "params", "table", params) end
-  local keys = {}
-  for k in pairs(params) do
-    if type(k) ~= "string" and type(k) ~= "number" then raise("invalid", "param names must be strings") end
-    keys[#keys + 1] = tostring(k)
+-- True if t's keys are exactly 1..#t (an empty table is an empty list).
+local function is_list(t)
+  local n, count = #t, 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then return false end
+    count = count + 1
   end
-  table.sort(keys)
+  return count == n
+end
+
+-- The fields of `opt` (params or data: one encoder, so a query and a form
+-- body read the same) as name=value&..., percent-encoded, names sorted for
+-- stable output; a list value repeats its name (a=1&a=2). A nested table
+-- or a list of {name, value} pairs is refused naming the key: silently
+-- dropping or flattening it would send something else than was meant.
+local function form_encode(fields, opt)
+  local keys, names = {}, {}
+  for k, v in pairs(fields) do
+    local tk = type(k)
+    if tk == "number" then
+      if type(v) == "table" then
+        raise("invalid", ("%s must be { name = value, ... }, not a list of pairs (item %s is a table)")
+          :format(opt, tostring(k)))
+      end
+      names[k] = number_text(k) or tostring(k)
+    elseif tk == "string" then
+      names[k] = k
+    else
+      raise("invalid", ("%s names must be strings, got %s"):format(FIELD_WORD[opt], tk))
+    end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys, function(a, b) return names[a] < names[b] end)
   local parts = {}
   for _, k in ipairs(keys) do
-    local v = params[k]
-    if v == nil then v = params[tonumber(k)] end
-    local list = type(v) == "table" and v or { v }
-    for _, x in ipairs(list) do
-      parts[#parts + 1] = encode_component(k) .. "=" .. encode_component(param_value(x, k))
+    local v, name = fields[k], names[k]
+    local prefix = encode_component(name) .. "="
+    if type(v) ~= "table" then
+      parts[#parts + 1] = prefix .. encode_component(field_value(v, name, opt))
+    elseif not is_list(v) then
+      field_value(v, name, opt, "a table that is not a list")
+    else
+      for _, x in ipairs(v) do
+        parts[#parts + 1] = prefix .. encode_component(field_value(x, name, opt,
+          type(x) == "table" and "a list holding a table" or nil))
+      end
     end
   end
-  if #parts == 0 then return url end
+  return table.concat(parts, "&")
+end
+
+-- url with params appended as a query string.
+local function with_params(url, params)
+  if type(params) ~= "table" then bad_argument("request", "params", "table", params) end
+  local query = form_encode(params, "params")
+  if query == "" then return url end
   local base, frag = url:match("^([^#]*)(#?.*)$")
   local sep = base:find("?", 1, true) and (base:sub(-1) == "?" and "" or "&") or "?"
-  return base .. sep .. table.concat(parts, "&") .. frag
+  return base .. sep .. query .. frag
+end
+
+-- The body of `json` or `data` and the Content-Type that says what it is.
+-- A string goes as is, as bytes (never as libcurl's form-urlencoded
+-- default); a table of fields is a form.
+local function encode_body(json_value, data, url, method)
+  if json_value ~= nil then
+    if data ~= nil then raise("invalid", "give json or data, not both", { url = url, method = method }) end
+    return json.encode(json_value), "application/json"
+  end
+  local t = type(data)
+  if t == "string" then return data, "application/octet-stream" end
+  if t == "table" then return form_encode(data, "data"), "application/x-www-form-urlencoded" end
+  raise("invalid", "data must be a string or a table of form fields, got " .. t, { url = url, method = method })
+end
+
+-- headers (a flat list of the request's own) with Content-Type added,
+-- unless the request or the session gives one: theirs wins.
+local function with_content_type(self, headers, ctype)
+  if not has_header(headers, "content-type") and not has_header(self._headers, "content-type") then
+    headers[#headers + 1] = "Content-Type"
+    headers[#headers + 1] = ctype
+  end
+  return headers
 end
 
 local function join_url(base, url)
@@ -294,17 +366,10 @@ local function request(self, method, url, opts)
     check_options(opts, REQUEST_OPTIONS, "session:request")
     if opts.params ~= nil then url = with_params(url, opts.params) end
     if opts.headers ~= nil then headers = flat_headers(opts.headers, "session:request") end
-    if opts.json ~= nil then
-      if opts.data ~= nil then raise("invalid", "give json or data, not both", { url = url, method = method }) end
-      body = json.encode(opts.json)
-      headers = headers or {}
-      if not has_header(headers, "content-type") and not has_header(self._headers, "content-type") then
-        headers[#headers + 1] = "Content-Type"
-        headers[#headers + 1] = "application/json"
-      end
-    elseif opts.data ~= nil then
-      if type(opts.data) ~= "string" then bad_argument("session:request", "data", "string", opts.data) end
-      body = opts.data
+    if opts.json ~= nil or opts.data ~= nil then
+      local ctype
+      body, ctype = encode_body(opts.json, opts.data, url, method)
+      headers = with_content_type(self, headers or {}, ctype)
     end
     timeout = merge_timeout(timeout, opts.timeout, "session:request")
     if opts.raise_for_status ~= nil then raise_status = opts.raise_for_status and true or false end
