@@ -12,6 +12,20 @@ static void av_request_touch(av_request *req) {
   if (req->sock_read_ms) req->last_read = uv_now(&req->op.loop->uv);
 }
 
+/* Keep len bytes in b unless that passes limit (0: none); false, with
+ * req->fault saying why (too_large, or no memory), if not. */
+static bool av_receive_keep(av_request *req, av_buf *b, const char *p, size_t len, size_t limit, int too_large) {
+  if (limit && b->len + len > limit) {
+    req->fault = too_large;
+    return false;
+  }
+  if (!av_buf_append(b, p, len)) {
+    req->fault = AV_FAULT_NO_MEMORY;
+    return false;
+  }
+  return true;
+}
+
 /* A streamed response's bytes: kept until the reader takes them, up to
  * about stream_limit; past that the transfer pauses (libcurl keeps what it
  * offered and offers it again when op:read unpauses it). */
@@ -28,10 +42,7 @@ static size_t av_receive_stream(av_request *req, const char *p, size_t len) {
     b->len -= req->body_off;
     req->body_off = 0;
   }
-  if (!av_buf_append(b, p, len)) {
-    req->fault = AV_FAULT_NO_MEMORY;
-    return 0;
-  }
+  if (!av_receive_keep(req, b, p, len, 0, AV_FAULT_NONE)) return 0;
   av_receive_wake(req);
   return len;
 }
@@ -41,15 +52,7 @@ static size_t av_receive_body(char *p, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   av_request_touch(req);
   if (req->stream) return av_receive_stream(req, p, len);
-  if (req->max_body && req->resp_body.len + len > req->max_body) {
-    req->fault = AV_FAULT_BODY_TOO_LARGE;
-    return 0;
-  }
-  if (!av_buf_append(&req->resp_body, p, len)) {
-    req->fault = AV_FAULT_NO_MEMORY;
-    return 0;
-  }
-  return len;
+  return av_receive_keep(req, &req->resp_body, p, len, req->max_body, AV_FAULT_BODY_TOO_LARGE) ? len : 0;
 }
 
 /* The HTTP status of a status line "HTTP/x yyy ...", or 0. */
@@ -128,15 +131,7 @@ static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
              strspn(p + 9, " \t\r\n") < len - 9) {
     c->location = true;
   }
-  if (req->resp_headers.len + len > AV_MAX_HEADER_BLOCK) {
-    req->fault = AV_FAULT_HEADERS_TOO_LARGE;
-    return 0;
-  }
-  if (!av_buf_append(&req->resp_headers, p, len)) {
-    req->fault = AV_FAULT_NO_MEMORY;
-    return 0;
-  }
-  return len;
+  return av_receive_keep(req, &req->resp_headers, p, len, AV_MAX_HEADER_BLOCK, AV_FAULT_HEADERS_TOO_LARGE) ? len : 0;
 }
 
 static void av_request_read_clock(av_request *req) {
