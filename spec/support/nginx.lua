@@ -59,13 +59,18 @@ function M.start(opts)
     local f = assert(io.open(dir .. "/nginx.conf", "w"))
     f:write(config(dir, port))
     f:close()
-    local pipe = assert(io.popen(("echo $$; exec setpriv --pdeathsig KILL /usr/sbin/nginx -p %s -c %s/nginx.conf 2>>%s/error.log")
+    -- without the sanitizer a spec may run under (LD_PRELOAD): it is not
+    -- nginx's to carry
+    local pipe = assert(io.popen(("echo $$; exec env -u LD_PRELOAD setpriv --pdeathsig KILL /usr/sbin/nginx -p %s -c %s/nginx.conf 2>>%s/error.log")
       :format(dir, dir, dir)))
     local pid = tonumber(pipe:read("l"))
     -- ready when it answers; gone when the port was taken meanwhile
     local url = "http://127.0.0.1:" .. port
+    local socket = require "socket"
     for _ = 1, 100 do
-      if os.execute(("curl -s -o /dev/null %s/files/ --max-time 1 2>/dev/null"):format(url)) then
+      local probe = socket.connect("127.0.0.1", port)
+      if probe then
+        probe:close()
         local server = { url = url, dir = dir, pid = pid }
         function server.stop()
           if server.stopped then return end
@@ -78,7 +83,7 @@ function M.start(opts)
         return server
       end
       if server_support.exited(pid) then break end
-      os.execute("sleep 0.05")
+      socket.sleep(0.05)
     end
     os.execute("kill -KILL " .. pid .. " 2>/dev/null")
     pipe:close()
