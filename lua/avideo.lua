@@ -24,6 +24,7 @@ local M = {
   semaphore = sync.semaphore,
   timeout = sync.timeout,
   run_in_thread = thread.run_in_thread,
+  file = require("avideo.file").new,
   -- embedding in a host's event loop (docs/embedding.md)
   start = sched.start,
   step = sched.step,

@@ -95,6 +95,49 @@ describe("request bodies", function()
     end)
   end)
 
+  describe("data as avideo.file(path)", function()
+    local dir
+    before_each(function() dir = assert(io.popen("mktemp -d"):read("l")) end)
+    after_each(function() os.execute("rm -rf " .. dir) end)
+
+    local function write(name, bytes)
+      local f = assert(io.open(dir .. "/" .. name, "wb"))
+      f:write(bytes)
+      f:close()
+      return dir .. "/" .. name
+    end
+
+    it("is read from disk as it goes out, byte for byte, with its Content-Length", function()
+      local chunk = {}
+      for i = 0, 255 do chunk[#chunk + 1] = string.char(i) end
+      local bytes = table.concat(chunk):rep(300) .. "\0\0"
+      local path = write("b.bin", bytes)
+      local seen = avideo.post(httpbin.url .. "/post", { data = avideo.file(path), timeout = TIMEOUT })
+        :raise_for_status():json()
+      assert.are.equal(bytes, body_seen(seen))
+      assert.are.equal(tostring(#bytes), seen.headers["Content-Length"])
+      assert.are.equal("application/octet-stream", seen.headers["Content-Type"])
+      -- its content_type, a PUT, and a 307 that sends it again from its start
+      local txt = write("t.txt", "hello file")
+      seen = avideo.put(httpbin.url .. "/put", { data = avideo.file(txt, { content_type = "text/plain" }),
+        timeout = TIMEOUT }):json()
+      assert.are.equal("hello file", seen.data)
+      assert.are.equal("text/plain", seen.headers["Content-Type"])
+      seen = avideo.post(httpbin.url .. "/redirect-to", { params = { url = "/post", status_code = 307 },
+        data = avideo.file(txt), timeout = TIMEOUT }):json()
+      assert.are.equal("hello file", seen.data)
+    end)
+
+    it("is refused before anything is sent when it cannot be read", function()
+      local before = avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections
+      refused(function() avideo.post(peer.url .. "/echo", { data = avideo.file(dir .. "/missing") }) end, "missing")
+      refused(function() avideo.post(peer.url .. "/echo", { data = avideo.file(dir) }) end, "not a regular file")
+      refused(function() avideo.file(42) end, "path")
+      refused(function() avideo.file("x", { size = 1 }) end, "unknown option 'size'")
+      assert.are.equal(before, avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections)
+    end)
+  end)
+
   describe("data as a table", function()
     local fields = {
       text = "x y&z=1+2%ü", list = { 1, 2.5, "three" }, yes = true, no = false,
@@ -187,10 +230,10 @@ describe("request bodies", function()
         avideo.get(url, { params = { a = { 1, 2, x = 3 } } })
       end, "param 'a'" },
       { "params with a boolean name", function() avideo.get(url, { params = { [true] = 1 } }) end, "param names" },
-      { "data a function", function() avideo.post(url, { data = print }) end, "data must be a string or a table" },
-      { "data a userdata", function() avideo.post(url, { data = io.stdout }) end, "data must be a string or a table" },
-      { "data a number", function() avideo.post(url, { data = 5 }) end, "data must be a string or a table" },
-      { "data a boolean", function() avideo.post(url, { data = true }) end, "data must be a string or a table" },
+      { "data a function", function() avideo.post(url, { data = print }) end, "data must be a string" },
+      { "data a userdata", function() avideo.post(url, { data = io.stdout }) end, "data must be a string" },
+      { "data a number", function() avideo.post(url, { data = 5 }) end, "data must be a string" },
+      { "data a boolean", function() avideo.post(url, { data = true }) end, "data must be a string" },
       { "data with a nested table", function() avideo.post(url, { data = { a = { b = 1 } } }) end, "data field 'a'" },
       { "data with a function value", function() avideo.post(url, { data = { f = print } }) end, "data field 'f'" },
       { "data with NaN", function() avideo.post(url, { data = { n = 0 / 0 } }) end, "data field 'n'" },

@@ -7,6 +7,7 @@ local errors = require "avideo.errors"
 local json = require "avideo.json"
 local response = require "avideo.response"
 local sched = require "avideo.scheduler"
+local is_file = require("avideo.file").is_file
 
 local new_response = response.new
 local waiting_task = sched.waiting_task
@@ -214,8 +215,11 @@ local function encode_body(json_value, data, url, method)
   end
   local t = type(data)
   if t == "string" then return data, "application/octet-stream" end
+  -- a file: the core opens it and reads it as it sends (see file.lua)
+  if is_file(data) then return data, data.content_type or "application/octet-stream" end
   if t == "table" then return form_encode(data, "data"), "application/x-www-form-urlencoded" end
-  raise("invalid", "data must be a string or a table of form fields, got " .. t, { url = url, method = method })
+  raise("invalid", "data must be a string, a table of form fields or avideo.file(path), got " .. t,
+    { url = url, method = method })
 end
 
 -- headers (a flat list of the request's own) with Content-Type added,

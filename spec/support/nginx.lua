@@ -4,6 +4,7 @@
 --   /files/<name>    as is (Content-Length, sendfile),
 --   /slow/<name>     at 1 MiB/s (limit_rate),
 --   /gzip/<name>     gzip-compressed, so chunked and decoded by libcurl;
+--   /discard         any request body read and dropped, then 204;
 -- and returns { url, dir, stop() }. nginx runs in the foreground, one
 -- process, and dies with the Lua process that started it (setpriv's
 -- parent-death signal), so a killed spec leaves none behind.
@@ -42,6 +43,7 @@ http {
     location /files/ { alias %s/files/; }
     location /slow/ { alias %s/files/; limit_rate 1m; }
     location /gzip/ { alias %s/files/; gzip on; gzip_types *; gzip_min_length 0; }
+    location /discard { client_max_body_size 0; return 204; }
   }
 }
 ]]):gsub("%%s", dir):gsub("%%d", tostring(port))

@@ -5,6 +5,8 @@
 --                                     in chunks: "bytes N peak KIB"
 --   stream_rss.lua slow URL SECONDS   read one 64 KiB piece every 100 ms:
 --                                     "bytes N first KIB last KIB peak KIB"
+--   stream_rss.lua upload URL PATH    PUT the file at PATH (avideo.file):
+--                                     "status N peak KIB"
 -- Memory is RSS (peak: VmHWM). In ASan builds, where RSS measures the
 -- sanitizer's quarantine, it is the live heap instead, sampled every 10 ms
 -- (peak: the largest sample), as the soaks do.
@@ -81,6 +83,10 @@ elseif mode == "slow" then
     r:close()
   end)
   print(("bytes %d first %d last %d peak %d"):format(total, first, last, peak()))
+elseif mode == "upload" then
+  local status
+  run(function() status = avideo.put(url, { data = avideo.file(arg[3]) }).status end)
+  print(("status %d peak %d"):format(status, peak()))
 else
-  error("usage: stream_rss.lua save|many|slow URL ...")
+  error("usage: stream_rss.lua save|many|slow|upload URL ...")
 end

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -368,6 +369,7 @@ enum av_req_fault {
   AV_FAULT_BODY_TOO_LARGE,    /* the body passed max_body */
   AV_FAULT_HEADERS_TOO_LARGE, /* the header block passed AV_MAX_HEADER_BLOCK */
   AV_FAULT_FRAMING,           /* the response's framing is unsafe (see av_response_check) */
+  AV_FAULT_FILE,              /* the body's file could not be read (errno in upload_errno) */
   AV_FAULT_NO_MEMORY
 };
 
@@ -392,6 +394,7 @@ struct av_request {
   bool url_rewritten;         /* url is not the caller's (an international host made ASCII) */
   struct curl_slist *headers; /* owned (one block: av_headers_free); NULL means the owner's defaults */
   const char *body;           /* the Lua string in user value AV_UV_BODY */
+  FILE *upload;               /* a file body (avideo.file), read as it is sent; else NULL */
   size_t body_len;
   bool has_body;
   char method[12];
@@ -424,6 +427,7 @@ struct av_request {
   const char *err_phase;      /* which clock, for a timeout; else NULL */
   char *err_message;
   int fault;                  /* enum av_req_fault: why a callback stopped the transfer */
+  int upload_errno;           /* why the body's file could not be read */
 };
 
 /* The smallest buffer a streamed response pauses at (read_bufsize may

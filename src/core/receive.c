@@ -3,6 +3,7 @@
  * they arrive), the moment the request is sent, and upload progress. The
  * callbacks only record; a callback that must stop the transfer returns 0
  * and says why in req->fault, and request.c makes the error. */
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -166,7 +167,30 @@ static int av_receive_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, c
   return 0;
 }
 
+/* A file body (avideo.file), read from disk as libcurl sends it. */
+static size_t av_receive_upload(char *buf, size_t size, size_t n, void *ud) {
+  av_request *req = ud;
+  if (!req->upload) return CURL_READFUNC_ABORT;
+  size_t got = fread(buf, 1, size * n, req->upload);
+  if (got == 0 && ferror(req->upload)) {
+    req->upload_errno = errno;
+    req->fault = AV_FAULT_FILE;
+    return CURL_READFUNC_ABORT;
+  }
+  return got;
+}
+
+/* libcurl sends a file body again (a reused connection that had died):
+ * back to where it asks. */
+static int av_receive_upload_seek(void *ud, curl_off_t offset, int origin) {
+  av_request *req = ud;
+  if (!req->upload) return CURL_SEEKFUNC_CANTSEEK;
+  return fseeko(req->upload, (off_t)offset, origin) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
+}
+
 void av_receive_setup(CURL *h) {
+  curl_easy_setopt(h, CURLOPT_READFUNCTION, av_receive_upload);
+  curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, av_receive_upload_seek);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, av_receive_body);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, av_receive_header);
   curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, av_receive_prereq);
@@ -178,6 +202,8 @@ void av_receive_attach(CURL *h, av_request *req) {
   curl_easy_setopt(h, CURLOPT_HEADERDATA, req);
   curl_easy_setopt(h, CURLOPT_PREREQDATA, req);
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, req);
+  curl_easy_setopt(h, CURLOPT_READDATA, req);
+  curl_easy_setopt(h, CURLOPT_SEEKDATA, req);
 }
 
 void av_receive_wake(av_request *req) {

@@ -4,10 +4,12 @@
  * libcurl's, sock_read is an op deadline; pool is the owner's), and the
  * end, which goes to the op's ready list and to the owner's `ended`.
  * libcurl's data callbacks are in receive.c. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "private.h"
 
@@ -42,9 +44,16 @@ void av_request_cancelled(av_request *req) {
   req->err_kind = "cancelled";
 }
 
+/* The file body, once nothing will read it again. */
+static void av_request_close_upload(av_request *req) {
+  if (req->upload) fclose(req->upload);
+  req->upload = NULL;
+}
+
 /* Give the easy handle back to the transport. */
 static void av_request_detach(av_request *req) {
   av_transport *t = req->owner->transport;
+  av_request_close_upload(req);
   av_xfer_stop(t, req->easy);
   av_easy_put(t, req->easy);
   req->easy = NULL;
@@ -93,6 +102,8 @@ static void av_request_failed(av_request *req, CURLcode code) {
   } else if (req->fault == AV_FAULT_FRAMING) {
     av_request_fail(req, "protocol", "response has conflicting Content-Length headers (%lld and %lld)",
                     (long long)c->length, (long long)c->other_length);
+  } else if (req->fault == AV_FAULT_FILE) {
+    av_request_fail(req, "invalid", "could not read the request body's file: %s", strerror(req->upload_errno));
   } else if (req->fault == AV_FAULT_NO_MEMORY) {
     av_request_fail(req, "protocol", "out of memory while reading the response");
   } else if (req->sock_error) {
@@ -157,6 +168,14 @@ static void av_request_set_method(av_request *req, CURL *h) {
   curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, custom ? req->method : NULL);
   if (head) {
     curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  } else if (req->upload) {
+    /* a file: POST (or the method) with no POSTFIELDS reads it through
+     * READFUNCTION, from its start on every hop */
+    if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    rewind(req->upload);
   } else if (req->has_body || post) {
     /* a GET with a body: libcurl sends a body only as a POST */
     if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
@@ -238,6 +257,7 @@ static bool av_request_follow(av_request *req) {
   }
   if (to_get) {
     strcpy(req->method, "GET");
+    av_request_close_upload(req);
     req->body = NULL;
     req->body_len = 0;
     req->has_body = false;
@@ -357,7 +377,16 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   size_t ulen;
   const char *url = luaL_checklstring(L, 4, &ulen);
   if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
-  const char *body = lua_isnoneornil(L, 6) ? NULL : luaL_checklstring(L, 6, &blen);
+  /* a string, or a file body (avideo.file: a table with its path) */
+  bool file_body = lua_type(L, 6) == LUA_TTABLE;
+  const char *body = lua_isnoneornil(L, 6) || file_body ? NULL : luaL_checklstring(L, 6, &blen);
+  const char *path = NULL;
+  if (file_body) {
+    lua_getfield(L, 6, "path");
+    path = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the table keeps the string */
+    if (!path) return av_error_arg(L, 6, "a file body needs a path"), NULL;
+  }
   long total = av_timeout_arg(L, 7);
   long connect = av_timeout_arg(L, 8);
   long sock_read = av_timeout_arg(L, 9);
@@ -392,8 +421,18 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   req->url = lua_tostring(L, -1);
   req->url_rewritten = !lua_rawequal(L, -1, 4);
   lua_setiuservalue(L, idx, AV_UV_URL);
+  if (path) {
+    /* opened now: a file that cannot be read fails before anything is sent */
+    struct stat st;
+    req->upload = fopen(path, "rb");
+    if (!req->upload) return av_refuse(L, "cannot read file '%s': %s", path, strerror(errno)), NULL;
+    if (fstat(fileno(req->upload), &st) != 0 || !S_ISREG(st.st_mode))
+      return av_refuse(L, "cannot send '%s': not a regular file", path), NULL;
+    req->body_len = (size_t)st.st_size;
+    req->has_body = true;
+  }
   if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 &&
-      !av_headers_build(L, 5, owner->headers, body ? (long long)blen : 0, &req->headers))
+      !av_headers_build(L, 5, owner->headers, body ? (long long)blen : (long long)req->body_len, &req->headers))
     return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
   if (body) {
     /* anchored like the URL: libcurl sends it from the Lua string */
@@ -602,6 +641,7 @@ static int av_request_gc(lua_State *L) {
     req->phase = AV_REQ_DONE;
     req->owner->ended(req);
   }
+  av_request_close_upload(req);
   av_headers_free(req->headers);
   free(req->effective_url);
   free(req->err_message);
