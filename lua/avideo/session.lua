@@ -30,7 +30,7 @@ local SESSION_OPTIONS = {
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
-  raise_for_status = true, max_body_size = true, stream = true,
+  raise_for_status = true, max_body_size = true, stream = true, files = true,
 }
 local TIMEOUT_FIELDS = { total = true, connect = true, sock_read = true, pool = true }
 
@@ -222,6 +222,49 @@ local function encode_body(json_value, data, url, method)
     { url = url, method = method })
 end
 
+-- The parts of a multipart/form-data body: `data`'s fields (as a form's,
+-- a list value repeating its name), then `files`' (avideo.file(path), or a
+-- string sent as a file's content under the field's name), names sorted;
+-- the core makes them a libcurl mime body, file parts read from disk.
+local function multipart_parts(files, data, url, method)
+  local where = { url = url, method = method }
+  if type(files) ~= "table" then bad_argument("session:request", "files", "table", files) end
+  if data ~= nil and type(data) ~= "table" then
+    raise("invalid", "data beside files must be a table of form fields, got " .. type(data), where)
+  end
+  local parts = { multipart = true }
+  local function sorted(t, what)
+    local names = {}
+    for k in pairs(t) do
+      if type(k) ~= "string" then raise("invalid", ("%s names must be strings, got %s"):format(what, type(k)), where) end
+      names[#names + 1] = k
+    end
+    table.sort(names)
+    return names
+  end
+  for _, k in ipairs(sorted(data or {}, "data field")) do
+    local v = data[k]
+    local list = type(v) == "table" and v or { v }
+    for _, x in ipairs(list) do
+      parts[#parts + 1] = { name = k, data = field_value(x, k, "data", type(x) == "table" and "a list holding a table" or nil) }
+    end
+  end
+  for _, k in ipairs(sorted(files, "files field")) do
+    local v = files[k]
+    if is_file(v) then
+      local f, why = io.open(v.path, "rb")
+      if not f then raise("invalid", ("files field '%s': cannot read file: %s"):format(k, why), where) end
+      f:close()
+      parts[#parts + 1] = { name = k, path = v.path, filename = v.filename, content_type = v.content_type }
+    elseif type(v) == "string" then
+      parts[#parts + 1] = { name = k, data = v, filename = k }
+    else
+      raise("invalid", ("files field '%s' must be avideo.file(path) or a string, got %s"):format(k, type(v)), where)
+    end
+  end
+  return parts
+end
+
 -- headers (a flat list of the request's own) with Content-Type added,
 -- unless the request or the session gives one: theirs wins.
 local function with_content_type(self, headers, ctype)
@@ -370,7 +413,11 @@ local function request(self, method, url, opts)
     check_options(opts, REQUEST_OPTIONS, "session:request")
     if opts.params ~= nil then url = with_params(url, opts.params) end
     if opts.headers ~= nil then headers = flat_headers(opts.headers, "session:request") end
-    if opts.json ~= nil or opts.data ~= nil then
+    if opts.files ~= nil then
+      if opts.json ~= nil then raise("invalid", "give json or files, not both", { url = url, method = method }) end
+      -- libcurl writes its Content-Type, with the boundary
+      body = multipart_parts(opts.files, opts.data, url, method)
+    elseif opts.json ~= nil or opts.data ~= nil then
       local ctype
       body, ctype = encode_body(opts.json, opts.data, url, method)
       headers = with_content_type(self, headers or {}, ctype)

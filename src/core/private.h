@@ -30,7 +30,7 @@
  *   op kinds    timer.c, work.c: things a task can wait for
  *   transport   transport.c: libcurl multi_socket on the loop; reports to
  *               its user through the av_xfer_vtable it was handed
- *   request     request.c, receive.c: one request's lifecycle; reports a
+ *   request     request.c, receive.c, multipart.c: one request's lifecycle; reports a
  *               request's end to its owner through av_request_owner
  *   limiter     limiter.c: a pure FIFO queue per key and in total
  *   top         loop.c, session.c, module.c: the Lua bindings that make and
@@ -40,6 +40,7 @@ typedef struct av_loop av_loop;
 typedef struct av_op av_op;
 typedef struct av_request av_request;
 typedef struct av_easy av_easy;
+typedef struct av_part av_part;
 
 /* ============================================================== leaves */
 
@@ -395,6 +396,9 @@ struct av_request {
   struct curl_slist *headers; /* owned (one block: av_headers_free); NULL means the owner's defaults */
   const char *body;           /* the Lua string in user value AV_UV_BODY */
   FILE *upload;               /* a file body (avideo.file), read as it is sent; else NULL */
+  av_part *parts;             /* a multipart body's parts (multipart.c), or NULL */
+  size_t nparts;
+  curl_mime *mime;            /* ... made from them while the request runs */
   size_t body_len;
   bool has_body;
   char method[12];
@@ -472,6 +476,18 @@ void av_receive_reset(av_request *req);
 /* Move req's op to the ready list if its task waits for what came: the
  * response (a stream's header block, or the end), or a stream's bytes. */
 void av_receive_wake(av_request *req);
+
+/* multipart.c: multipart/form-data bodies. */
+/* Copy the parts listed in the table at idx ({name, data | path,
+ * filename, content_type}, ...) into req; false when out of memory or a
+ * part is malformed (session.lua makes them). */
+bool av_multipart_read(lua_State *L, int idx, av_request *req);
+/* Make req's parts the mime body of h; false when libcurl refuses. */
+bool av_multipart_attach(av_request *req, CURL *h);
+/* Take the mime body off h and free it (the transfer is over). */
+void av_multipart_detach(av_request *req, CURL *h);
+/* Free req's parts. */
+void av_multipart_free(av_request *req);
 
 /* ============================================================= limiter */
 typedef struct av_lkey av_lkey;

@@ -55,6 +55,7 @@ static void av_request_detach(av_request *req) {
   av_transport *t = req->owner->transport;
   av_request_close_upload(req);
   av_xfer_stop(t, req->easy);
+  av_multipart_detach(req, req->easy->h);
   av_easy_put(t, req->easy);
   req->easy = NULL;
 }
@@ -158,8 +159,9 @@ static void av_request_easy_defaults(av_easy *e) {
   av_receive_setup(h);
 }
 
-/* The method and body, undoing whatever the handle's last request set. */
-static void av_request_set_method(av_request *req, CURL *h) {
+/* The method and body, undoing whatever the handle's last request set;
+ * false when a multipart body cannot be made (out of memory). */
+static bool av_request_set_method(av_request *req, CURL *h) {
   bool head = strcmp(req->method, "HEAD") == 0;
   bool get = strcmp(req->method, "GET") == 0;
   bool post = strcmp(req->method, "POST") == 0;
@@ -168,6 +170,11 @@ static void av_request_set_method(av_request *req, CURL *h) {
   curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, custom ? req->method : NULL);
   if (head) {
     curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  } else if (req->parts) {
+    /* made anew for each hop: file parts are read again from their start */
+    av_multipart_detach(req, h);
+    if (!av_multipart_attach(req, h)) return false;
+    if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
   } else if (req->upload) {
     /* a file: POST (or the method) with no POSTFIELDS reads it through
      * READFUNCTION, from its start on every hop */
@@ -185,14 +192,16 @@ static void av_request_set_method(av_request *req, CURL *h) {
   /* upload progress only where it starts the sock_read clock */
   bool progress = req->sock_read_ms && req->body_len > 0;
   curl_easy_setopt(h, CURLOPT_NOPROGRESS, progress ? 0L : 1L);
+  return true;
 }
 
-/* What varies between hops: URL, headers, what is left of total, method. */
-static void av_request_set_hop(av_request *req, CURL *h, const char *url) {
+/* What varies between hops: URL, headers, what is left of total, method;
+ * false as av_request_set_method. */
+static bool av_request_set_hop(av_request *req, CURL *h, const char *url) {
   curl_easy_setopt(h, CURLOPT_URL, url);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers ? req->headers : req->owner->headers);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->hop_total_ms);
-  av_request_set_method(req, h);
+  return av_request_set_method(req, h);
 }
 
 bool av_request_run(av_request *req) {
@@ -213,11 +222,12 @@ bool av_request_run(av_request *req) {
   curl_easy_setopt(h, CURLOPT_BUFFERSIZE, bufsize < CURL_MAX_READ_SIZE ? bufsize : (long)CURL_MAX_READ_SIZE);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
   req->hop_total_ms = req->total_ms;
-  av_request_set_hop(req, h, req->url);
+  bool made = av_request_set_hop(req, h, req->url);
   /* for the total over all hops: the clock now, not the loop's cached time */
   req->started = av_loop_now_ms(req->op.loop);
-  CURLMcode rc = av_xfer_start(t, e);
+  CURLMcode rc = made ? av_xfer_start(t, e) : CURLM_OUT_OF_MEMORY;
   if (rc != CURLM_OK) {
+    av_multipart_detach(req, h);
     req->easy = NULL;
     av_easy_put(t, e);
     av_request_fail(req, "protocol", "cannot start transfer: %s", curl_multi_strerror(rc));
@@ -258,6 +268,8 @@ static bool av_request_follow(av_request *req) {
   if (to_get) {
     strcpy(req->method, "GET");
     av_request_close_upload(req);
+    av_multipart_detach(req, h);
+    av_multipart_free(req);
     req->body = NULL;
     req->body_len = 0;
     req->has_body = false;
@@ -273,9 +285,9 @@ static bool av_request_follow(av_request *req) {
   av_receive_reset(req);
   av_deadline_clear(&req->op); /* sock_read: the next PREREQFUNCTION arms it */
   req->hop_total_ms = req->total_ms ? req->total_ms - (long)elapsed : 0;
-  av_request_set_hop(req, h, url);
-  CURLMcode rc = av_xfer_start(t, req->easy);
+  CURLMcode rc = av_request_set_hop(req, h, url) ? av_xfer_start(t, req->easy) : CURLM_OUT_OF_MEMORY;
   if (rc != CURLM_OK) {
+    av_multipart_detach(req, h);
     av_easy_put(t, req->easy);
     req->easy = NULL;
     av_request_fail(req, "protocol", "cannot follow the redirect: %s", curl_multi_strerror(rc));
@@ -377,15 +389,18 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   size_t ulen;
   const char *url = luaL_checklstring(L, 4, &ulen);
   if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
-  /* a string, or a file body (avideo.file: a table with its path) */
-  bool file_body = lua_type(L, 6) == LUA_TTABLE;
-  const char *body = lua_isnoneornil(L, 6) || file_body ? NULL : luaL_checklstring(L, 6, &blen);
+  /* a string, a file body (avideo.file: a table with its path), or a
+   * multipart body (a table of parts marked multipart: multipart.c) */
+  bool table_body = lua_type(L, 6) == LUA_TTABLE, multipart = false;
+  const char *body = lua_isnoneornil(L, 6) || table_body ? NULL : luaL_checklstring(L, 6, &blen);
   const char *path = NULL;
-  if (file_body) {
+  if (table_body) {
+    lua_getfield(L, 6, "multipart");
+    multipart = lua_toboolean(L, -1);
     lua_getfield(L, 6, "path");
     path = lua_tostring(L, -1);
-    lua_pop(L, 1); /* the table keeps the string */
-    if (!path) return av_error_arg(L, 6, "a file body needs a path"), NULL;
+    lua_pop(L, 2); /* the table keeps the string */
+    if (!path && !multipart) return av_error_arg(L, 6, "a file body needs a path"), NULL;
   }
   long total = av_timeout_arg(L, 7);
   long connect = av_timeout_arg(L, 8);
@@ -421,7 +436,10 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   req->url = lua_tostring(L, -1);
   req->url_rewritten = !lua_rawequal(L, -1, 4);
   lua_setiuservalue(L, idx, AV_UV_URL);
-  if (path) {
+  if (multipart) {
+    if (!av_multipart_read(L, 6, req)) return av_refuse(L, "bad multipart body (or out of memory)"), NULL;
+    req->has_body = true;
+  } else if (path) {
     /* opened now: a file that cannot be read fails before anything is sent */
     struct stat st;
     req->upload = fopen(path, "rb");
@@ -642,6 +660,7 @@ static int av_request_gc(lua_State *L) {
     req->owner->ended(req);
   }
   av_request_close_upload(req);
+  av_multipart_free(req);
   av_headers_free(req->headers);
   free(req->effective_url);
   free(req->err_message);
