@@ -22,7 +22,7 @@ import procs  # noqa: E402
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH_DIR)
-SECTIONS = ("cost", "memory", "scenario", "cancel")
+SECTIONS = ("cost", "memory", "scenario", "cancel", "download")
 FULL = {"n": 20000, "in_flight": "1000,10000", "queued": "100000",
         "scenarios": "limit10,gather", "wrk_seconds": 2, "cancel_queued": "100000"}
 QUICK = {"n": 2000, "in_flight": "1000", "queued": "10000",
@@ -37,7 +37,7 @@ def parse_args(argv):
         description="avideo's benchmarks: client cost against nginx, memory at scale, "
                     "the talk's scenarios on the emulator. One table of medians.")
     p.add_argument("--sections", default=",".join(SECTIONS),
-                   help="comma list of cost, memory, scenario, cancel (default: all)")
+                   help="comma list of cost, memory, scenario, cancel, download (default: all)")
     p.add_argument("--only", help="comma list of clients: " + ",".join(bench_cases.CLIENTS)
                    + " (default: all; floor and c always run in the cost section,"
                    " ratios are against them)")
@@ -409,6 +409,8 @@ def cells(row):
             result += f" ({m['in_flight']:,.0f} seen in flight)"
     elif case.section == "cancel":
         result = f"{m['value']:.3f} s (all tasks ended {m['settle']:.3f} s)"
+    elif case.section == "download":
+        result = f"{m['value']:.3f} s CPU/GiB, {m['mib_s']:,.0f} MiB/s"
     else:
         result = f"{m['value']:.3f} s"
     target = ""
@@ -418,6 +420,8 @@ def cells(row):
     cnt = row.get("counters", {})
     client = bench_cases.CLIENTS[case.client]
     label = client.cost_label if case.section == "client cost" and client.cost_label else client.label
+    if case.section == "download" and case.client == "curl":
+        label = "curl -o /dev/null"  # one transfer, not --parallel
     return [case.section, case.name, label, n,
             f"{case.limit:,}" if case.limit else "", fmt("cpu_us", ".1f"),
             ratio_cell(m, "x_floor"), ratio_cell(m, "x_c"), fmt("rps", ",.0f"), fmt("rss_mib", ".1f"),
@@ -517,6 +521,9 @@ def main(argv):
         all_cases += bench_cases.scenario_cases(ctx, clients, split(args.scenarios))
     if "cancel" in args.sections:
         all_cases += bench_cases.cancel_cases(ctx, clients, counts(args.cancel_queued))
+    if "download" in args.sections:
+        # curl is the reference of the target
+        all_cases += bench_cases.download_cases(ctx, ["curl"] + [c for c in clients if c != "curl"])
     for case in all_cases:
         case.skip = missing.get(case.client)
 

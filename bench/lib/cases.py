@@ -322,6 +322,55 @@ def cancel_cases(ctx, clients, counts, limit=10):
             for count in counts]
 
 
+# Download: one 1 GiB body from nginx (/big/1g.bin, sparse), CPU seconds per
+# GiB and throughput: curl -o /dev/null, the floor client (libcurl + libuv,
+# bytes counted and dropped), avideo streaming it through chunks() and
+# through save() (into a file it then removes).
+
+DOWNLOAD_GIB = 1
+
+
+def download_command(ctx, srv, case):
+    url = srv.url("/big/1g.bin")
+    if case.client == "curl":
+        return ["curl", "--fail", "--no-progress-meter", "-o", "/dev/null", url]
+    if case.client == "floor":
+        return [ctx.floor_client, url, 1, 1]
+    return ["lua5.4", _script(ctx, "avideo_download.lua"), url, case.extra["mode"]]
+
+
+def read_download(case, run, _baseline=None):
+    gib = run.result.get("bytes", DOWNLOAD_GIB << 30) / (1 << 30)  # curl prints nothing: --fail vouches
+    if gib < DOWNLOAD_GIB:
+        raise Unusable(f"only {gib:.3f} GiB came")
+    return {"value": run.cpu / gib, "mib_s": gib * 1024 / run.wall, "rss_mib": run.maxrss_kib / 1024}
+
+
+def download_target(row, rows):
+    """Issue 15's: avideo's CPU per GiB within 1.2× curl's."""
+    case, value = row["case"], row["metrics"].get("value")
+    if case.client != "avideo" or value is None:
+        return None
+    peer = rows.get(("download", "1 GiB", "curl"))
+    curl = peer["metrics"].get("value") if peer else None
+    if not curl:
+        return None
+    return (f"≤ 1.2× curl ({1.2 * curl:.2f} s)", value <= 1.2 * curl)
+
+
+def download_cases(ctx, clients):
+    cases = []
+    for name in (c for c in ("curl", "floor") if c in clients):
+        cases.append(Case("download", "1 GiB", name, "nginx", download_command, read_download, n=1,
+                          note="to /dev/null" if name == "curl" else "bytes counted and dropped"))
+    if "avideo" in clients:
+        for mode in ("chunks", "save"):
+            cases.append(Case("download", f"1 GiB, {mode}()", "avideo", "nginx", download_command,
+                              read_download, n=1, target=download_target, extra={"mode": mode},
+                              note="stream = true"))
+    return cases
+
+
 # Scenarios: the talk's 100 videos against the emulator, timed by the script.
 
 SCENARIO_SCRIPTS = {"avideo": ("lua5.4", "avideo_videos.lua"),

@@ -201,6 +201,11 @@ class Nginx:
         path = os.path.join(self.dir, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
+        os.chmod(self.dir, 0o755)  # nginx's workers (nobody) read /big/ from it
+        os.makedirs(os.path.join(self.dir, "big"))
+        with open(os.path.join(self.dir, "big", "1g.bin"), "wb") as f:
+            f.truncate(1 << 30)  # sparse: no disk, and the page cache holds zeros
+        os.chmod(os.path.join(self.dir, "big", "1g.bin"), 0o644)
         log = open(os.path.join(self.dir, "stderr.log"), "w")
         self.proc = subprocess.Popen(
             ["taskset", "-c", str(self.core), "nginx", "-p", self.dir, "-c",

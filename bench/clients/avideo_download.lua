@@ -1,0 +1,21 @@
+-- avideo client of the download section: one body streamed, through
+-- response:chunks() or response:save() (into a temporary file, removed).
+--   lua5.4 avideo_download.lua URL chunks|save
+-- Prints "RESULT requests=1 finished=1 errors=0 bytes=N".
+local avideo = require "avideo"
+
+local url, mode = arg[1], arg[2]
+if not url or (mode ~= "chunks" and mode ~= "save") then
+  io.stderr:write("usage: avideo_download.lua URL chunks|save\n")
+  os.exit(2)
+end
+local r = avideo.get(url, { stream = true }):raise_for_status()
+local bytes = 0
+if mode == "save" then
+  local path = os.tmpname()
+  bytes = r:save(path)
+  os.remove(path)
+else
+  for chunk in r:chunks() do bytes = bytes + #chunk end
+end
+print(("RESULT requests=1 finished=1 errors=0 bytes=%d"):format(bytes))
