@@ -44,6 +44,22 @@ local function content_types(echo)
   return seen
 end
 
+-- A fresh directory for each test of a describe block, and write(name,
+-- bytes) -> the path of a new file in it.
+local function temp_dir()
+  local t = {}
+  before_each(function() t.dir = assert(io.popen("mktemp -d"):read("l")) end)
+  after_each(function() os.execute("rm -rf " .. t.dir) end)
+  function t.write(name, bytes)
+    local path = t.dir .. "/" .. name
+    local f = assert(io.open(path, "wb"))
+    f:write(bytes)
+    f:close()
+    return path
+  end
+  return t
+end
+
 local function refused(f, mention)
   local ok, e = pcall(f)
   assert.is_false(ok, "no error")
@@ -96,16 +112,8 @@ describe("request bodies", function()
   end)
 
   describe("data as avideo.file(path)", function()
-    local dir
-    before_each(function() dir = assert(io.popen("mktemp -d"):read("l")) end)
-    after_each(function() os.execute("rm -rf " .. dir) end)
-
-    local function write(name, bytes)
-      local f = assert(io.open(dir .. "/" .. name, "wb"))
-      f:write(bytes)
-      f:close()
-      return dir .. "/" .. name
-    end
+    local tmp = temp_dir()
+    local write = tmp.write
 
     it("is read from disk as it goes out, byte for byte, with its Content-Length", function()
       local chunk = {}
@@ -130,8 +138,8 @@ describe("request bodies", function()
 
     it("is refused before anything is sent when it cannot be read", function()
       local before = avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections
-      refused(function() avideo.post(peer.url .. "/echo", { data = avideo.file(dir .. "/missing") }) end, "missing")
-      refused(function() avideo.post(peer.url .. "/echo", { data = avideo.file(dir) }) end, "not a regular file")
+      refused(function() avideo.post(peer.url .. "/echo", { data = avideo.file(tmp.dir .. "/missing") }) end, "missing")
+      refused(function() avideo.post(peer.url .. "/echo", { data = avideo.file(tmp.dir) }) end, "not a regular file")
       refused(function() avideo.file(42) end, "path")
       refused(function() avideo.file("x", { size = 1 }) end, "unknown option 'size'")
       assert.are.equal(before, avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections)
@@ -139,16 +147,8 @@ describe("request bodies", function()
   end)
 
   describe("files: multipart/form-data", function()
-    local dir
-    before_each(function() dir = assert(io.popen("mktemp -d"):read("l")) end)
-    after_each(function() os.execute("rm -rf " .. dir) end)
-
-    local function write(name, bytes)
-      local f = assert(io.open(dir .. "/" .. name, "wb"))
-      f:write(bytes)
-      f:close()
-      return dir .. "/" .. name
-    end
+    local tmp = temp_dir()
+    local write = tmp.write
 
     -- httpbin shows a file part that is not UTF-8 as a data: URL in base64
     local function file_seen(v)
@@ -180,7 +180,7 @@ describe("request bodies", function()
     it("refuses what it cannot send, before anything is sent", function()
       local before = avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections
       local url = peer.url .. "/echo"
-      refused(function() avideo.post(url, { files = { f = avideo.file(dir .. "/missing") } }) end, "files field 'f'")
+      refused(function() avideo.post(url, { files = { f = avideo.file(tmp.dir .. "/missing") } }) end, "files field 'f'")
       refused(function() avideo.post(url, { files = { f = 42 } }) end, "files field 'f'")
       refused(function() avideo.post(url, { files = { f = "x" }, json = {} }) end, "json or files")
       refused(function() avideo.post(url, { files = { f = "x" }, data = "raw" }) end, "data beside files")
