@@ -198,6 +198,15 @@ describe("streamed responses", function()
     assert.are.equal(100000, #r:text())
   end)
 
+  it("end as cancelled when the loop is closed under them (a host shutting down)", function()
+    local dir = os.getenv("AVIDEO_SOURCE_DIR") or "."
+    local pipe = assert(io.popen(("timeout 60 lua5.4 %s/spec/support/stream_abort.lua %s 2>&1")
+      :format(dir, nginx.url .. "/files/1g.bin")))
+    local out = pipe:read("a")
+    assert(pipe:close(), out)
+    assert.matches("first 100\ntransfers 1\nerror cancelled\nbuffered %d+\ndone\n$", out)
+  end)
+
   it("refuse bad input with a clear error", function()
     local function invalid(fn, pattern)
       local ok, err = pcall(fn)
