@@ -136,6 +136,36 @@ describe("request bodies", function()
       assert.are.equal("hello file", seen.data)
     end)
 
+    it("goes out at the length it had when the request was made, even if it grows or shrinks", function()
+      -- each request waits for the one slot while its file changes
+      local path = tmp.write("g.bin", ("A"):rep(100))
+      local seen, err
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 1, timeout = TIMEOUT }
+        local hold = avideo.spawn(function() s:get(peer.url .. "/hold?ms=300") end)
+        local post = avideo.spawn(function() seen = s:post(peer.url .. "/echo", { data = avideo.file(path) }):json() end)
+        avideo.sleep(0.1)
+        local f = assert(io.open(path, "ab"))
+        f:write("GET /smuggled HTTP/1.1\r\n\r\n")
+        f:close()
+        avideo.gather { hold, post }
+        local shrink = tmp.write("s.bin", ("B"):rep(100))
+        hold = avideo.spawn(function() s:get(peer.url .. "/hold?ms=300") end)
+        post = avideo.spawn(function()
+          local ok, e = pcall(s.post, s, peer.url .. "/echo", { data = avideo.file(shrink) })
+          err = not ok and e
+        end)
+        avideo.sleep(0.1)
+        f = assert(io.open(shrink, "wb"))
+        f:write("short")
+        f:close()
+        avideo.gather { hold, post }
+      end)
+      assert.are.equal(("A"):rep(100), seen.body)
+      assert.is_true(avideo.is_error(err, "invalid"), tostring(err))
+      assert.matches("shrank", err.message)
+    end)
+
     it("is refused before anything is sent when it cannot be read", function()
       local before = avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections
       refused(function() avideo.post(peer.url .. "/echo", { data = avideo.file(tmp.dir .. "/missing") }) end, "missing")
@@ -185,6 +215,8 @@ describe("request bodies", function()
       refused(function() avideo.post(url, { files = { f = "x" }, json = {} }) end, "json or files")
       refused(function() avideo.post(url, { files = { f = "x" }, data = "raw" }) end, "data beside files")
       refused(function() avideo.post(url, { files = { [1] = "x" } }) end, "files field names must be strings")
+      refused(function() avideo.post(url, { files = { f = "x" }, headers = { ["Content-Length"] = "0" } }) end,
+        "Content-Length")
       assert.are.equal(before, avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections)
     end)
   end)

@@ -68,6 +68,15 @@ describe("protocol", function()
       assert.is_true(took > 1.5, "the upload should have taken longer than sock_read, took " .. took)
     end)
 
+    it("does not run while a multipart body is still being sent", function()
+      local t0 = avideo.now()
+      local r = avideo.post(peer.small_buffer .. "/slow-reader?rate=" .. rate, {
+        files = { f = body }, timeout = { sock_read = 0.75, total = 30 } })
+      local took = avideo.now() - t0
+      assert.is_true(r:json().read > #body)
+      assert.is_true(took > 1.5, "the upload should have taken longer than sock_read, took " .. took)
+    end)
+
     it("starts once the body is sent", function()
       local t0 = avideo.now()
       local e = raises("timeout", "sock_read timeout", avideo.post,

@@ -207,6 +207,29 @@ describe("streamed responses", function()
     assert.matches("first 100\ntransfers 1\nerror cancelled\nbuffered %d+\ndone\n$", out)
   end)
 
+  it("keep a trailer that looks like a status line a trailer, buffered or streamed", function()
+    assert.are.equal(("a"):rep(1000), avideo.get(peer.url .. "/status-trailer"):text())
+    local r = avideo.get(peer.url .. "/status-trailer", { stream = true })
+    assert.are.equal(("a"):rep(1000), r:text())
+  end)
+
+  it("drop the body of a redirect they follow, however large", function()
+    local r = avideo.get(peer.url .. "/redirect-big", { stream = true, timeout = 5 })
+    assert.are.equal(200, r.status)
+    assert.are.equal("xxxxxxxxxx", r:text())
+  end)
+
+  it("do not time out on sock_read while nobody reads them", function()
+    avideo.run(function()
+      local s <close> = avideo.session { timeout = { sock_read = 0.2 } }
+      local r = s:get(nginx.url .. "/files/20m.bin", { stream = true })
+      avideo.sleep(0.6) -- held, unread: the transfer pauses, no clock runs
+      local n = 0
+      for chunk in r:chunks() do n = n + #chunk end
+      assert.are.equal(20 * MiB, n)
+    end)
+  end)
+
   it("refuse bad input with a clear error", function()
     local function invalid(fn, pattern)
       local ok, err = pcall(fn)

@@ -140,6 +140,19 @@ async def chunked_cut(request):
     return await raw(request, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n10\r\nabc")
 
 
+async def status_trailer(request):
+    """A chunked body, then a trailer that looks like a status line (libcurl
+    hands trailers to the header callback): it must stay a trailer."""
+    body = b"a" * 1000
+    return await raw(request, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x\r\n\r\n"
+                     + b"%x\r\n" % len(body) + body + b"\r\n0\r\nHTTP/1.1 200 OK: x\r\n\r\n")
+
+
+async def redirect_big(request):
+    """A redirect whose own body is 300 kB: nobody reads it."""
+    return web.Response(status=302, headers={"Location": "/big?bytes=10"}, body=b"r" * 300000)
+
+
 async def bad_status(request):
     return await raw(request, b"HTTP/1.1 abc\r\nbroken\r\n\r\n")
 
@@ -337,6 +350,8 @@ def main():
     app.router.add_get("/reset-mid", reset_mid)
     app.router.add_get("/short", short)
     app.router.add_get("/chunked-cut", chunked_cut)
+    app.router.add_get("/status-trailer", status_trailer)
+    app.router.add_get("/redirect-big", redirect_big)
     app.router.add_get("/bad-status", bad_status)
     app.router.add_get("/stall", stall)
     app.router.add_get("/drip", drip)

@@ -77,6 +77,10 @@ static bool av_header_framing_ok(lua_State *L, const char *name, size_t nlen, co
     return false;
   }
   if (nlen != sizeof cl - 1 || strncasecmp(name, cl, nlen) != 0) return true;
+  if (body_len == AV_BODY_LENGTH_LIBCURL) {
+    lua_pushliteral(L, "header 'Content-Length' is not allowed with files: libcurl frames a multipart body itself");
+    return false;
+  }
   if (body_len < 0) {
     lua_pushliteral(L, "header 'Content-Length' is not allowed in a session's headers: it comes from each body");
     return false;

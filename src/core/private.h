@@ -65,6 +65,9 @@ int av_error_arg(lua_State *L, int arg, const char *fmt, ...);
 int av_refuse(lua_State *L, const char *fmt, ...);
 
 /* ------------------------------------------------------------- headers */
+/* The body_len of a body whose length libcurl works out (multipart): a
+ * Content-Length of the caller's is refused, as in a session's headers (-1). */
+#define AV_BODY_LENGTH_LIBCURL (-2)
 /* Append the flat header list {n1, v1, ...} at idx to *list; false with a
  * message pushed on bad input. body_len: the request body's size, or -1
  * for a session's default headers (framing headers are checked against it). */
@@ -305,7 +308,7 @@ struct av_easy {
   bool fresh;                 /* new: no request options set yet */
   bool busy;                  /* a user holds it (between get and put) */
   bool paused;                /* its user paused the transfer (av_xfer_paused) */
-  int local_port;             /* of the transfer's connection (av_xfer_connection) */
+  int local_port, remote_port; /* of the transfer's connection (av_xfer_connection) */
   uint32_t use;               /* transfers it was handed out for */
   uint64_t tls_id;            /* the TLS settings it has (see av_tls) */
   char errbuf[CURL_ERROR_SIZE];
@@ -332,9 +335,10 @@ void av_easy_tls(av_transport *t, av_easy *e, const av_tls *tls);
 CURLMcode av_xfer_start(av_transport *t, av_easy *e);
 /* Take e's transfer back from libcurl (finished or cancelled). */
 void av_xfer_stop(av_transport *t, av_easy *e);
-/* e's transfer runs on the connection with this local port (libcurl's
- * PREREQFUNCTION tells it): how a paused transfer's socket is known. */
-void av_xfer_connection(av_easy *e, int local_port);
+/* e's transfer runs on the connection with these local and remote ports
+ * (libcurl's PREREQFUNCTION tells them): how a paused transfer's socket is
+ * known. */
+void av_xfer_connection(av_easy *e, int local_port, int remote_port);
 /* e's user paused (or unpaused) its transfer: its connection, idle to
  * libcurl meanwhile, is not shut down when it turns readable. */
 void av_xfer_paused(av_transport *t, av_easy *e, bool paused);
@@ -395,7 +399,8 @@ struct av_request {
   bool url_rewritten;         /* url is not the caller's (an international host made ASCII) */
   struct curl_slist *headers; /* owned (one block: av_headers_free); NULL means the owner's defaults */
   const char *body;           /* the Lua string in user value AV_UV_BODY */
-  FILE *upload;               /* a file body (avideo.file), read as it is sent; else NULL */
+  char *upload_path;          /* a file body (avideo.file), or NULL ... */
+  FILE *upload;               /* ... opened when the request runs, read as it is sent */
   av_part *parts;             /* a multipart body's parts (multipart.c), or NULL */
   size_t nparts;
   curl_mime *mime;            /* ... made from them while the request runs */
@@ -431,7 +436,7 @@ struct av_request {
   const char *err_phase;      /* which clock, for a timeout; else NULL */
   char *err_message;
   int fault;                  /* enum av_req_fault: why a callback stopped the transfer */
-  int upload_errno;           /* why the body's file could not be read */
+  int upload_errno;           /* why the body's file could not be read (0: it shrank) */
 };
 
 /* The smallest buffer a streamed response pauses at (read_bufsize may

@@ -32,6 +32,9 @@ static bool av_receive_keep(av_request *req, av_buf *b, const char *p, size_t le
  * offered and offers it again when op:read unpauses it). */
 static size_t av_receive_stream(av_request *req, const char *p, size_t len) {
   av_buf *b = &req->resp_body;
+  /* before the response is handed over, bytes are a redirect's body that
+   * nobody reads: kept, they would fill the buffer and pause for ever */
+  if (!req->stream_ready) return len;
   if (b->len - req->body_off >= req->stream_limit) {
     req->paused = true;
     av_xfer_paused(req->owner->transport, req->easy, true);
@@ -114,11 +117,14 @@ static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   av_response_check *c = &req->check;
   av_request_touch(req);
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0 && (!c->complete || c->status < 200)) {
     /* A new status line starts a new response (after a 1xx): keep only
-     * the last one's headers and body. */
+     * the last one's headers and body. Once a final response's header
+     * block is in, a line like it is a trailer (libcurl passes those
+     * here too), never a new response. */
     req->resp_headers.len = 0;
     req->resp_body.len = 0;
+    req->body_off = 0;
     memset(c, 0, sizeof *c);
     c->status = av_status_of(p, len);
   } else if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
@@ -137,7 +143,9 @@ static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
 
 static void av_request_read_clock(av_request *req) {
   av_request_touch(req);
-  av_deadline_set(&req->op, (uint64_t)req->sock_read_ms);
+  /* a stream handed over counts sock_read only while a reader waits (its
+   * op is pending again then: op:read arms the deadline) */
+  if (req->op.state == AV_OP_PENDING) av_deadline_set(&req->op, (uint64_t)req->sock_read_ms);
 }
 
 /* Connected (or reusing a connection), about to send: the connect clock
@@ -147,10 +155,10 @@ static void av_request_read_clock(av_request *req) {
 static int av_receive_prereq(void *ud, char *ip, char *local_ip, int port, int local_port) {
   av_request *req = ud;
   req->connected = true;
-  av_xfer_connection(req->easy, local_port);
+  av_xfer_connection(req->easy, local_port, port);
   /* a failed socket's deadline is due now: keep it */
   if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
-  req->sending = req->body_len > 0;
+  req->sending = (req->body_len > 0 || req->parts) && strcmp(req->method, "HEAD") != 0;
   if (!req->sending) av_request_read_clock(req);
   return CURL_PREREQFUNC_OK;
 }
@@ -160,7 +168,9 @@ static int av_receive_prereq(void *ud, char *ip, char *local_ip, int port, int l
 static int av_receive_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                                curl_off_t ulnow) {
   av_request *req = ud;
-  if (req->sending && ulnow >= (curl_off_t)req->body_len) {
+  /* a multipart body's length is libcurl's: ultotal, once it knows it */
+  curl_off_t total = req->parts ? ultotal : (curl_off_t)req->body_len;
+  if (req->sending && total > 0 && ulnow >= total) {
     req->sending = false;
     if (!req->sock_error) av_request_read_clock(req);
   }
@@ -171,9 +181,15 @@ static int av_receive_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, c
 static size_t av_receive_upload(char *buf, size_t size, size_t n, void *ud) {
   av_request *req = ud;
   if (!req->upload) return CURL_READFUNC_ABORT;
-  size_t got = fread(buf, 1, size * n, req->upload);
-  if (got == 0 && ferror(req->upload)) {
-    req->upload_errno = errno;
+  /* never past the Content-Length sent: a file that grew would put its
+   * extra bytes on the connection as the start of another request */
+  off_t at = ftello(req->upload);
+  size_t left = at >= 0 && (size_t)at < req->body_len ? req->body_len - (size_t)at : 0;
+  if (left == 0) return 0;
+  size_t got = fread(buf, 1, size * n < left ? size * n : left, req->upload);
+  if (got == 0) {
+    /* an error, or a file that shrank: the body cannot be what was announced */
+    req->upload_errno = ferror(req->upload) ? errno : 0;
     req->fault = AV_FAULT_FILE;
     return CURL_READFUNC_ABORT;
   }

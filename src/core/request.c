@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "private.h"
 
@@ -60,8 +61,10 @@ static void av_request_detach(av_request *req) {
   req->easy = NULL;
 }
 
-/* A started request is over: its handle goes back, its owner hears of it. */
+/* A started request is over: its handle goes back, its owner hears of it.
+ * An op already handed over (a stream) may still have a deadline. */
 static void av_request_end(av_request *req) {
+  av_deadline_clear(&req->op);
   av_request_detach(req);
   req->owner->ended(req);
 }
@@ -103,8 +106,11 @@ static void av_request_failed(av_request *req, CURLcode code) {
   } else if (req->fault == AV_FAULT_FRAMING) {
     av_request_fail(req, "protocol", "response has conflicting Content-Length headers (%lld and %lld)",
                     (long long)c->length, (long long)c->other_length);
+  } else if (req->fault == AV_FAULT_FILE && req->upload_errno == 0) {
+    av_request_fail(req, "invalid", "the request body's file '%s' shrank while it was sent", req->upload_path);
   } else if (req->fault == AV_FAULT_FILE) {
-    av_request_fail(req, "invalid", "could not read the request body's file: %s", strerror(req->upload_errno));
+    av_request_fail(req, "invalid", "could not read the request body's file '%s': %s", req->upload_path,
+                    strerror(req->upload_errno));
   } else if (req->fault == AV_FAULT_NO_MEMORY) {
     av_request_fail(req, "protocol", "out of memory while reading the response");
   } else if (req->sock_error) {
@@ -190,7 +196,7 @@ static bool av_request_set_method(av_request *req, CURL *h) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
   }
   /* upload progress only where it starts the sock_read clock */
-  bool progress = req->sock_read_ms && req->body_len > 0;
+  bool progress = req->sock_read_ms && (req->body_len > 0 || req->parts);
   curl_easy_setopt(h, CURLOPT_NOPROGRESS, progress ? 0L : 1L);
   return true;
 }
@@ -214,6 +220,13 @@ bool av_request_run(av_request *req) {
   CURL *h = e->h;
   req->easy = e;
   req->phase = AV_REQ_RUNNING;
+  if (req->upload_path && !(req->upload = fopen(req->upload_path, "rb"))) {
+    int err = errno;
+    req->easy = NULL;
+    av_easy_put(t, e);
+    av_request_fail(req, "invalid", "cannot read file '%s': %s", req->upload_path, strerror(err));
+    return false;
+  }
   if (e->fresh) av_request_easy_defaults(e);
   av_easy_tls(t, e, &req->owner->tls);
   av_receive_attach(h, req);
@@ -228,6 +241,7 @@ bool av_request_run(av_request *req) {
   CURLMcode rc = made ? av_xfer_start(t, e) : CURLM_OUT_OF_MEMORY;
   if (rc != CURLM_OK) {
     av_multipart_detach(req, h);
+    av_request_close_upload(req);
     req->easy = NULL;
     av_easy_put(t, e);
     av_request_fail(req, "protocol", "cannot start transfer: %s", curl_multi_strerror(rc));
@@ -332,6 +346,7 @@ void av_request_stop(av_request *req) {
  * delivered is still being received: end it as cancelled. */
 static void av_request_aborted(av_easy *e) {
   av_request *req = e->user;
+  av_deadline_clear(&req->op);
   av_request_detach(req);
   if (!req->err_kind) {
     req->err_kind = "cancelled";
@@ -440,17 +455,19 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
     if (!av_multipart_read(L, 6, req)) return av_refuse(L, "bad multipart body (or out of memory)"), NULL;
     req->has_body = true;
   } else if (path) {
-    /* opened now: a file that cannot be read fails before anything is sent */
+    /* checked now, so that a file that cannot be read fails before
+     * anything is sent; opened only when the request runs, so that
+     * thousands of queued uploads hold no descriptor each */
     struct stat st;
-    req->upload = fopen(path, "rb");
-    if (!req->upload) return av_refuse(L, "cannot read file '%s': %s", path, strerror(errno)), NULL;
-    if (fstat(fileno(req->upload), &st) != 0 || !S_ISREG(st.st_mode))
+    if (access(path, R_OK) != 0) return av_refuse(L, "cannot read file '%s': %s", path, strerror(errno)), NULL;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
       return av_refuse(L, "cannot send '%s': not a regular file", path), NULL;
-    req->body_len = (size_t)st.st_size;
+    if (!(req->upload_path = strdup(path))) return luaL_error(L, "out of memory"), NULL;
+    req->body_len = (size_t)st.st_size; /* the Content-Length: what is sent, whatever the file does */
     req->has_body = true;
   }
-  if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 &&
-      !av_headers_build(L, 5, owner->headers, body ? (long long)blen : (long long)req->body_len, &req->headers))
+  long long framed = body ? (long long)blen : multipart ? AV_BODY_LENGTH_LIBCURL : (long long)req->body_len;
+  if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 && !av_headers_build(L, 5, owner->headers, framed, &req->headers))
     return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
   if (body) {
     /* anchored like the URL: libcurl sends it from the Lua string */
@@ -630,6 +647,7 @@ static int av_request_close(lua_State *L) {
   if (!req->stream || !req->stream_ready || req->closed) return 0;
   req->closed = true;
   if (req->phase == AV_REQ_RUNNING && req->easy) {
+    av_deadline_clear(&req->op);
     av_request_detach(req);
     req->phase = AV_REQ_DONE;
     req->owner->ended(req);
@@ -655,11 +673,14 @@ static int av_request_gc(lua_State *L) {
     req->op.vt->cancel(&req->op);
   } else if (req->op.loop && req->phase == AV_REQ_RUNNING && req->easy && !req->op.loop->closed) {
     /* a streamed response dropped unread: its transfer ends, its slot frees */
+    av_deadline_clear(&req->op);
     av_request_detach(req);
     req->phase = AV_REQ_DONE;
     req->owner->ended(req);
   }
   av_request_close_upload(req);
+  free(req->upload_path);
+  req->upload_path = NULL;
   av_multipart_free(req);
   av_headers_free(req->headers);
   free(req->effective_url);

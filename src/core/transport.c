@@ -157,16 +157,23 @@ static void av_sock_given_up(av_sock *sk, CURL *easy) {
  * looks idle: it is told by its local port, which the user gave with
  * av_xfer_connection. Checked only on an idle socket's event, and only
  * while some transfer is paused. */
+static int av_port_of(const struct sockaddr_storage *a) {
+  return a->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)a)->sin6_port)
+                                  : ntohs(((const struct sockaddr_in *)a)->sin_port);
+}
+
 static bool av_sock_paused(const av_sock *sk) {
   const av_transport *t = sk->t;
   if (t->n_paused == 0) return false;
-  struct sockaddr_storage a;
-  socklen_t len = sizeof a;
-  if (getsockname(sk->fd, (struct sockaddr *)&a, &len) != 0) return false;
-  int port = a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port)
-                                     : ntohs(((struct sockaddr_in *)&a)->sin_port);
+  struct sockaddr_storage here, there;
+  socklen_t hlen = sizeof here, tlen = sizeof there;
+  if (getsockname(sk->fd, (struct sockaddr *)&here, &hlen) != 0 ||
+      getpeername(sk->fd, (struct sockaddr *)&there, &tlen) != 0)
+    return false;
+  /* both ports: one local port may serve connections to two servers */
+  int local = av_port_of(&here), remote = av_port_of(&there);
   for (const av_easy *e = t->busy_easy; e; e = e->bnext)
-    if (e->paused && e->local_port == port) return true;
+    if (e->paused && e->local_port == local && e->remote_port == remote) return true;
   return false;
 }
 
@@ -367,7 +374,7 @@ av_easy *av_easy_get(av_transport *t, const av_xfer_vtable *vt, void *user) {
     }
     e->fresh = true;
     e->paused = false;
-    e->local_port = 0;
+    e->local_port = e->remote_port = 0;
     e->use = 0;
     e->tls_id = 0; /* libcurl's defaults: verify, the system's CAs */
     av_curl_setup_easy(t, e);
@@ -397,7 +404,10 @@ void av_easy_tls(av_transport *t, av_easy *e, const av_tls *tls) {
   e->tls_id = tls->id;
 }
 
-void av_xfer_connection(av_easy *e, int local_port) { e->local_port = local_port; }
+void av_xfer_connection(av_easy *e, int local_port, int remote_port) {
+  e->local_port = local_port;
+  e->remote_port = remote_port;
+}
 
 void av_xfer_paused(av_transport *t, av_easy *e, bool paused) {
   if (e->paused == paused) return;
