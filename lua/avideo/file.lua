@@ -1,9 +1,10 @@
 --- avideo.file(path [, opts]): a file to send as a request body
 -- (`data = avideo.file(path)`), read from disk as it goes out, never whole
 -- into memory. opts: filename and content_type (the Content-Type it goes
--- out with; application/octet-stream when not given). The file is opened
--- when the request is made: a missing or unreadable one is an `invalid`
--- error before anything is sent.
+-- out with; application/octet-stream when not given). The file is checked
+-- when the request is made (a missing or unreadable one is an `invalid`
+-- error before anything is sent) and opened when it runs; it goes out at
+-- the length it had when checked.
 local errors = require "avideo.errors"
 
 local File = { __name = "avideo.File" }
