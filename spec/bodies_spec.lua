@@ -176,6 +176,51 @@ describe("request bodies", function()
     end)
   end)
 
+  describe("data as a function", function()
+    it("is sent chunked, piece by piece, the function waiting as it likes", function()
+      local parts = { "hello ", "from ", "a ", "function" }
+      local i = 0
+      local seen = avideo.post(httpbin.url .. "/post", {
+        data = function() i = i + 1; return parts[i] end, timeout = TIMEOUT }):raise_for_status():json()
+      assert.are.equal("hello from a function", seen.data)
+      assert.are.equal("chunked", seen.headers["Transfer-Encoding"])
+      assert.are.equal("application/octet-stream", seen.headers["Content-Type"])
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 1, timeout = { total = TIMEOUT, sock_read = 0.2 } }
+        local n = 0
+        -- slower than sock_read between pieces: the body is still being sent
+        local r = s:put(httpbin.url .. "/put", { data = function()
+          n = n + 1
+          avideo.sleep(0.3)
+          if n <= 3 then return ("x"):rep(100000) end
+        end })
+        assert.are.equal(300000, #r:json().data)
+        assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      end)
+    end)
+
+    it("ends the transfer and raises the function's error, or a wrong piece's", function()
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 1, timeout = TIMEOUT }
+        local ok, e = pcall(s.post, s, httpbin.url .. "/post", { data = function() error("boom", 0) end })
+        assert.is_false(ok)
+        assert.are.equal("boom", e)
+        assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+        e = refused(function() s:post(httpbin.url .. "/post", { data = function() return 5 end }) end, "got number")
+        assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+        refused(function()
+          s:post(httpbin.url .. "/post", { data = function() end, headers = { ["Content-Length"] = "0" } })
+        end, "Content-Length")
+      end)
+    end)
+
+    it("is not sent again: a 307 or 308 is the response", function()
+      local r = avideo.post(httpbin.url .. "/redirect-to", { params = { url = "/post", status_code = 307 },
+        data = function() end, timeout = TIMEOUT })
+      assert.are.equal(307, r.status)
+    end)
+  end)
+
   describe("files: multipart/form-data", function()
     local tmp = temp_dir()
     local write = tmp.write
@@ -313,7 +358,7 @@ describe("request bodies", function()
         avideo.get(url, { params = { a = { 1, 2, x = 3 } } })
       end, "param 'a'" },
       { "params with a boolean name", function() avideo.get(url, { params = { [true] = 1 } }) end, "param names" },
-      { "data a function", function() avideo.post(url, { data = print }) end, "data must be a string" },
+      { "data a coroutine", function() avideo.post(url, { data = coroutine.create(print) }) end, "data must be a string" },
       { "data a userdata", function() avideo.post(url, { data = io.stdout }) end, "data must be a string" },
       { "data a number", function() avideo.post(url, { data = 5 }) end, "data must be a string" },
       { "data a boolean", function() avideo.post(url, { data = true }) end, "data must be a string" },

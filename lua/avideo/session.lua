@@ -10,7 +10,7 @@ local sched = require "avideo.scheduler"
 local is_file = require("avideo.file").is_file
 
 local new_response = response.new
-local waiting_task = sched.waiting_task
+local waiting_task, await_op = sched.waiting_task, sched.await_op
 local YIELD, RESUME, refuse_foreign, check_cancel = sched.YIELD, sched.RESUME, sched.refuse_foreign, sched.check_cancel
 local current_task = sched.current
 local co_yield, co_running, co_isyieldable = coroutine.yield, coroutine.running, coroutine.isyieldable
@@ -208,6 +208,9 @@ end
 -- The body of `json` or `data` and the Content-Type that says what it is.
 -- A string goes as is, as bytes (never as libcurl's form-urlencoded
 -- default); a table of fields is a form.
+-- The body the core is told a function's pieces make (see send_pulled).
+local PULL = { pull = true }
+
 local function encode_body(json_value, data, url, method)
   if json_value ~= nil then
     if data ~= nil then raise("invalid", "give json or data, not both", { url = url, method = method }) end
@@ -217,8 +220,10 @@ local function encode_body(json_value, data, url, method)
   if t == "string" then return data, "application/octet-stream" end
   -- a file: the core opens it and reads it as it sends (see file.lua)
   if is_file(data) then return data, data.content_type or "application/octet-stream" end
+  -- a function: the task hands its pieces over as they are sent (send_pulled)
+  if t == "function" then return PULL, "application/octet-stream" end
   if t == "table" then return form_encode(data, "data"), "application/x-www-form-urlencoded" end
-  raise("invalid", "data must be a string, a table of form fields or avideo.file(path), got " .. t,
+  raise("invalid", "data must be a string, a table of form fields, avideo.file(path) or a function, got " .. t,
     { url = url, method = method })
 end
 
@@ -403,6 +408,37 @@ local function send(self, method, url, headers, body, timeout, max_body, raise_s
   return wait_response(task, url, method, raise_status)
 end
 
+-- send() for data = fn: the task calls fn for each piece of the body as
+-- libcurl is ready to send it (fn may wait: it runs in the task), until fn
+-- returns nil; then it waits for the response as send() does. An error in
+-- fn ends the transfer and is raised as it is. The pcall lets fn yield:
+-- Lua 5.2+ and LuaJIT (a 5.1 port needs coxpcall here).
+local function send_pulled(self, method, url, headers, fn, timeout, max_body, raise_status)
+  local task = waiting_task(call_names[method])
+  if task == nil then
+    return sched.run(send_pulled, self, method, url, headers, fn, timeout, max_body, raise_status)
+  end
+  s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body = self, method, url, headers, PULL, timeout, max_body
+  local token, op = co_yield(YIELD, start_request)
+  if token ~= RESUME then op = refuse_foreign() end
+  task.op = false
+  if task.cancel_pending then check_cancel(task) end
+  if type(op) ~= "userdata" then error(op, 0) end -- start_request's error
+  while op:wants_body() do
+    local ok, piece = pcall(fn)
+    if ok and piece ~= nil and type(piece) ~= "string" then
+      ok, piece = false, errors.new("invalid", "a body function must return strings, then nil at the end; got "
+        .. type(piece), { url = url, method = method })
+    end
+    if not ok then
+      op:close() -- the transfer stops, its slot frees
+      error(piece, 0)
+    end
+    if op:write(piece, task) then await_op(task, op) end
+  end
+  return make_response(op, url, method, raise_status)
+end
+
 -- The request path shared by every verb; method is upper case already.
 local function request(self, method, url, opts)
   if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
@@ -433,6 +469,7 @@ local function request(self, method, url, opts)
   -- set here, not passed: one parameter more on send's frame would grow
   -- every waiting coroutine's stack (see wait_response)
   s_stream = stream
+  if body == PULL then return send_pulled(self, method, url, headers, opts.data, timeout, max_body, raise_status) end
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 

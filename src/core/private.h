@@ -401,6 +401,14 @@ struct av_request {
   const char *body;           /* the Lua string in user value AV_UV_BODY */
   char *upload_path;          /* a file body (avideo.file), or NULL ... */
   FILE *upload;               /* ... opened when the request runs, read as it is sent */
+  /* a body the task hands over piece by piece (data = function): libcurl
+   * sends it chunked; while it wants more the transfer pauses and the op
+   * is ready with want_body set, and op:write gives the next piece */
+  bool pull;
+  bool want_body;
+  bool pull_eof;              /* op:write(nil): no more */
+  av_buf pull_buf;            /* the piece not yet sent, from pull_off on */
+  size_t pull_off;
   av_part *parts;             /* a multipart body's parts (multipart.c), or NULL */
   size_t nparts;
   curl_mime *mime;            /* ... made from them while the request runs */

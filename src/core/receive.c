@@ -158,7 +158,7 @@ static int av_receive_prereq(void *ud, char *ip, char *local_ip, int port, int l
   av_xfer_connection(req->easy, local_port, port);
   /* a failed socket's deadline is due now: keep it */
   if (!req->sock_read_ms || req->sock_error) return CURL_PREREQFUNC_OK;
-  req->sending = (req->body_len > 0 || req->parts) && strcmp(req->method, "HEAD") != 0;
+  req->sending = (req->body_len > 0 || req->parts || req->pull) && strcmp(req->method, "HEAD") != 0;
   if (!req->sending) av_request_read_clock(req);
   return CURL_PREREQFUNC_OK;
 }
@@ -178,8 +178,33 @@ static int av_receive_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, c
 }
 
 /* A file body (avideo.file), read from disk as libcurl sends it. */
+/* A body the task hands over (data = function): what op:write gave; when
+ * that is sent, the transfer pauses and the task is woken for more. */
+static size_t av_receive_pull(av_request *req, char *buf, size_t max) {
+  av_buf *b = &req->pull_buf;
+  size_t have = b->len - req->pull_off;
+  if (have > 0) {
+    size_t n = have < max ? have : max;
+    memcpy(buf, b->data + req->pull_off, n);
+    req->pull_off += n;
+    if (req->pull_off == b->len) req->pull_off = b->len = 0;
+    return n;
+  }
+  if (req->pull_eof) {
+    if (req->sending) { /* all sent: the sock_read clock starts */
+      req->sending = false;
+      av_request_read_clock(req);
+    }
+    return 0;
+  }
+  req->want_body = true;
+  if (req->op.state == AV_OP_PENDING) av_op_finish(&req->op);
+  return CURL_READFUNC_PAUSE;
+}
+
 static size_t av_receive_upload(char *buf, size_t size, size_t n, void *ud) {
   av_request *req = ud;
+  if (req->pull) return av_receive_pull(req, buf, size * n);
   if (!req->upload) return CURL_READFUNC_ABORT;
   /* never past the Content-Length sent: a file that grew would put its
    * extra bytes on the connection as the start of another request */

@@ -181,6 +181,12 @@ static bool av_request_set_method(av_request *req, CURL *h) {
     av_multipart_detach(req, h);
     if (!av_multipart_attach(req, h)) return false;
     if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
+  } else if (req->pull) {
+    /* no size: libcurl sends it chunked, reading through READFUNCTION */
+    if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
   } else if (req->upload) {
     /* a file: POST (or the method) with no POSTFIELDS reads it through
      * READFUNCTION, from its start on every hop */
@@ -270,9 +276,12 @@ static bool av_request_follow(av_request *req) {
     av_request_timed_out(req); /* connected: reported as the total timeout */
     return false;
   }
+  bool to_get = av_redirect_to_get(req->status, req->method);
+  /* a body the task handed over is gone: a 307 or 308 that would send it
+   * again is the response (as curl does for a body it cannot rewind) */
+  if (req->pull && !to_get) return false;
   curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &from);
   char *url = strdup(target);
-  bool to_get = av_redirect_to_get(req->status, req->method);
   bool credentials = !(url && from && av_redirect_same_origin(from, url));
   if (!url || !av_redirect_headers(&req->headers, req->owner->headers, to_get, credentials)) {
     free(url);
@@ -406,16 +415,18 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
   /* a string, a file body (avideo.file: a table with its path), or a
    * multipart body (a table of parts marked multipart: multipart.c) */
-  bool table_body = lua_type(L, 6) == LUA_TTABLE, multipart = false;
+  bool table_body = lua_type(L, 6) == LUA_TTABLE, multipart = false, pull = false;
   const char *body = lua_isnoneornil(L, 6) || table_body ? NULL : luaL_checklstring(L, 6, &blen);
   const char *path = NULL;
   if (table_body) {
     lua_getfield(L, 6, "multipart");
     multipart = lua_toboolean(L, -1);
+    lua_getfield(L, 6, "pull");
+    pull = lua_toboolean(L, -1);
     lua_getfield(L, 6, "path");
     path = lua_tostring(L, -1);
-    lua_pop(L, 2); /* the table keeps the string */
-    if (!path && !multipart) return av_error_arg(L, 6, "a file body needs a path"), NULL;
+    lua_pop(L, 3); /* the table keeps the string */
+    if (!path && !multipart && !pull) return av_error_arg(L, 6, "a file body needs a path"), NULL;
   }
   long total = av_timeout_arg(L, 7);
   long connect = av_timeout_arg(L, 8);
@@ -454,6 +465,9 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   if (multipart) {
     if (!av_multipart_read(L, 6, req)) return av_refuse(L, "bad multipart body (or out of memory)"), NULL;
     req->has_body = true;
+  } else if (pull) {
+    req->pull = true;
+    req->has_body = true;
   } else if (path) {
     /* checked now, so that a file that cannot be read fails before
      * anything is sent; opened only when the request runs, so that
@@ -466,7 +480,7 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
     req->body_len = (size_t)st.st_size; /* the Content-Length: what is sent, whatever the file does */
     req->has_body = true;
   }
-  long long framed = body ? (long long)blen : multipart ? AV_BODY_LENGTH_LIBCURL : (long long)req->body_len;
+  long long framed = body ? (long long)blen : multipart || pull ? AV_BODY_LENGTH_LIBCURL : (long long)req->body_len;
   if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 && !av_headers_build(L, 5, owner->headers, framed, &req->headers))
     return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
   if (body) {
@@ -644,7 +658,10 @@ static int av_request_read(lua_State *L) {
  * frees, and a task waiting in read() wakes to find the response closed. */
 static int av_request_close(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
-  if (!req->stream || !req->stream_ready || req->closed) return 0;
+  /* a stream handed over, or a request whose task stops handing over its
+   * body (its function raised) */
+  if (!(req->stream && req->stream_ready) && !req->pull) return 0;
+  if (req->closed || req->op.state == AV_OP_READY) return 0;
   req->closed = true;
   if (req->phase == AV_REQ_RUNNING && req->easy) {
     av_deadline_clear(&req->op);
@@ -653,9 +670,45 @@ static int av_request_close(lua_State *L) {
     req->owner->ended(req);
     if (req->op.state == AV_OP_PENDING) av_op_finish(&req->op);
   }
-  av_buf_free(&req->resp_body);
-  req->body_off = 0;
+  if (req->stream) {
+    av_buf_free(&req->resp_body);
+    req->body_off = 0;
+  }
   return 0;
+}
+
+/* req:wants_body() -> whether the transfer waits for the next piece of a
+ * body the task hands over (data = function) */
+static int av_request_wants_body(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  lua_pushboolean(L, req->pull && req->want_body && req->phase == AV_REQ_RUNNING && !req->closed);
+  return 1;
+}
+
+/* req:write(piece | nil, token) -> true (the op is pending for token) | false
+ * The next piece of the body (nil: the end); the transfer goes on, and the
+ * op is ready again when it wants more or the response is in. False when
+ * the transfer is over already (the server answered early). */
+static int av_request_write(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  size_t len = 0;
+  const char *piece = lua_isnil(L, 2) ? NULL : luaL_checklstring(L, 2, &len);
+  luaL_checkany(L, 3);
+  if (!req->pull || req->op.state != AV_OP_IDLE || req->pull_eof)
+    return luaL_error(L, "this request takes no body piece now");
+  if (req->phase != AV_REQ_RUNNING || !req->easy || req->closed) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (piece && !av_buf_append(&req->pull_buf, piece, len)) return luaL_error(L, "out of memory");
+  if (!piece) req->pull_eof = true;
+  req->want_body = false;
+  lua_getiuservalue(L, 1, AV_UV_LOOP);
+  av_op_start(L, &req->op, 1, 3, -1);
+  lua_pop(L, 1);
+  curl_easy_pause(req->easy->h, CURLPAUSE_CONT); /* may send it at once */
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int av_request_op_cancel(lua_State *L) {
@@ -679,6 +732,7 @@ static int av_request_gc(lua_State *L) {
     req->owner->ended(req);
   }
   av_request_close_upload(req);
+  av_buf_free(&req->pull_buf);
   free(req->upload_path);
   req->upload_path = NULL;
   av_multipart_free(req);
@@ -696,6 +750,7 @@ void av_request_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"result", av_request_result}, {"body", av_request_body}, {"json", av_request_json},
       {"read", av_request_read}, {"close", av_request_close},
+      {"wants_body", av_request_wants_body}, {"write", av_request_write},
       {"headers", av_request_headers}, {"method", av_request_method}, {"cancel", av_request_op_cancel},
       {NULL, NULL}};
   luaL_newmetatable(L, AV_REQUEST_MT);
