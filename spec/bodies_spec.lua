@@ -103,6 +103,16 @@ describe("request bodies", function()
       end
     end)
 
+    it("absent from a POST sends no Content-Type (not libcurl's form default), and Content-Length: 0", function()
+      local seen = avideo.post(peer.url .. "/echo", { timeout = TIMEOUT }):json()
+      assert.are.same({}, content_types(seen))
+      assert.are.equal("0", seen.headers["content-length"])
+      seen = avideo.post(peer.url .. "/echo", { headers = { ["X-A"] = "1" }, timeout = TIMEOUT }):json()
+      assert.are.same({}, content_types(seen))
+      seen = avideo.post(peer.url .. "/echo", { headers = { ["Content-Type"] = "text/x" }, timeout = TIMEOUT }):json()
+      assert.are.same({ "text/x" }, content_types(seen))
+    end)
+
     it("may be empty: an empty body, still application/octet-stream", function()
       local seen = avideo.post(peer.url .. "/echo", { data = "", timeout = TIMEOUT }):json()
       assert.are.equal("", seen.body)

@@ -231,6 +231,29 @@ struct curl_slist *av_headers_filter(const struct curl_slist *from, bool (*drop)
 
 void av_headers_free(struct curl_slist *block) { free(block); }
 
+bool av_headers_bodyless(const struct curl_slist *defaults, struct curl_slist **out) {
+  struct curl_slist *copy = NULL;
+  for (const struct curl_slist *d = defaults; d; d = d->next) {
+    struct curl_slist *next = curl_slist_append(copy, d->data);
+    if (!next) {
+      curl_slist_free_all(copy);
+      return false;
+    }
+    copy = next;
+  }
+  if (!av_slist_has(copy, SIZE_MAX, "Content-Type", 12)) {
+    /* "Name:" removes the header libcurl would add */
+    struct curl_slist *next = curl_slist_append(copy, "Content-Type:");
+    if (!next) {
+      curl_slist_free_all(copy);
+      return false;
+    }
+    copy = next;
+  }
+  *out = copy;
+  return true;
+}
+
 bool av_headers_defaults(struct curl_slist **list) {
   /* Written into the list rather than set with CURLOPT_USERAGENT and
    * CURLOPT_ACCEPT_ENCODING's own header: libcurl formats those two anew

@@ -84,6 +84,10 @@ struct curl_slist *av_headers_filter(const struct curl_slist *from, bool (*drop)
                                      const void *ud);
 /* Free a block made by av_headers_build or av_headers_filter. */
 void av_headers_free(struct curl_slist *block);
+/* A copy of defaults that also removes the Content-Type libcurl would give
+ * a POST without a body (application/x-www-form-urlencoded), unless the
+ * defaults have one of their own; false when out of memory. */
+bool av_headers_bodyless(const struct curl_slist *defaults, struct curl_slist **out);
 /* Append the headers every session sends unless the user gave them:
  * User-Agent, Accept-Encoding (what libcurl decodes), and "Expect:" (no
  * 100-continue wait); false when out of memory. */
@@ -359,6 +363,7 @@ void av_xfer_paused(av_transport *t, av_easy *e, bool paused);
 typedef struct av_request_owner {
   av_transport *transport;
   struct curl_slist *headers; /* default headers */
+  struct curl_slist *headers_bodyless; /* the same for a POST without a body: no Content-Type */
   long read_bufsize;          /* libcurl's receive buffer for each transfer */
   av_tls tls;
   /* A request that av_request_run started has ended: finished, failed,

@@ -207,11 +207,24 @@ static bool av_request_set_method(av_request *req, CURL *h) {
   return true;
 }
 
+/* Whether req is a POST without a body, which libcurl would send with a
+ * form's Content-Type: its headers remove it (as requests and aiohttp send
+ * none). */
+static bool av_request_bodyless_post(const av_request *req) {
+  return !req->has_body && strcmp(req->method, "POST") == 0;
+}
+
+/* The headers req sends: its own, or its owner's defaults. */
+static const struct curl_slist *av_request_header_list(const av_request *req) {
+  if (req->headers) return req->headers;
+  return av_request_bodyless_post(req) ? req->owner->headers_bodyless : req->owner->headers;
+}
+
 /* What varies between hops: URL, headers, what is left of total, method;
  * false as av_request_set_method. */
 static bool av_request_set_hop(av_request *req, CURL *h, const char *url) {
   curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers ? req->headers : req->owner->headers);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, av_request_header_list(req));
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->hop_total_ms);
   return av_request_set_method(req, h);
 }
@@ -283,7 +296,7 @@ static bool av_request_follow(av_request *req) {
   curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &from);
   char *url = strdup(target);
   bool credentials = !(url && from && av_redirect_same_origin(from, url));
-  if (!url || !av_redirect_headers(&req->headers, req->owner->headers, to_get, credentials)) {
+  if (!url || !av_redirect_headers(&req->headers, av_request_header_list(req), to_get, credentials)) {
     free(url);
     av_request_fail(req, "protocol", "out of memory while following a redirect");
     return false;
@@ -481,7 +494,9 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
     req->has_body = true;
   }
   long long framed = body ? (long long)blen : multipart || pull ? AV_BODY_LENGTH_LIBCURL : (long long)req->body_len;
-  if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 && !av_headers_build(L, 5, owner->headers, framed, &req->headers))
+  if (body) req->has_body = true; /* set below too: av_request_bodyless_post reads it */
+  const struct curl_slist *defaults = av_request_bodyless_post(req) ? owner->headers_bodyless : owner->headers;
+  if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 && !av_headers_build(L, 5, defaults, framed, &req->headers))
     return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
   if (body) {
     /* anchored like the URL: libcurl sends it from the Lua string */

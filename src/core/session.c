@@ -148,7 +148,8 @@ static int av_session_new(lua_State *L) {
     lua_rotate(L, -3, 2); /* nil, "invalid", message */
     return 3;
   }
-  if (!av_headers_defaults(&s->owner.headers)) return luaL_error(L, "out of memory");
+  if (!av_headers_defaults(&s->owner.headers) || !av_headers_bodyless(s->owner.headers, &s->owner.headers_bodyless))
+    return luaL_error(L, "out of memory");
   lua_pushvalue(L, idx);
   lua_pushinteger(L, limit);
   lua_pushinteger(L, per_host);
@@ -206,7 +207,8 @@ static int av_session_close(lua_State *L) {
 static void av_session_free(av_session *s) {
   av_limiter_free(&s->lim);
   curl_slist_free_all(s->owner.headers);
-  s->owner.headers = NULL;
+  curl_slist_free_all(s->owner.headers_bodyless);
+  s->owner.headers = s->owner.headers_bodyless = NULL;
   av_url_cache_free(&s->origin);
   free(s->owner.tls.ca_file);
   s->owner.tls.ca_file = NULL;
