@@ -397,59 +397,60 @@ typedef struct av_response_check {
 
 struct av_request {
   av_op op;                   /* first: an av_request is an av_op */
+  /* (fields grouped by size: the op is the userdata of every request) */
   av_request_owner *owner;
-  int phase;
   av_easy *easy;              /* while running */
   const char *url;            /* the Lua string in user value AV_UV_URL */
-  bool url_rewritten;         /* url is not the caller's (an international host made ASCII) */
   struct curl_slist *headers; /* owned (one block: av_headers_free); NULL means the owner's defaults */
   const char *body;           /* the Lua string in user value AV_UV_BODY */
+  size_t body_len;
+  size_t max_body;
   char *upload_path;          /* a file body (avideo.file), or NULL ... */
   FILE *upload;               /* ... opened when the request runs, read as it is sent */
-  /* a body the task hands over piece by piece (data = function): libcurl
-   * sends it chunked; while it wants more the transfer pauses and the op
-   * is ready with want_body set, and op:write gives the next piece */
-  bool pull;
-  bool want_body;
-  bool pull_eof;              /* op:write(nil): no more */
+  /* a body the task hands over piece by piece (data = function, `pull`):
+   * libcurl sends it chunked; while it wants more the transfer pauses and
+   * the op is ready with want_body set, and op:write gives the next piece */
   av_buf pull_buf;            /* the piece not yet sent, from pull_off on */
   size_t pull_off;
   av_part *parts;             /* a multipart body's parts (multipart.c), or NULL */
   size_t nparts;
   curl_mime *mime;            /* ... made from them while the request runs */
-  size_t body_len;
-  bool has_body;
-  char method[12];
-  long total_ms, connect_ms, sock_read_ms, pool_ms; /* 0 = none */
-  uint64_t started;           /* loop ms when the request got its slot */
-  long hop_total_ms;          /* what is left of total_ms for this hop (libcurl's) */
-  uint64_t last_read;         /* loop ms of the last byte, for sock_read */
-  bool connected;             /* this hop has its connection (PREREQFUNCTION ran) */
-  bool sending;               /* this hop's body is not all sent: sock_read waits */
-  int sock_error;             /* libuv error: a socket could not be watched */
-  int redirects;              /* redirects followed */
-  size_t max_body;
-  /* a streamed response (stream = true): the op is ready once the final
+  /* a streamed response (`stream`): the op is ready once the final
    * response's header block is in; the body then waits in resp_body from
    * body_off on, at most about stream_limit bytes: past that the transfer
    * pauses until the reader takes some (op:read) */
-  bool stream;
-  bool stream_ready;          /* its header block is in: result() and read() work */
-  bool paused;                /* we paused the transfer: the reader lags */
-  bool closed;                /* op:close() ended it */
   size_t stream_limit;
   size_t body_off;
   av_buf resp_body;           /* until body_made */
-  bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
   av_buf resp_headers;
   av_response_check check;    /* the current response's header block, as it arrives */
-  long status;
   char *effective_url;        /* set only after redirects */
   const char *err_kind;       /* NULL on success */
   const char *err_phase;      /* which clock, for a timeout; else NULL */
   char *err_message;
+  long total_ms, connect_ms, sock_read_ms, pool_ms; /* 0 = none */
+  long hop_total_ms;          /* what is left of total_ms for this hop (libcurl's) */
+  long status;
+  uint64_t started;           /* loop ms when the request got its slot */
+  uint64_t last_read;         /* loop ms of the last byte, for sock_read */
+  int phase;
+  int sock_error;             /* libuv error: a socket could not be watched */
+  int redirects;              /* redirects followed */
   int fault;                  /* enum av_req_fault: why a callback stopped the transfer */
   int upload_errno;           /* why the body's file could not be read (0: it shrank) */
+  char method[12];
+  bool url_rewritten;         /* url is not the caller's (an international host made ASCII) */
+  bool has_body;
+  bool connected;             /* this hop has its connection (PREREQFUNCTION ran) */
+  bool sending;               /* this hop's body is not all sent: sock_read waits */
+  bool pull;
+  bool want_body;
+  bool pull_eof;              /* op:write(nil): no more */
+  bool stream;
+  bool stream_ready;          /* its header block is in: result() and read() work */
+  bool paused;                /* we paused the transfer: the reader lags */
+  bool closed;                /* op:close() ended it */
+  bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
 };
 
 /* The smallest buffer a streamed response pauses at (read_bufsize may
