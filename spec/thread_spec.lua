@@ -337,9 +337,16 @@ describe("avideo.run_in_thread", function()
       return m
     end
 
+    -- Bounds for two calls aimed at 0.5 s each, eased where the one call
+    -- measured in the same attempt came out shorter or longer than aimed
+    -- (a CI run once got calls of 0.28 s): two calls' CPU, and their wall
+    -- time side by side.
+    local function cpu_floor(m) return math.min(0.85, 1.7 * m.single_cpu) end
+    local function wall_bound(m) return math.max(0.85, 1.7 * m.single) end
+
     -- The loop kept serving, and the two calls really ran side by side.
     local function served(m)
-      return m.cpu > 0.85 and m.overlap > 0.5 * m.shorter and m.late < 0.1
+      return m.cpu > cpu_floor(m) and m.overlap > 0.5 * m.shorter and m.late < 0.1
         and m.ticks >= 0.8 * m.both / 0.05 - 1 and m.requests >= 5 and m.slowest < 0.15
     end
     -- This machine is shared: the wall-time claim holds only when we got both
@@ -369,7 +376,7 @@ describe("avideo.run_in_thread", function()
       for _ = 1, valgrind and 1 or 6 do
         last = attempt(srv)
         any_quiet = any_quiet or quiet(last)
-        if served(last) and quiet(last) and last.both < 0.85 then break end
+        if served(last) and quiet(last) and last.both < wall_bound(last) then break end
       end
       return last, any_quiet
     end)
@@ -377,9 +384,10 @@ describe("avideo.run_in_thread", function()
     assert.is_true(ok, tostring(m))
     if valgrind then return end
     assert.is_true(m.overlap > 0.5 * m.shorter, ("the calls ran side by side only %.3f s"):format(m.overlap))
-    assert.is_true(m.cpu > 0.85, ("the two calls used only %.2f s of CPU"):format(m.cpu))
+    assert.is_true(m.cpu > cpu_floor(m),
+      ("the two calls used only %.2f s of CPU (one alone: %.2f s)"):format(m.cpu, m.single_cpu))
     if saw_quiet then
-      assert.is_true(m.both < 0.85, ("two 0.5 s calls took %.3f s (one alone: %.3f s)"):format(m.both, m.single))
+      assert.is_true(m.both < wall_bound(m), ("two calls took %.3f s (one alone: %.3f s)"):format(m.both, m.single))
     else
       print("  (machine too busy in every attempt to check the wall time of the two calls)")
     end
