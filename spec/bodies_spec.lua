@@ -262,6 +262,25 @@ describe("request bodies", function()
       assert.are.equal(binary, file_seen(seen.files.first))
     end)
 
+    it("fails with the cause when a file part is gone by the time the request runs", function()
+      local path = tmp.write("gone.bin", "soon gone")
+      local err
+      avideo.run(function()
+        local s <close> = avideo.session { limit = 1, timeout = TIMEOUT }
+        local hold = avideo.spawn(function() s:get(peer.url .. "/hold?ms=200") end)
+        local post = avideo.spawn(function()
+          local ok, e = pcall(s.post, s, peer.url .. "/echo", { files = { f = avideo.file(path) } })
+          err = not ok and e
+        end)
+        avideo.sleep(0.05)
+        os.remove(path)
+        avideo.gather { hold, post }
+        assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      end)
+      assert.is_true(avideo.is_error(err, "invalid"), tostring(err))
+      assert.matches("multipart body", err.message)
+    end)
+
     it("refuses what it cannot send, before anything is sent", function()
       local before = avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections
       local url = peer.url .. "/echo"
@@ -270,6 +289,7 @@ describe("request bodies", function()
       refused(function() avideo.post(url, { files = { f = "x" }, json = {} }) end, "json or files")
       refused(function() avideo.post(url, { files = { f = "x" }, data = "raw" }) end, "data beside files")
       refused(function() avideo.post(url, { files = { [1] = "x" } }) end, "files field names must be strings")
+      refused(function() avideo.post(url, { files = { f = "x" }, data = { a = { b = 1 } } }) end, "data field 'a'")
       refused(function() avideo.post(url, { files = { f = "x" }, headers = { ["Content-Length"] = "0" } }) end,
         "Content-Length")
       assert.are.equal(before, avideo.get(peer.url .. "/stats", { timeout = TIMEOUT }):json().connections)

@@ -159,7 +159,12 @@ end
 -- stable output; a list value repeats its name (a=1&a=2). A nested table
 -- or a list of {name, value} pairs is refused naming the key: silently
 -- dropping or flattening it would send something else than was meant.
-local function form_encode(fields, opt)
+-- The fields of `opt` (params or data) as a list of name, text, name,
+-- text ..., names sorted for stable output, a list value repeating its
+-- name. A nested table or a list of {name, value} pairs is refused naming
+-- the key: silently dropping or flattening it would send something else
+-- than was meant.
+local function form_fields(fields, opt)
   local keys, names = {}, {}
   for k, v in pairs(fields) do
     local tk = type(k)
@@ -177,20 +182,29 @@ local function form_encode(fields, opt)
     keys[#keys + 1] = k
   end
   table.sort(keys, function(a, b) return names[a] < names[b] end)
-  local parts = {}
+  local out = {}
   for _, k in ipairs(keys) do
     local v, name = fields[k], names[k]
-    local prefix = encode_component(name) .. "="
     if type(v) ~= "table" then
-      parts[#parts + 1] = prefix .. encode_component(field_value(v, name, opt))
+      out[#out + 1], out[#out + 2] = name, field_value(v, name, opt)
     elseif not is_list(v) then
       field_value(v, name, opt, "a table that is not a list")
     else
       for _, x in ipairs(v) do
-        parts[#parts + 1] = prefix .. encode_component(field_value(x, name, opt,
-          type(x) == "table" and "a list holding a table" or nil))
+        out[#out + 1], out[#out + 2] = name, field_value(x, name, opt,
+          type(x) == "table" and "a list holding a table" or nil)
       end
     end
+  end
+  return out
+end
+
+-- The fields as name=value&..., percent-encoded: one encoder for params
+-- and data, so a query and a form body read the same.
+local function form_encode(fields, opt)
+  local flat, parts = form_fields(fields, opt), {}
+  for i = 1, #flat, 2 do
+    parts[#parts + 1] = encode_component(flat[i]) .. "=" .. encode_component(flat[i + 1])
   end
   return table.concat(parts, "&")
 end
@@ -238,23 +252,16 @@ local function multipart_parts(files, data, url, method)
     raise("invalid", "data beside files must be a table of form fields, got " .. type(data), where)
   end
   local parts = { multipart = true }
-  local function sorted(t, what)
-    local names = {}
-    for k in pairs(t) do
-      if type(k) ~= "string" then raise("invalid", ("%s names must be strings, got %s"):format(what, type(k)), where) end
-      names[#names + 1] = k
-    end
-    table.sort(names)
-    return names
+  -- data's fields as a form's (the same checks, the same order)
+  local flat = form_fields(data or {}, "data")
+  for i = 1, #flat, 2 do parts[#parts + 1] = { name = flat[i], data = flat[i + 1] } end
+  local names = {}
+  for k in pairs(files) do
+    if type(k) ~= "string" then raise("invalid", "files field names must be strings, got " .. type(k), where) end
+    names[#names + 1] = k
   end
-  for _, k in ipairs(sorted(data or {}, "data field")) do
-    local v = data[k]
-    local list = type(v) == "table" and v or { v }
-    for _, x in ipairs(list) do
-      parts[#parts + 1] = { name = k, data = field_value(x, k, "data", type(x) == "table" and "a list holding a table" or nil) }
-    end
-  end
-  for _, k in ipairs(sorted(files, "files field")) do
+  table.sort(names)
+  for _, k in ipairs(names) do
     local v = files[k]
     if is_file(v) then
       local f, why = io.open(v.path, "rb")

@@ -52,24 +52,25 @@ bool av_multipart_read(lua_State *L, int idx, av_request *req) {
   return true;
 }
 
-bool av_multipart_attach(av_request *req, CURL *h) {
+CURLcode av_multipart_attach(av_request *req, CURL *h) {
   curl_mime *mime = curl_mime_init(h);
-  if (!mime) return false;
+  if (!mime) return CURLE_OUT_OF_MEMORY;
   for (size_t i = 0; i < req->nparts; i++) {
     const av_part *p = &req->parts[i];
     curl_mimepart *part = curl_mime_addpart(mime);
-    bool ok = part && curl_mime_name(part, p->name) == CURLE_OK &&
-              (p->path ? curl_mime_filedata(part, p->path) : curl_mime_data(part, p->data, p->data_len)) == CURLE_OK &&
-              (!p->filename || curl_mime_filename(part, p->filename) == CURLE_OK) &&
-              (!p->type || curl_mime_type(part, p->type) == CURLE_OK);
-    if (!ok) {
+    CURLcode rc = part ? curl_mime_name(part, p->name) : CURLE_OUT_OF_MEMORY;
+    /* curl_mime_filedata fails for a file gone since the request was made */
+    if (rc == CURLE_OK) rc = p->path ? curl_mime_filedata(part, p->path) : curl_mime_data(part, p->data, p->data_len);
+    if (rc == CURLE_OK && p->filename) rc = curl_mime_filename(part, p->filename);
+    if (rc == CURLE_OK && p->type) rc = curl_mime_type(part, p->type);
+    if (rc != CURLE_OK) {
       curl_mime_free(mime);
-      return false;
+      return rc;
     }
   }
   curl_easy_setopt(h, CURLOPT_MIMEPOST, mime);
   req->mime = mime;
-  return true;
+  return CURLE_OK;
 }
 
 void av_multipart_detach(av_request *req, CURL *h) {

@@ -501,8 +501,9 @@ void av_receive_wake(av_request *req);
  * filename, content_type}, ...) into req; false when out of memory or a
  * part is malformed (session.lua makes them). */
 bool av_multipart_read(lua_State *L, int idx, av_request *req);
-/* Make req's parts the mime body of h; false when libcurl refuses. */
-bool av_multipart_attach(av_request *req, CURL *h);
+/* Make req's parts the mime body of h; libcurl's code when it cannot (a
+ * file part gone, out of memory). */
+CURLcode av_multipart_attach(av_request *req, CURL *h);
 /* Take the mime body off h and free it (the transfer is over). */
 void av_multipart_detach(av_request *req, CURL *h);
 /* Free req's parts. */

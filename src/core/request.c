@@ -147,6 +147,13 @@ static void av_request_answered(av_request *req) {
 
 /* ------------------------------------------------------------- running */
 
+/* A multipart body libcurl could not make: a file part that cannot be
+ * read (gone since the request was made) is the caller's. */
+static void av_request_body_failed(av_request *req, CURLcode code) {
+  bool file = code == CURLE_READ_ERROR || code == CURLE_FILE_COULDNT_READ_FILE;
+  av_request_fail(req, file ? "invalid" : "protocol", "cannot make the multipart body: %s", curl_easy_strerror(code));
+}
+
 /* Options every request sets the same way: once per easy handle. */
 static void av_request_easy_defaults(av_easy *e) {
   CURL *h = e->h;
@@ -166,8 +173,8 @@ static void av_request_easy_defaults(av_easy *e) {
 }
 
 /* The method and body, undoing whatever the handle's last request set;
- * false when a multipart body cannot be made (out of memory). */
-static bool av_request_set_method(av_request *req, CURL *h) {
+ * libcurl's code when a multipart body cannot be made. */
+static CURLcode av_request_set_method(av_request *req, CURL *h) {
   bool head = strcmp(req->method, "HEAD") == 0;
   bool get = strcmp(req->method, "GET") == 0;
   bool post = strcmp(req->method, "POST") == 0;
@@ -179,7 +186,8 @@ static bool av_request_set_method(av_request *req, CURL *h) {
   } else if (req->parts) {
     /* made anew for each hop: file parts are read again from their start */
     av_multipart_detach(req, h);
-    if (!av_multipart_attach(req, h)) return false;
+    CURLcode rc = av_multipart_attach(req, h);
+    if (rc != CURLE_OK) return rc;
     if (get) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "GET");
   } else if (req->pull) {
     /* no size: libcurl sends it chunked, reading through READFUNCTION */
@@ -204,7 +212,7 @@ static bool av_request_set_method(av_request *req, CURL *h) {
   /* upload progress only where it starts the sock_read clock */
   bool progress = req->sock_read_ms && (req->body_len > 0 || req->parts);
   curl_easy_setopt(h, CURLOPT_NOPROGRESS, progress ? 0L : 1L);
-  return true;
+  return CURLE_OK;
 }
 
 /* Whether req is a POST without a body, which libcurl would send with a
@@ -221,8 +229,8 @@ static const struct curl_slist *av_request_header_list(const av_request *req) {
 }
 
 /* What varies between hops: URL, headers, what is left of total, method;
- * false as av_request_set_method. */
-static bool av_request_set_hop(av_request *req, CURL *h, const char *url) {
+ * a code as av_request_set_method's. */
+static CURLcode av_request_set_hop(av_request *req, CURL *h, const char *url) {
   curl_easy_setopt(h, CURLOPT_URL, url);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, av_request_header_list(req));
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->hop_total_ms);
@@ -254,16 +262,17 @@ bool av_request_run(av_request *req) {
   curl_easy_setopt(h, CURLOPT_BUFFERSIZE, bufsize < CURL_MAX_READ_SIZE ? bufsize : (long)CURL_MAX_READ_SIZE);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
   req->hop_total_ms = req->total_ms;
-  bool made = av_request_set_hop(req, h, req->url);
+  CURLcode made = av_request_set_hop(req, h, req->url);
   /* for the total over all hops: the clock now, not the loop's cached time */
   req->started = av_loop_now_ms(req->op.loop);
-  CURLMcode rc = made ? av_xfer_start(t, e) : CURLM_OUT_OF_MEMORY;
-  if (rc != CURLM_OK) {
+  CURLMcode rc = made == CURLE_OK ? av_xfer_start(t, e) : CURLM_OK;
+  if (made != CURLE_OK || rc != CURLM_OK) {
     av_multipart_detach(req, h);
     av_request_close_upload(req);
     req->easy = NULL;
     av_easy_put(t, e);
-    av_request_fail(req, "protocol", "cannot start transfer: %s", curl_multi_strerror(rc));
+    if (made != CURLE_OK) av_request_body_failed(req, made);
+    else av_request_fail(req, "protocol", "cannot start transfer: %s", curl_multi_strerror(rc));
     return false;
   }
   return true;
@@ -321,12 +330,14 @@ static bool av_request_follow(av_request *req) {
   av_receive_reset(req);
   av_deadline_clear(&req->op); /* sock_read: the next PREREQFUNCTION arms it */
   req->hop_total_ms = req->total_ms ? req->total_ms - (long)elapsed : 0;
-  CURLMcode rc = av_request_set_hop(req, h, url) ? av_xfer_start(t, req->easy) : CURLM_OUT_OF_MEMORY;
-  if (rc != CURLM_OK) {
+  CURLcode made = av_request_set_hop(req, h, url);
+  CURLMcode rc = made == CURLE_OK ? av_xfer_start(t, req->easy) : CURLM_OK;
+  if (made != CURLE_OK || rc != CURLM_OK) {
     av_multipart_detach(req, h);
     av_easy_put(t, req->easy);
     req->easy = NULL;
-    av_request_fail(req, "protocol", "cannot follow the redirect: %s", curl_multi_strerror(rc));
+    if (made != CURLE_OK) av_request_body_failed(req, made);
+    else av_request_fail(req, "protocol", "cannot follow the redirect: %s", curl_multi_strerror(rc));
     req->owner->ended(req);
   }
   return true;
