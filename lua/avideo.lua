@@ -41,7 +41,8 @@ end
 -- One-off requests share a default session, created on first use.
 local default_session
 local function default()
-  if not default_session or default_session.closed then default_session = M.session() end
+  -- one-off requests keep no cookies: each is on its own, as requests.get
+  if not default_session or default_session.closed then default_session = M.session { cookie_jar = false } end
   return default_session
 end
 

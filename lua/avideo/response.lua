@@ -56,6 +56,16 @@ function lazy.reason(r)
   lazy.headers(r)
   return rawget(r, "reason")
 end
+-- The responses this one was redirected from, oldest first: { status,
+-- url, headers } each (empty when none).
+function lazy.history(r)
+  local list = {}
+  for i, hop in ipairs(r._op:history()) do
+    list[i] = { status = hop[1], url = hop[2], headers = (parse_headers(hop[3])) }
+  end
+  rawset(r, "history", list)
+  return list
+end
 function lazy.ok(r)
   return r.status < 400
 end

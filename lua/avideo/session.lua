@@ -8,6 +8,7 @@ local json = require "avideo.json"
 local response = require "avideo.response"
 local sched = require "avideo.scheduler"
 local is_file = require("avideo.file").is_file
+local client = require "avideo.client"
 
 local new_response = response.new
 local waiting_task, await_op = sched.waiting_task, sched.await_op
@@ -26,12 +27,14 @@ local DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 local SESSION_OPTIONS = {
   limit = true, limit_per_host = true, base_url = true, headers = true,
   timeout = true, raise_for_status = true, max_body_size = true, read_bufsize = true,
-  ssl = true, ca_file = true,
+  ssl = true, ca_file = true, cookie_jar = true,
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
   raise_for_status = true, max_body_size = true, stream = true, files = true,
 }
+-- auth, proxy, proxy_auth, cookies, allow_redirects, max_redirects (client.lua)
+for k in pairs(client.OPTIONS) do SESSION_OPTIONS[k], REQUEST_OPTIONS[k] = true, true end
 local TIMEOUT_FIELDS = { total = true, connect = true, sock_read = true, pool = true }
 
 local function check_options(opts, allowed, fn)
@@ -312,10 +315,14 @@ function Session.new(loop, opts)
     if not f then raise("invalid", "ca_file cannot be read: " .. tostring(why)) end
     f:close()
   end
+  if opts.cookie_jar ~= nil and type(opts.cookie_jar) ~= "boolean" then
+    bad_argument("avideo.session", "cookie_jar", "boolean", opts.cookie_jar)
+  end
+  local settings = client.session(opts, "avideo.session")
   -- limit, limit_per_host and read_bufsize are checked (and defaulted) by
   -- the core alone: it hands back the limits it took, or nil, kind, message
   local core, limit, per_host = loop:session(opts.limit, opts.limit_per_host, headers, opts.read_bufsize,
-    opts.ssl ~= false, ca_file)
+    opts.ssl ~= false, ca_file, settings, opts.cookie_jar ~= false)
   if not core then raise(limit, per_host) end -- here: the kind and the message
   return setmetatable({
     _core = core,
@@ -323,6 +330,7 @@ function Session.new(loop, opts)
     _timeout = merge_timeout({ total = DEFAULT_TOTAL_TIMEOUT }, opts.timeout, "avideo.session"),
     _raise = opts.raise_for_status and true or false,
     _max_body = max_body,
+    _client = settings,
     base_url = opts.base_url,
     limit = limit,
     limit_per_host = per_host,
@@ -345,17 +353,17 @@ end })
 
 -- The request a task is starting: send() sets these, then yields, and the
 -- scheduler calls start_request at once, before any other task runs.
-local s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body, s_stream
+local s_self, s_method, s_url, s_headers, s_body, s_timeout, s_max_body, s_stream, s_client
 
 -- Makes the request op on the scheduler's stack, not the task's (see
 -- resume in scheduler.lua): the op, or nil and the error to raise.
 local function start_request(task)
   local timeout = s_timeout
   local op, kind, message = s_self._core:request(task, s_method, s_url, s_headers, s_body,
-    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, s_max_body, s_stream)
+    timeout.total, timeout.connect, timeout.sock_read, timeout.pool, s_max_body, s_stream, s_client)
   local err = not op and errors.new(kind, message, { url = s_url, method = s_method })
   -- not kept alive until the next request
-  s_self, s_url, s_headers, s_body = nil, nil, nil, nil
+  s_self, s_url, s_headers, s_body, s_client = nil, nil, nil, nil, nil
   return op, err
 end
 
@@ -451,9 +459,10 @@ local function request(self, method, url, opts)
   if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
   if self.base_url then url = join_url(self.base_url, url) end
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
-  local stream
+  local stream, own
   if opts ~= nil then
     check_options(opts, REQUEST_OPTIONS, "session:request")
+    own = client.request(self._client, opts, "session:request")
     if opts.params ~= nil then url = with_params(url, opts.params) end
     if opts.headers ~= nil then headers = flat_headers(opts.headers, "session:request") end
     if opts.files ~= nil then
@@ -476,6 +485,7 @@ local function request(self, method, url, opts)
   -- set here, not passed: one parameter more on send's frame would grow
   -- every waiting coroutine's stack (see wait_response)
   s_stream = stream
+  s_client = own
   if body == PULL then return send_pulled(self, method, url, headers, opts.data, timeout, max_body, raise_status) end
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
@@ -498,6 +508,7 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
     if type(url) ~= "string" then bad_argument("session:" .. m, "url", "string", url) end
     if self.base_url then url = join_url(self.base_url, url) end
     s_stream = nil
+    s_client = nil
     return send(self, M, url, nil, nil, self._timeout, self._max_body, self._raise)
   end
 end
@@ -511,6 +522,23 @@ function Session:close()
   end
 end
 Session.__close = Session.close
+
+--- The session's cookies: those given as `cookies` (sent to every host:
+-- domain "") and those servers set, as a list of { name, value, domain,
+-- path, expires (nil: until the session ends), secure, http_only }.
+function Session:cookies()
+  check_session(self, "cookies")
+  local out = client.seed_entries(self._client)
+  for _, c in ipairs(self._core:cookies()) do out[#out + 1] = c end
+  return out
+end
+
+--- Forget every cookie of the session, the given ones too.
+function Session:clear_cookies()
+  check_session(self, "clear_cookies")
+  self._client.seeds, self._client.cookie = {}, nil
+  self._core:clear_cookies(nil)
+end
 
 --- In flight, queued, and hosts tracked by this session's limiter.
 function Session:stats()

@@ -5,6 +5,11 @@
 --   /slow/<name>     at 1 MiB/s (limit_rate),
 --   /gzip/<name>     gzip-compressed, so chunked and decoded by libcurl;
 --   /discard         any request body read and dropped, then 204;
+--   anything else    proxied to the Host it names: a forward proxy for
+--                    plain HTTP (no CONNECT), which adds the request
+--                    headers X-Via-Proxy and X-Proxy-Auth (the
+--                    Proxy-Authorization it got) and the response header
+--                    X-Proxied-By;
 -- and returns { url, dir, stop() }. nginx runs in the foreground, one
 -- process, and dies with the Lua process that started it (setpriv's
 -- parent-death signal), so a killed spec leaves none behind.
@@ -44,6 +49,14 @@ http {
     location /slow/ { alias %s/files/; limit_rate 1m; }
     location /gzip/ { alias %s/files/; gzip on; gzip_types *; gzip_min_length 0; }
     location /discard { client_max_body_size 0; return 204; }
+    # a forward proxy for any other path (absolute-form requests: curl -x);
+    # upstream and client can tell a request went through it
+    location / {
+      proxy_pass http://$http_host;
+      proxy_set_header X-Via-Proxy avideo-spec;
+      proxy_set_header X-Proxy-Auth $http_proxy_authorization;
+      add_header X-Proxied-By nginx always;
+    }
   }
 }
 ]]):gsub("%%s", dir):gsub("%%d", tostring(port))

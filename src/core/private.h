@@ -30,7 +30,7 @@
  *   op kinds    timer.c, work.c: things a task can wait for
  *   transport   transport.c: libcurl multi_socket on the loop; reports to
  *               its user through the av_xfer_vtable it was handed
- *   request     request.c, receive.c, multipart.c: one request's lifecycle; reports a
+ *   request     request.c, receive.c, multipart.c, client.c: one request's lifecycle; reports a
  *               request's end to its owner through av_request_owner
  *   limiter     limiter.c: a pure FIFO queue per key and in total
  *   top         loop.c, session.c, module.c: the Lua bindings that make and
@@ -109,14 +109,15 @@ const char *av_url_key(lua_State *L, av_url_cache *cache, int urlidx);
 void av_url_cache_free(av_url_cache *cache);
 
 /* ------------------------------------------------------------ redirects */
-/* How many redirects a request follows at most. */
+/* How many redirects a request follows at most, unless told otherwise. */
 #define AV_MAX_REDIRECTS 10
 
 /* Whether status asks to be redirected (301, 302, 303, 307, 308). */
 bool av_redirect_status(long status);
-/* NULL if a redirect to target may be followed after `redirects` of them,
- * else why not, written into why. */
-const char *av_redirect_refusal(const char *target, int redirects, char *why, size_t whylen);
+/* NULL if a redirect from `from` to target may be followed after
+ * `redirects` of them (at most max), else why not, written into why. */
+const char *av_redirect_refusal(const char *from, const char *target, int redirects, int max, char *why,
+                                size_t whylen);
 /* Whether the next hop becomes a GET without a body (aiohttp's rules). */
 bool av_redirect_to_get(long status, const char *method);
 /* Whether a and b have the same origin (scheme, host, port). */
@@ -279,7 +280,7 @@ typedef struct av_transport {
   size_t n_easy;              /* easy handles alive (idle or busy) */
   size_t n_running;           /* transfers inside libcurl */
   size_t n_paused;            /* busy handles whose user paused them */
-  uint64_t tls_ids;           /* last TLS settings id handed out */
+  uint64_t ids;               /* last settings id handed out (av_transport_id) */
   char *default_cainfo, *default_capath; /* libcurl's built-in CA places, to restore */
 } av_transport;
 
@@ -315,6 +316,9 @@ struct av_easy {
   int local_port, remote_port; /* of the transfer's connection (av_xfer_connection) */
   uint32_t use;               /* transfers it was handed out for */
   uint64_t tls_id;            /* the TLS settings it has (see av_tls) */
+  uint64_t client_id;         /* its user's settings it has (opaque here: an id of av_transport_id) */
+  CURLSH *share;              /* the cookie jar it uses (av_easy_share), or NULL */
+  bool cookie_engine;         /* libcurl's cookie engine is on for the handle */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -325,8 +329,14 @@ int av_transport_init(av_transport *t, uv_loop_t *uv);
 void av_transport_close(av_transport *t);
 /* Sockets with a poll handle now. */
 size_t av_transport_sockets(const av_transport *t);
-/* A new TLS settings id (av_tls.id). */
-uint64_t av_transport_tls_id(av_transport *t);
+/* A new settings id, unique in this transport (av_tls.id, av_easy.client_id). */
+uint64_t av_transport_id(av_transport *t);
+/* A new cookie jar: a share handle of libcurl's that shares cookies; NULL
+ * on OOM. Free it with av_transport_drop_jar. */
+CURLSH *av_transport_jar(void);
+/* Free a jar: detach it from the idle handles that still use it (busy
+ * ones must not), then the share itself. */
+void av_transport_drop_jar(av_transport *t, CURLSH *jar);
 /* An idle easy handle from the pool, or a new one (fresh, with this
  * transport's socket options set), for user and its vtable; NULL on OOM.
  * A pooled handle keeps the options of its last transfer. */
@@ -335,6 +345,8 @@ av_easy *av_easy_get(av_transport *t, const av_xfer_vtable *vt, void *user);
 void av_easy_put(av_transport *t, av_easy *e);
 /* Give e the TLS settings tls, unless it has them already. */
 void av_easy_tls(av_transport *t, av_easy *e, const av_tls *tls);
+/* Make e keep and send cookies in jar (NULL: none), unless it does already. */
+void av_easy_jar(av_easy *e, CURLSH *jar);
 /* Hand e's transfer to libcurl. */
 CURLMcode av_xfer_start(av_transport *t, av_easy *e);
 /* Take e's transfer back from libcurl (finished or cancelled). */
@@ -358,10 +370,37 @@ void av_xfer_paused(av_transport *t, av_easy *e, bool paused);
 /* The most bytes of response headers kept for one response. */
 #define AV_MAX_HEADER_BLOCK (1024 * 1024)
 
+/* A client's settings (client.c): auth, proxy, cookies for every host,
+ * redirect control. Strings are owned; NULL means none. */
+typedef struct av_client {
+  uint64_t id;                /* unique to these settings (av_transport_id) */
+  char *user, *password;      /* auth, or user NULL */
+  long auth;                  /* CURLAUTH_BASIC or CURLAUTH_DIGEST */
+  char *proxy_http, *proxy_https; /* the proxy for each scheme, or NULL */
+  char *no_proxy;             /* hosts reached without one (libcurl's NOPROXY) */
+  char *proxy_user, *proxy_password;
+  char *cookie;               /* "a=b; c=d": sent to every host (CURLOPT_COOKIE) */
+  int max_redirects;          /* followed at most */
+  bool follow;                /* allow_redirects */
+} av_client;
+
+/* Read the settings table at idx (nil: the defaults) into c, with id;
+ * false on OOM (c is then empty). session.lua has checked the values. */
+bool av_client_read(lua_State *L, int idx, av_client *c, uint64_t id);
+/* Free c's strings. */
+void av_client_free(av_client *c);
+/* Replace c's cookie line (NULL: none), under a new id; false on OOM. */
+bool av_client_set_cookie(av_client *c, const char *cookie, uint64_t id);
+/* Give e's next transfer c's settings: the proxy for its scheme, and the
+ * credentials only if `credentials` (a hop to another origin has none). */
+void av_client_apply(const av_client *c, av_easy *e, bool https, bool credentials);
+
 /* What a request takes from its owner (a session), and how it tells the
  * owner that it gave its slot up. */
 typedef struct av_request_owner {
   av_transport *transport;
+  av_client client;           /* the settings of requests that give none of their own */
+  CURLSH *jar;                /* the cookie jar (av_transport_jar), or NULL for none */
   struct curl_slist *headers; /* default headers */
   struct curl_slist *headers_bodyless; /* the same for a POST without a body: no Content-Type */
   long read_bufsize;          /* libcurl's receive buffer for each transfer */
@@ -425,6 +464,8 @@ struct av_request {
   av_buf resp_headers;
   av_response_check check;    /* the current response's header block, as it arrives */
   char *effective_url;        /* set only after redirects */
+  av_client *client;          /* settings of the request's own (owned), or NULL: the owner's */
+  av_buf *history;            /* the responses redirected from (av_request_history), or NULL */
   const char *err_kind;       /* NULL on success */
   const char *err_phase;      /* which clock, for a timeout; else NULL */
   char *err_message;
@@ -451,6 +492,7 @@ struct av_request {
   bool paused;                /* we paused the transfer: the reader lags */
   bool closed;                /* op:close() ended it */
   bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
+  bool no_credentials;        /* a hop went to another origin: no auth from here on */
 };
 
 /* The smallest buffer a streamed response pauses at (read_bufsize may

@@ -17,9 +17,11 @@ bool av_redirect_status(long status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
-const char *av_redirect_refusal(const char *target, int redirects, char *why, size_t whylen) {
-  if (redirects >= AV_MAX_REDIRECTS) {
-    snprintf(why, whylen, "Maximum (%d) redirects followed", AV_MAX_REDIRECTS);
+const char *av_redirect_refusal(const char *from, const char *target, int redirects, int max, char *why,
+                                size_t whylen) {
+  if (redirects >= max) {
+    snprintf(why, whylen, "too many redirects (max_redirects = %d): the last URL, '%.200s', redirects to '%.200s'",
+             max, from ? from : "?", target);
     return why;
   }
   if (strncasecmp(target, "http://", 7) != 0 && strncasecmp(target, "https://", 8) != 0) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -230,8 +231,14 @@ static const struct curl_slist *av_request_header_list(const av_request *req) {
 
 /* What varies between hops: URL, headers, what is left of total, method;
  * a code as av_request_set_method's. */
+static const av_client *av_request_client(const av_request *req) {
+  return req->client ? req->client : &req->owner->client;
+}
+
 static CURLcode av_request_set_hop(av_request *req, CURL *h, const char *url) {
   curl_easy_setopt(h, CURLOPT_URL, url);
+  /* the proxy for this hop's scheme; auth until a hop leaves the origin */
+  av_client_apply(av_request_client(req), req->easy, strncasecmp(url, "https:", 6) == 0, !req->no_credentials);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, av_request_header_list(req));
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->hop_total_ms);
   return av_request_set_method(req, h);
@@ -256,6 +263,7 @@ bool av_request_run(av_request *req) {
   }
   if (e->fresh) av_request_easy_defaults(e);
   av_easy_tls(t, e, &req->owner->tls);
+  av_easy_jar(e, req->owner->jar);
   av_receive_attach(h, req);
   /* a stream moves big bodies: libcurl reads as much as it may keep */
   long bufsize = req->stream ? (long)req->stream_limit : req->owner->read_bufsize;
@@ -278,6 +286,19 @@ bool av_request_run(av_request *req) {
   return true;
 }
 
+/* Keep the response a hop is redirected from (status, URL, raw header
+ * block) for response.history: records of a size_t length before each
+ * string. Only requests that are redirected pay for it. */
+static bool av_request_remember(av_request *req, const char *url) {
+  if (!req->history && !(req->history = calloc(1, sizeof *req->history))) return false;
+  size_t ulen = url ? strlen(url) : 0, hlen = req->resp_headers.len;
+  long status = req->status;
+  return av_buf_append(req->history, (const char *)&status, sizeof status) &&
+         av_buf_append(req->history, (const char *)&ulen, sizeof ulen) && av_buf_append(req->history, url, ulen) &&
+         av_buf_append(req->history, (const char *)&hlen, sizeof hlen) &&
+         av_buf_append(req->history, req->resp_headers.data, hlen);
+}
+
 /* The response was a redirect (status in req->status): take the next hop
  * on the same handle and slot and return true (if it cannot start, req
  * has ended with an error), or fail req when the redirect is refused and
@@ -289,7 +310,8 @@ static bool av_request_follow(av_request *req) {
   char why[300];
   /* where FOLLOWLOCATION would go, resolved against this hop's URL */
   if (curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &target) != CURLE_OK || !target) return false;
-  if (av_redirect_refusal(target, req->redirects, why, sizeof why)) {
+  curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &from);
+  if (av_redirect_refusal(from, target, req->redirects, av_request_client(req)->max_redirects, why, sizeof why)) {
     av_request_fail(req, "protocol", "%s", why);
     return false;
   }
@@ -302,10 +324,10 @@ static bool av_request_follow(av_request *req) {
   /* a body the task handed over is gone: a 307 or 308 that would send it
    * again is the response (as curl does for a body it cannot rewind) */
   if (req->pull && !to_get) return false;
-  curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &from);
   char *url = strdup(target);
-  bool credentials = !(url && from && av_redirect_same_origin(from, url));
-  if (!url || !av_redirect_headers(&req->headers, av_request_header_list(req), to_get, credentials)) {
+  bool other_origin = !(url && from && av_redirect_same_origin(from, url));
+  if (!url || !av_redirect_headers(&req->headers, av_request_header_list(req), to_get, other_origin) ||
+      !av_request_remember(req, from)) {
     free(url);
     av_request_fail(req, "protocol", "out of memory while following a redirect");
     return false;
@@ -322,6 +344,7 @@ static bool av_request_follow(av_request *req) {
   free(req->effective_url);
   req->effective_url = url; /* the response's URL, unless another hop follows */
   req->redirects++;
+  if (other_origin) req->no_credentials = true; /* and stays so, as the headers do */
 
   /* The next hop: out of the multi and in again. We run after
    * curl_multi_socket_action returned, never inside a libcurl callback. */
@@ -348,7 +371,8 @@ static void av_request_xfer_done(av_easy *e, CURLcode code) {
   av_request *req = e->user;
   if (code == CURLE_OK) {
     curl_easy_getinfo(e->h, CURLINFO_RESPONSE_CODE, &req->status);
-    if (av_redirect_status(req->status) && av_request_follow(req)) return; /* the next hop runs */
+    if (av_redirect_status(req->status) && av_request_client(req)->follow && av_request_follow(req))
+      return; /* the next hop runs */
   }
   if (req->phase == AV_REQ_DONE) {
     /* a redirect refused by av_request_follow: req already has its error */
@@ -459,6 +483,7 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   lua_Integer max_body = luaL_optinteger(L, 11, 0); /* 0 or less: no limit */
   if (max_body < 0) max_body = 0;
   bool stream = lua_toboolean(L, 12);
+  if (!lua_isnoneornil(L, 13)) luaL_checktype(L, 13, LUA_TTABLE);
   if (!av_method_valid(method, mlen)) return av_refuse(L, "bad HTTP method '%s'", method), NULL;
   /* libcurl reads a C string: everything after a NUL would be dropped */
   if (strlen(url) != ulen) return av_refuse(L, "bad URL: it contains a NUL byte"), NULL;
@@ -477,6 +502,12 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   req->max_body = (size_t)max_body;
   req->stream = stream;
   req->stream_limit = (size_t)owner->read_bufsize > AV_STREAM_BUFFER ? (size_t)owner->read_bufsize : AV_STREAM_BUFFER;
+  if (!lua_isnoneornil(L, 13)) {
+    /* settings of its own (session.lua merged them over the session's) */
+    if (!(req->client = malloc(sizeof *req->client)) ||
+        !av_client_read(L, 13, req->client, av_transport_id(owner->transport)))
+      return luaL_error(L, "out of memory"), NULL;
+  }
 
   const char *err = av_url_key(L, cache, 4);
   if (err) return av_refuse(L, "%s", err), NULL;
@@ -609,6 +640,32 @@ static int av_request_json(lua_State *L) {
 static int av_request_headers(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
   lua_pushlstring(L, req->resp_headers.data ? req->resp_headers.data : "", req->resp_headers.len);
+  return 1;
+}
+
+/* req:history() -> { {status, url, raw header block}, ... }: the
+ * responses redirected from, oldest first (empty when none). */
+static int av_request_history(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  lua_createtable(L, req->redirects, 0);
+  const char *p = req->history ? req->history->data : NULL, *end = p ? p + req->history->len : NULL;
+  for (int i = 1; p && p < end; i++) {
+    long status;
+    size_t n;
+    memcpy(&status, p, sizeof status);
+    p += sizeof status;
+    lua_createtable(L, 3, 0);
+    lua_pushinteger(L, status);
+    lua_rawseti(L, -2, 1);
+    for (int f = 2; f <= 3; f++) {
+      memcpy(&n, p, sizeof n);
+      p += sizeof n;
+      lua_pushlstring(L, n ? p : "", n);
+      lua_rawseti(L, -2, f);
+      p += n;
+    }
+    lua_rawseti(L, -2, i);
+  }
   return 1;
 }
 
@@ -767,6 +824,12 @@ static int av_request_gc(lua_State *L) {
   free(req->err_message);
   av_buf_free(&req->resp_body);
   av_buf_free(&req->resp_headers);
+  if (req->history) av_buf_free(req->history);
+  free(req->history);
+  req->history = NULL;
+  if (req->client) av_client_free(req->client);
+  free(req->client);
+  req->client = NULL;
   req->headers = NULL;
   req->effective_url = req->err_message = NULL;
   return 0;
@@ -777,7 +840,7 @@ void av_request_open(lua_State *L) {
       {"result", av_request_result}, {"body", av_request_body}, {"json", av_request_json},
       {"read", av_request_read}, {"close", av_request_close},
       {"wants_body", av_request_wants_body}, {"write", av_request_write},
-      {"headers", av_request_headers}, {"method", av_request_method}, {"cancel", av_request_op_cancel},
+      {"headers", av_request_headers}, {"method", av_request_method}, {"history", av_request_history}, {"cancel", av_request_op_cancel},
       {NULL, NULL}};
   luaL_newmetatable(L, AV_REQUEST_MT);
   luaL_newlib(L, methods);

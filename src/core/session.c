@@ -6,6 +6,7 @@
  * its slot frees and the longest waiters that now fit start. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "private.h"
 
@@ -106,7 +107,7 @@ static bool av_whole_arg(lua_State *L, int arg, lua_Integer dflt, lua_Integer mi
 }
 
 /* loop:session(limit, limit_per_host, headers, read_bufsize, tls_verify,
- *              ca_file) -> session core, limit, limit_per_host
+ *              ca_file, client, jar) -> session core, limit, limit_per_host
  *                        | nil, "invalid", message
  * The one place these options are checked and their defaults set (limit
  * 100 in flight, as aiohttp's connector; no per-host limit). */
@@ -125,6 +126,8 @@ static int av_session_new(lua_State *L) {
   }
   bool tls_verify = lua_isnoneornil(L, 6) || lua_toboolean(L, 6);
   const char *ca_file = luaL_optstring(L, 7, NULL);
+  if (!lua_isnoneornil(L, 8)) luaL_checktype(L, 8, LUA_TTABLE);
+  bool jar = lua_isnoneornil(L, 9) || lua_toboolean(L, 9);
   av_session *s = lua_newuserdatauv(L, sizeof *s, 1);
   int idx = lua_gettop(L);
   memset(s, 0, sizeof *s);
@@ -135,7 +138,9 @@ static int av_session_new(lua_State *L) {
   s->owner.tls.verify = tls_verify;
   if (ca_file && !(s->owner.tls.ca_file = strdup(ca_file))) return luaL_error(L, "out of memory");
   /* sessions with libcurl's default TLS settings share id 0 */
-  s->owner.tls.id = tls_verify && !ca_file ? 0 : av_transport_tls_id(t);
+  s->owner.tls.id = tls_verify && !ca_file ? 0 : av_transport_id(t);
+  if (!av_client_read(L, 8, &s->owner.client, av_transport_id(t)) || (jar && !(s->owner.jar = av_transport_jar())))
+    return luaL_error(L, "out of memory");
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, idx, 1);
   s->loop = lp;
@@ -180,6 +185,85 @@ static int av_session_request(lua_State *L) {
   return 1;
 }
 
+/* session:cookies() -> { {name, value, domain, path, expires, secure,
+ * http_only}, ... }: the jar's cookies, from libcurl's Netscape lines
+ * (tab-separated: domain, tailmatch, path, secure, expires, name, value;
+ * "#HttpOnly_" before the domain). expires is nil for a session cookie. */
+static int av_session_cookies(lua_State *L) {
+  av_session *s = av_session_check(L, 1);
+  lua_newtable(L);
+  if (!s->owner.jar) return 1;
+  struct curl_slist *lines = NULL;
+  CURL *h = curl_easy_init(); /* a handle only to ask the jar: rarely called */
+  if (!h || curl_easy_setopt(h, CURLOPT_SHARE, s->owner.jar) != CURLE_OK ||
+      curl_easy_getinfo(h, CURLINFO_COOKIELIST, &lines) != CURLE_OK) {
+    curl_easy_cleanup(h);
+    return luaL_error(L, "out of memory");
+  }
+  int n = 0;
+  for (struct curl_slist *l = lines; l; l = l->next) {
+    const char *f[7], *p = l->data;
+    size_t len[7];
+    bool http_only = strncmp(p, "#HttpOnly_", 10) == 0;
+    if (http_only) p += 10;
+    int i = 0;
+    for (; i < 7; i++) {
+      const char *tab = i < 6 ? strchr(p, '	') : p + strlen(p);
+      if (!tab) break;
+      f[i] = p;
+      len[i] = (size_t)(tab - p);
+      p = tab + 1;
+    }
+    if (i < 7) continue; /* not a cookie line */
+    if (len[0] && f[0][0] == '.') f[0]++, len[0]--; /* a domain cookie: the domain itself */
+    lua_createtable(L, 0, 7);
+    lua_pushlstring(L, f[5], len[5]);
+    lua_setfield(L, -2, "name");
+    lua_pushlstring(L, f[6], len[6]);
+    lua_setfield(L, -2, "value");
+    lua_pushlstring(L, f[0], len[0]);
+    lua_setfield(L, -2, "domain");
+    lua_pushlstring(L, f[2], len[2]);
+    lua_setfield(L, -2, "path");
+    long long expires = strtoll(f[4], NULL, 10);
+    if (expires > 0 && expires <= (long long)time(NULL)) {
+      lua_pop(L, 1); /* expired (Max-Age=0 deletes so): libcurl drops it at its next use */
+      continue;
+    }
+    if (expires > 0) {
+      lua_pushinteger(L, (lua_Integer)expires);
+      lua_setfield(L, -2, "expires");
+    }
+    lua_pushboolean(L, len[3] == 4 && strncmp(f[3], "TRUE", 4) == 0);
+    lua_setfield(L, -2, "secure");
+    lua_pushboolean(L, http_only);
+    lua_setfield(L, -2, "http_only");
+    lua_rawseti(L, -2, ++n);
+  }
+  curl_slist_free_all(lines);
+  curl_easy_cleanup(h);
+  return 1;
+}
+
+/* session:clear_cookies(cookie): empty the jar; cookie (or nil) becomes
+ * the line of cookies sent to every host. */
+static int av_session_clear_cookies(lua_State *L) {
+  av_session *s = av_session_check(L, 1);
+  const char *cookie = luaL_optstring(L, 2, NULL);
+  if (s->owner.jar) {
+    CURL *h = curl_easy_init();
+    if (!h || curl_easy_setopt(h, CURLOPT_SHARE, s->owner.jar) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_COOKIELIST, "ALL") != CURLE_OK) {
+      curl_easy_cleanup(h);
+      return luaL_error(L, "out of memory");
+    }
+    curl_easy_cleanup(h);
+  }
+  av_transport *t = &((av_core_loop *)s->loop)->transport;
+  if (!av_client_set_cookie(&s->owner.client, cookie, av_transport_id(t))) return luaL_error(L, "out of memory");
+  return 0;
+}
+
 /* session:stats() -> in flight, queued, keys */
 static int av_session_stats(lua_State *L) {
   av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
@@ -206,6 +290,10 @@ static int av_session_close(lua_State *L) {
 
 static void av_session_free(av_session *s) {
   av_limiter_free(&s->lim);
+  av_client_free(&s->owner.client);
+  /* the loop's handles may still use the jar (a closed loop has none) */
+  av_transport_drop_jar(s->loop && !s->loop->closed ? s->owner.transport : NULL, s->owner.jar);
+  s->owner.jar = NULL;
   curl_slist_free_all(s->owner.headers);
   curl_slist_free_all(s->owner.headers_bodyless);
   s->owner.headers = s->owner.headers_bodyless = NULL;
@@ -224,7 +312,8 @@ static int av_session_gc(lua_State *L) {
 void av_session_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"request", av_session_request}, {"stats", av_session_stats},
-      {"close", av_session_close}, {NULL, NULL}};
+      {"close", av_session_close}, {"cookies", av_session_cookies},
+      {"clear_cookies", av_session_clear_cookies}, {NULL, NULL}};
   luaL_newmetatable(L, AV_SESSION_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

@@ -377,6 +377,9 @@ av_easy *av_easy_get(av_transport *t, const av_xfer_vtable *vt, void *user) {
     e->local_port = e->remote_port = 0;
     e->use = 0;
     e->tls_id = 0; /* libcurl's defaults: verify, the system's CAs */
+    e->client_id = 0;
+    e->share = NULL;
+    e->cookie_engine = false;
     av_curl_setup_easy(t, e);
     t->n_easy++;
   }
@@ -427,7 +430,44 @@ void av_easy_put(av_transport *t, av_easy *e) {
   t->idle_easy = e;
 }
 
-uint64_t av_transport_tls_id(av_transport *t) { return ++t->tls_ids; }
+uint64_t av_transport_id(av_transport *t) { return ++t->ids; }
+
+CURLSH *av_transport_jar(void) {
+  CURLSH *sh = curl_share_init();
+  if (sh && curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE) != CURLSHE_OK) {
+    curl_share_cleanup(sh);
+    return NULL;
+  }
+  return sh;
+}
+
+void av_easy_jar(av_easy *e, CURLSH *jar) {
+  if (e->share == jar) return; /* most requests: nothing to set */
+  CURL *h = e->h;
+  /* Detaching a handle from a jar also drops the jar's cookies from it. */
+  curl_easy_setopt(h, CURLOPT_SHARE, jar);
+  e->share = jar;
+  if (jar && !e->cookie_engine) {
+    /* libcurl sends and stores cookies only once its cookie engine is on
+     * for the handle, which only loading a cookie file does: load "" (no
+     * file) into the shared jar, then forget the file name, so that a
+     * handle later used without a jar never starts a private one.
+     * Forgetting it also unhooks the jar: hook it again. */
+    curl_easy_setopt(h, CURLOPT_COOKIEFILE, "");
+    curl_easy_setopt(h, CURLOPT_COOKIELIST, "RELOAD");
+    curl_easy_setopt(h, CURLOPT_COOKIEFILE, NULL);
+    curl_easy_setopt(h, CURLOPT_SHARE, NULL);
+    curl_easy_setopt(h, CURLOPT_SHARE, jar);
+    e->cookie_engine = true;
+  }
+}
+
+void av_transport_drop_jar(av_transport *t, CURLSH *jar) {
+  if (!jar) return;
+  for (av_easy *e = t ? t->idle_easy : NULL; e; e = e->next)
+    if (e->share == jar) av_easy_jar(e, NULL);
+  curl_share_cleanup(jar);
+}
 
 size_t av_transport_sockets(const av_transport *t) {
   size_t n = 0;
