@@ -66,6 +66,20 @@ function lazy.history(r)
   rawset(r, "history", list)
   return list
 end
+-- Timings (op:timings()): nil until the transfer has ended (a stream
+-- still being read).
+local function timings(r)
+  local t, elapsed, reused = r._op:timings()
+  if t then
+    rawset(r, "timings", t)
+    rawset(r, "elapsed", elapsed)
+  end
+  rawset(r, "connection_reused", reused)
+  return t, elapsed, reused
+end
+function lazy.timings(r) return (timings(r)) end
+function lazy.elapsed(r) return select(2, timings(r)) end
+function lazy.connection_reused(r) return select(3, timings(r)) end
 function lazy.ok(r)
   return r.status < 400
 end

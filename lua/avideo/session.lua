@@ -373,7 +373,7 @@ local function make_response(op, url, method, raise_status)
   local status, kind, final_url, extra = op:result(true)
   if not status then
     -- final_url is the message here; extra names a timeout's clock
-    raise(kind, final_url, { url = url, method = method, phase = extra })
+    raise(kind, final_url, { url = url, method = method, phase = extra, timings = (op:timings()) })
   end
   -- extra: a streamed response's max_body_size (nil: buffered)
   local r = new_response(status, final_url or url, op, extra ~= nil, extra)

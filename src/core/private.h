@@ -472,7 +472,13 @@ struct av_request {
   long total_ms, connect_ms, sock_read_ms, pool_ms; /* 0 = none */
   long hop_total_ms;          /* what is left of total_ms for this hop (libcurl's) */
   long status;
-  uint64_t started;           /* loop ms when the request got its slot */
+  uint64_t created;           /* uv_hrtime() when it was made: the call */
+  uint64_t started;           /* uv_hrtime() when it got its slot */
+  uint64_t ended;             /* uv_hrtime() when its transfer ended, 0 before */
+  /* the final hop's phases from libcurl (each since the hop began, as
+   * curl's -w time_*), and the time spent on the hops before it: µs,
+   * saturating at UINT32_MAX (71 minutes) */
+  uint32_t t_dns, t_connect, t_tls, t_sent, t_first_byte, t_redirect;
   uint64_t last_read;         /* loop ms of the last byte, for sock_read */
   int phase;
   int sock_error;             /* libuv error: a socket could not be watched */
@@ -493,6 +499,7 @@ struct av_request {
   bool closed;                /* op:close() ended it */
   bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
   bool no_credentials;        /* a hop went to another origin: no auth from here on */
+  bool reused;                /* the final hop ran on a kept-alive connection */
 };
 
 /* The smallest buffer a streamed response pauses at (read_bufsize may

@@ -26,6 +26,7 @@ static const av_xfer_vtable av_request_xfer = {av_request_xfer_done, av_request_
  * it already has the response of a stream and is not waiting for more. */
 static void av_request_settle(av_request *req) {
   req->phase = AV_REQ_DONE;
+  if (!req->ended) req->ended = uv_hrtime(); /* one that never ran: detach sets it for the others */
   av_receive_wake(req);
 }
 
@@ -43,6 +44,7 @@ void av_request_fail(av_request *req, const char *kind, const char *fmt, ...) {
 
 void av_request_cancelled(av_request *req) {
   req->phase = AV_REQ_DONE;
+  if (!req->ended) req->ended = uv_hrtime();
   req->err_kind = "cancelled";
 }
 
@@ -52,9 +54,43 @@ static void av_request_close_upload(av_request *req) {
   req->upload = NULL;
 }
 
+static uint32_t av_us(uint64_t us) { return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us; }
+
+/* The final hop's phase times, as far as it got: kept for response.timings
+ * (the handle serves another transfer next). */
+static void av_request_clock(av_request *req) {
+  CURL *h = req->easy->h;
+  curl_off_t dns = 0, connect = 0, tls = 0, sent = 0, first = 0;
+  long connects = 0;
+  curl_easy_getinfo(h, CURLINFO_NAMELOOKUP_TIME_T, &dns);
+  curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connect);
+  curl_easy_getinfo(h, CURLINFO_APPCONNECT_TIME_T, &tls);
+  curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &sent);
+  curl_easy_getinfo(h, CURLINFO_STARTTRANSFER_TIME_T, &first);
+  curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+  /* each phase reached at least the one before: libcurl leaves those it
+   * did not need at 0 (tls on plain HTTP, all of them on a reused
+   * connection); timings() leaves out those not reached */
+  req->reused = connects == 0 && req->connected;
+  if (req->reused) dns = connect = tls = 0; /* none of them happened for this request */
+  if (req->connected) {
+    if (connect < dns) connect = dns;
+    if (tls < connect) tls = connect;
+    if (sent < tls) sent = tls;
+    if (first < sent) first = sent;
+  }
+  req->t_dns = av_us((uint64_t)dns);
+  req->t_connect = av_us((uint64_t)connect);
+  req->t_tls = av_us((uint64_t)tls);
+  req->t_sent = av_us((uint64_t)sent);
+  req->t_first_byte = av_us((uint64_t)first);
+  req->ended = uv_hrtime();
+}
+
 /* Give the easy handle back to the transport. */
 static void av_request_detach(av_request *req) {
   av_transport *t = req->owner->transport;
+  av_request_clock(req);
   av_request_close_upload(req);
   av_xfer_stop(t, req->easy);
   av_multipart_detach(req, req->easy->h);
@@ -272,7 +308,7 @@ bool av_request_run(av_request *req) {
   req->hop_total_ms = req->total_ms;
   CURLcode made = av_request_set_hop(req, h, req->url);
   /* for the total over all hops: the clock now, not the loop's cached time */
-  req->started = av_loop_now_ms(req->op.loop);
+  req->started = uv_hrtime();
   CURLMcode rc = made == CURLE_OK ? av_xfer_start(t, e) : CURLM_OK;
   if (made != CURLE_OK || rc != CURLM_OK) {
     av_multipart_detach(req, h);
@@ -315,7 +351,7 @@ static bool av_request_follow(av_request *req) {
     av_request_fail(req, "protocol", "%s", why);
     return false;
   }
-  uint64_t elapsed = av_loop_now_ms(req->op.loop) - req->started;
+  uint64_t now = uv_hrtime(), elapsed = (now - req->started) / 1000000;
   if (req->total_ms && elapsed >= (uint64_t)req->total_ms) {
     av_request_timed_out(req); /* connected: reported as the total timeout */
     return false;
@@ -344,6 +380,7 @@ static bool av_request_follow(av_request *req) {
   free(req->effective_url);
   req->effective_url = url; /* the response's URL, unless another hop follows */
   req->redirects++;
+  req->t_redirect = av_us((now - req->started) / 1000); /* the next hop starts now */
   if (other_origin) req->no_credentials = true; /* and stays so, as the headers do */
 
   /* The next hop: out of the multi and in again. We run after
@@ -491,6 +528,7 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
   av_request *req = lua_newuserdatauv(L, size, AV_REQUEST_NUV);
   int idx = lua_gettop(L);
   memset(req, 0, size);
+  req->created = uv_hrtime();
   av_op_init(&req->op, lp, vt);
   luaL_setmetatable(L, AV_REQUEST_MT);
   req->owner = owner;
@@ -669,6 +707,44 @@ static int av_request_history(lua_State *L) {
   return 1;
 }
 
+static lua_Number av_secs(uint64_t ns) { return (lua_Number)ns / 1e9; }
+
+/* req:timings() -> { queued, dns, connect, tls, sent, first_byte, total,
+ * redirect } (seconds; a table only once the transfer ended, else nil),
+ * elapsed (from the call to the end of the transfer, or nil), reused.
+ * Phases count from the slot, as libcurl's count from a transfer's start:
+ * redirect is the hops before the final one, and each phase of the final
+ * hop is added to it, so each is at least the one before. */
+static int av_request_timings(lua_State *L) {
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  if (!req->ended) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushboolean(L, req->reused);
+    return 3;
+  }
+  lua_createtable(L, 0, 8);
+  bool ran = req->started != 0;
+  lua_pushnumber(L, av_secs((ran ? req->started : req->ended) - req->created));
+  lua_setfield(L, -2, "queued");
+  lua_Number redirect = (lua_Number)req->t_redirect / 1e6;
+  static const char *const names[] = {"dns", "connect", "tls", "sent", "first_byte"};
+  const uint32_t t[] = {req->t_dns, req->t_connect, req->t_tls, req->t_sent, req->t_first_byte};
+  /* reached: a connection means its phases were; a response, its first byte */
+  int reached = req->check.status > 0 ? 5 : req->connected ? 4 : req->t_dns ? 1 : 0;
+  for (int i = 0; i < reached; i++) {
+    lua_pushnumber(L, redirect + (lua_Number)t[i] / 1e6);
+    lua_setfield(L, -2, names[i]);
+  }
+  lua_pushnumber(L, ran ? av_secs(req->ended - req->started) : 0);
+  lua_setfield(L, -2, "total");
+  lua_pushnumber(L, redirect);
+  lua_setfield(L, -2, "redirect");
+  lua_pushnumber(L, av_secs(req->ended - req->created));
+  lua_pushboolean(L, req->reused);
+  return 3;
+}
+
 /* req:method() -> the HTTP method */
 static int av_request_method(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
@@ -840,7 +916,8 @@ void av_request_open(lua_State *L) {
       {"result", av_request_result}, {"body", av_request_body}, {"json", av_request_json},
       {"read", av_request_read}, {"close", av_request_close},
       {"wants_body", av_request_wants_body}, {"write", av_request_write},
-      {"headers", av_request_headers}, {"method", av_request_method}, {"history", av_request_history}, {"cancel", av_request_op_cancel},
+      {"headers", av_request_headers}, {"method", av_request_method}, {"history", av_request_history},
+      {"timings", av_request_timings}, {"cancel", av_request_op_cancel},
       {NULL, NULL}};
   luaL_newmetatable(L, AV_REQUEST_MT);
   luaL_newlib(L, methods);
