@@ -25,6 +25,8 @@ local M = {
   timeout = sync.timeout,
   run_in_thread = thread.run_in_thread,
   file = require("avideo.file").new,
+  -- the emulator for a program's own tests (avideo/testing.lua)
+  testing = require "avideo.testing",
   -- embedding in a host's event loop (docs/embedding.md)
   start = sched.start,
   step = sched.step,

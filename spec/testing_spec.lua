@@ -1,0 +1,74 @@
+-- avideo.testing (issue 17): the installed emulator for a program's own
+-- specs, started on a free port and stopped on close, <close> and
+-- garbage collection; clear errors when it cannot start.
+local avideo = require "avideo"
+local settled = require "support.settled"
+
+after_each(settled)
+
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local state = f:read("a"):match("^%d+ %b() (%a)")
+  f:close()
+  return state ~= "Z" and state ~= "X"
+end
+
+describe("avideo.testing.server", function()
+  it("starts the emulator on a free port and stops it cleanly", function()
+    local server = avideo.testing.server { time_scale = 0, videos = 20 }
+    assert.matches("^http://127%.0%.0%.1:%d+$", server.url)
+    local ids = avideo.get(server.url .. "/videos?n=100", { timeout = 10 }):json()
+    assert.equal(20, #ids) -- videos = 20 reached it
+    local st = server:stats()
+    assert.equal(2, st.requests) -- the list, and this /stats itself
+    assert.is_true(alive(server.pid))
+    assert.is_true(server:close())
+    assert.is_false(alive(server.pid))
+    assert.is_true(server:close()) -- twice is fine
+  end)
+
+  it("is stopped by <close> and by garbage collection", function()
+    local pid
+    do
+      local server <close> = avideo.testing.server { time_scale = 0 }
+      pid = server.pid
+      assert.is_true(alive(pid))
+    end
+    assert.is_false(alive(pid))
+    pid = avideo.testing.server({ time_scale = 0 }).pid
+    collectgarbage()
+    collectgarbage()
+    -- SIGKILL is asynchronous: give the kernel a moment
+    for _ = 1, 100 do
+      if not alive(pid) then break end
+      os.execute("sleep 0.01")
+    end
+    assert.is_false(alive(pid))
+  end)
+
+  it("dies with the Lua process that started it", function()
+    local p = assert(io.popen([[lua5.4 -e 'local s = require("avideo").testing.server{time_scale = 0}
+      print(s.pid) io.stdout:flush() os.exit(true, false)']]))
+    local pid = tonumber(p:read("l"))
+    p:close()
+    for _ = 1, 200 do
+      if not alive(pid) then break end
+      os.execute("sleep 0.01")
+    end
+    assert.is_false(alive(pid))
+  end)
+
+  it("says clearly why it cannot start", function()
+    local ok, err = pcall(avideo.testing.server, { binary = "/nonexistent/avideo-server" })
+    assert.is_false(ok)
+    assert.matches("is not an executable file", err)
+    ok, err = pcall(avideo.testing.server, { speed = 1 })
+    assert.matches("unknown option 'speed'", err)
+    ok, err = pcall(avideo.testing.server, { time_scale = "fast" })
+    assert.matches("time_scale must be a number", err)
+    ok, err = pcall(avideo.testing.server, { args = { "--no-such-flag" } })
+    assert.is_false(ok)
+    assert.matches("did not start", err)
+  end)
+end)
