@@ -364,8 +364,9 @@ local function make_response(op, url, method, raise_status)
   -- true: the body stays in the op until the response asks for it
   local status, kind, final_url, extra = op:result(true)
   if not status then
-    -- final_url is the message here; extra names a timeout's clock
-    raise(kind, final_url, { url = url, method = method, phase = extra })
+    -- final_url is the message here; extra names a timeout's clock, or
+    -- is "reset" (the peer reset or closed the connection)
+    errors.raise_failed(kind, final_url, { url = url, method = method }, extra)
   end
   -- extra: a streamed response's max_body_size (nil: buffered)
   local r = new_response(status, final_url or url, op, extra ~= nil, extra)
