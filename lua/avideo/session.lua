@@ -8,6 +8,7 @@ local json = require "avideo.json"
 local response = require "avideo.response"
 local sched = require "avideo.scheduler"
 local is_file = require("avideo.file").is_file
+local retry = require "avideo.retry"
 
 local new_response = response.new
 local waiting_task, await_op = sched.waiting_task, sched.await_op
@@ -27,10 +28,12 @@ local SESSION_OPTIONS = {
   limit = true, limit_per_host = true, base_url = true, headers = true,
   timeout = true, raise_for_status = true, max_body_size = true, read_bufsize = true,
   ssl = true, ca_file = true,
+  retry = true,
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
   raise_for_status = true, max_body_size = true, stream = true, files = true,
+  retry = true,
 }
 local TIMEOUT_FIELDS = { total = true, connect = true, sock_read = true, pool = true }
 
@@ -323,6 +326,7 @@ function Session.new(loop, opts)
     _timeout = merge_timeout({ total = DEFAULT_TOTAL_TIMEOUT }, opts.timeout, "avideo.session"),
     _raise = opts.raise_for_status and true or false,
     _max_body = max_body,
+    _retry = retry.policy(opts.retry, "avideo.session"), -- false: none
     base_url = opts.base_url,
     limit = limit,
     limit_per_host = per_host,
@@ -416,6 +420,13 @@ local function send(self, method, url, headers, body, timeout, max_body, raise_s
   return wait_response(task, url, method, raise_status)
 end
 
+-- One attempt of a retried request (retry.lua's loop): send() as request()
+-- calls it, the status never raised (the loop does that at the end).
+local function attempt(self, method, url, headers, body, timeout, max_body, stream)
+  s_stream = stream
+  return send(self, method, url, headers, body, timeout, max_body, false)
+end
+
 -- send() for data = fn: the task calls fn for each piece of the body as
 -- libcurl is ready to send it (fn may wait: it runs in the task), until fn
 -- returns nil; then it waits for the response as send() does. An error in
@@ -452,9 +463,10 @@ local function request(self, method, url, opts)
   if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
   if self.base_url then url = join_url(self.base_url, url) end
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
-  local stream
+  local stream, policy = nil, self._retry
   if opts ~= nil then
     check_options(opts, REQUEST_OPTIONS, "session:request")
+    if opts.retry ~= nil then policy = retry.policy(opts.retry, "session:request") end
     if opts.params ~= nil then url = with_params(url, opts.params) end
     if opts.headers ~= nil then headers = flat_headers(opts.headers, "session:request") end
     if opts.files ~= nil then
@@ -477,7 +489,11 @@ local function request(self, method, url, opts)
   -- set here, not passed: one parameter more on send's frame would grow
   -- every waiting coroutine's stack (see wait_response)
   s_stream = stream
+  -- a body function cannot be sent twice: never retried
   if body == PULL then return send_pulled(self, method, url, headers, opts.data, timeout, max_body, raise_status) end
+  if policy and policy.methods[method] then
+    return retry.send(policy, attempt, self, method, url, headers, body, timeout, max_body, raise_status, stream)
+  end
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 
@@ -493,7 +509,7 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
   local M = m:upper()
   Session[m] = function(self, url, opts)
     if getmetatable(self) ~= Session then check_session(self, m) end
-    if opts ~= nil then return request(self, M, url, opts) end
+    if opts ~= nil or self._retry then return request(self, M, url, opts) end
     -- without options (the common case) straight to send: no option
     -- locals on the stack, one call less
     if type(url) ~= "string" then bad_argument("session:" .. m, "url", "string", url) end
