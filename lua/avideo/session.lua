@@ -315,6 +315,7 @@ function Session.new(loop, opts)
     if not f then raise("invalid", "ca_file cannot be read: " .. tostring(why)) end
     f:close()
   end
+  local policy = retry.policy(opts.retry, "avideo.session")
   -- limit, limit_per_host and read_bufsize are checked (and defaulted) by
   -- the core alone: it hands back the limits it took, or nil, kind, message
   local core, limit, per_host = loop:session(opts.limit, opts.limit_per_host, headers, opts.read_bufsize,
@@ -326,7 +327,7 @@ function Session.new(loop, opts)
     _timeout = merge_timeout({ total = DEFAULT_TOTAL_TIMEOUT }, opts.timeout, "avideo.session"),
     _raise = opts.raise_for_status and true or false,
     _max_body = max_body,
-    _retry = retry.policy(opts.retry, "avideo.session"), -- false: none
+    _retry = policy, -- false: none
     base_url = opts.base_url,
     limit = limit,
     limit_per_host = per_host,
@@ -510,8 +511,8 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
   Session[m] = function(self, url, opts)
     if getmetatable(self) ~= Session then check_session(self, m) end
     if opts ~= nil or self._retry then return request(self, M, url, opts) end
-    -- without options (the common case) straight to send: no option
-    -- locals on the stack, one call less
+    -- without options or a retry policy (the common case) straight to
+    -- send: no option locals on the stack, one call less
     if type(url) ~= "string" then bad_argument("session:" .. m, "url", "string", url) end
     if self.base_url then url = join_url(self.base_url, url) end
     s_stream = nil
