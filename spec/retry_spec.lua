@@ -243,6 +243,7 @@ describe("retry", function()
         { timeout = 0.5, retry = { backoff = 0.1, jitter = false } })
       assert.are.equal("total", e.phase)
       assert.are.equal(1, e.retries)
+      assert.matches("within 0.5 s %(2 attempts%)", e.message)
       assert.is_true(took >= 0.45 and took < 0.5 + SLACK, ("took %.3f s"):format(took))
       assert.are.equal(2, count(url))
       -- an expired total is not retried: nothing is left of it

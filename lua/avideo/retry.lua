@@ -218,7 +218,13 @@ function M.send(p, attempt, self, method, url, headers, body, timeout, max_body,
     end
     -- no retry that could not start before the total timeout is over
     if wait and deadline and now() + wait >= deadline then wait = nil end
-    if not wait then return finish(ok, r, retries, raise_status) end
+    if not wait then
+      if retries > 0 and not ok and is_error(r, "timeout") and r.phase == "total" then
+        -- the core timed the last attempt by what was left: say the whole
+        r.message = ("total timeout: request not done within %g s (%d attempts)"):format(total, retries + 1)
+      end
+      return finish(ok, r, retries, raise_status)
+    end
     if ok then r:close() end -- a stream gives its slot back before the wait
     r = nil -- not kept alive while waiting
     sched.sleep(wait) -- cancellable: a cancelled task stops here
