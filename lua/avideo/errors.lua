@@ -1,6 +1,12 @@
 --- Error objects: what every failure of avideo raises.
 -- An error has `kind` (http, timeout, connect, dns, tls, protocol,
 -- cancelled, invalid), `message`, and where known `url`, `method`, `status`.
+-- A timeout's `phase` names its clock (pool, connect, sock_read, total).
+-- `cause = "reset"` marks a `protocol` error where the peer reset or closed
+-- the connection mid-transfer (libcurl's recv/send errors, an empty reply,
+-- a body cut short): the core says so as data, so retries need not read
+-- the message. After retries (the `retry` option) `retries` says how many
+-- were made.
 -- `tostring(err)` is one line; `pcall` catches it like any Lua error.
 local M = {}
 
@@ -41,6 +47,13 @@ end
 
 --- Raise an error object (never returns).
 function M.raise(kind, message, fields)
+  error(M.new(kind, message, fields), 0)
+end
+
+--- Raise the failure the core reported: its detail is a timeout's clock
+-- (err.phase) or "reset" (err.cause). fields: a fresh table, filled in.
+function M.raise_failed(kind, message, fields, detail)
+  if detail == "reset" then fields.cause = detail else fields.phase = detail end
   error(M.new(kind, message, fields), 0)
 end
 

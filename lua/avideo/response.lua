@@ -83,6 +83,10 @@ function lazy.connection_reused(r) return select(3, timings(r)) end
 function lazy.ok(r)
   return r.status < 400
 end
+-- retries made: 0 unless the retry loop (retry.lua) set it
+function lazy.retries()
+  return 0
+end
 function lazy.method(r)
   local m = r._op:method()
   rawset(r, "method", m)
@@ -127,7 +131,7 @@ end
 local function read_checked(self, n, task)
   local v, kind, message, phase = read_raw(self, n, task)
   if v == nil and kind then
-    errors.raise(kind, message, { url = self.url, status = self.status, method = self.method, phase = phase })
+    errors.raise_failed(kind, message, { url = self.url, status = self.status, method = self.method }, phase)
   end
   return v
 end
@@ -192,7 +196,7 @@ local function save_to(self, path, task)
       if kind or not ok then
         os.remove(part)
         if kind then
-          errors.raise(kind, message, { url = self.url, status = self.status, method = self.method, phase = phase })
+          errors.raise_failed(kind, message, { url = self.url, status = self.status, method = self.method }, phase)
         end
         errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, werr), { url = self.url })
       end

@@ -9,6 +9,7 @@ local response = require "avideo.response"
 local sched = require "avideo.scheduler"
 local is_file = require("avideo.file").is_file
 local client = require "avideo.client"
+local retry = require "avideo.retry"
 
 local new_response = response.new
 local waiting_task, await_op = sched.waiting_task, sched.await_op
@@ -27,11 +28,12 @@ local DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 local SESSION_OPTIONS = {
   limit = true, limit_per_host = true, base_url = true, headers = true,
   timeout = true, raise_for_status = true, max_body_size = true, read_bufsize = true,
-  ssl = true, ca_file = true, cookie_jar = true,
+  ssl = true, ca_file = true, cookie_jar = true, retry = true,
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
   raise_for_status = true, max_body_size = true, stream = true, files = true,
+  retry = true,
 }
 -- auth, proxy, proxy_auth, cookies, allow_redirects, max_redirects (client.lua)
 for k in pairs(client.OPTIONS) do SESSION_OPTIONS[k], REQUEST_OPTIONS[k] = true, true end
@@ -319,6 +321,7 @@ function Session.new(loop, opts)
     bad_argument("avideo.session", "cookie_jar", "boolean", opts.cookie_jar)
   end
   local settings = client.session(opts, "avideo.session")
+  local policy = retry.policy(opts.retry, "avideo.session")
   -- limit, limit_per_host and read_bufsize are checked (and defaulted) by
   -- the core alone: it hands back the limits it took, or nil, kind, message
   local core, limit, per_host = loop:session(opts.limit, opts.limit_per_host, headers, opts.read_bufsize,
@@ -331,6 +334,7 @@ function Session.new(loop, opts)
     _raise = opts.raise_for_status and true or false,
     _max_body = max_body,
     _client = settings,
+    _retry = policy, -- false: none
     base_url = opts.base_url,
     limit = limit,
     limit_per_host = per_host,
@@ -372,8 +376,9 @@ local function make_response(op, url, method, raise_status)
   -- true: the body stays in the op until the response asks for it
   local status, kind, final_url, extra = op:result(true)
   if not status then
-    -- final_url is the message here; extra names a timeout's clock
-    raise(kind, final_url, { url = url, method = method, phase = extra, timings = (op:timings()) })
+    -- final_url is the message here; extra names a timeout's clock, or
+    -- is "reset" (the peer reset or closed the connection)
+    errors.raise_failed(kind, final_url, { url = url, method = method, timings = (op:timings()) }, extra)
   end
   -- extra: a streamed response's max_body_size (nil: buffered)
   local r = new_response(status, final_url or url, op, extra ~= nil, extra)
@@ -423,6 +428,14 @@ local function send(self, method, url, headers, body, timeout, max_body, raise_s
   return wait_response(task, url, method, raise_status)
 end
 
+-- One attempt of a retried request (retry.lua's loop): send() as request()
+-- calls it, the status never raised (the loop does that at the end).
+local function attempt(self, method, url, headers, body, timeout, max_body, carry)
+  s_stream = carry and carry.stream
+  s_client = carry and carry.client
+  return send(self, method, url, headers, body, timeout, max_body, false)
+end
+
 -- send() for data = fn: the task calls fn for each piece of the body as
 -- libcurl is ready to send it (fn may wait: it runs in the task), until fn
 -- returns nil; then it waits for the response as send() does. An error in
@@ -459,10 +472,11 @@ local function request(self, method, url, opts)
   if type(url) ~= "string" then bad_argument(call_names[method], "url", "string", url) end
   if self.base_url then url = join_url(self.base_url, url) end
   local headers, body, timeout, raise_status, max_body = nil, nil, self._timeout, self._raise, self._max_body
-  local stream, own
+  local stream, own, policy = nil, nil, self._retry
   if opts ~= nil then
     check_options(opts, REQUEST_OPTIONS, "session:request")
     own = client.request(self._client, opts, "session:request")
+    if opts.retry ~= nil then policy = retry.policy(opts.retry, "session:request") end
     if opts.params ~= nil then url = with_params(url, opts.params) end
     if opts.headers ~= nil then headers = flat_headers(opts.headers, "session:request") end
     if opts.files ~= nil then
@@ -486,7 +500,13 @@ local function request(self, method, url, opts)
   -- every waiting coroutine's stack (see wait_response)
   s_stream = stream
   s_client = own
+  -- a body function cannot be sent twice: never retried
   if body == PULL then return send_pulled(self, method, url, headers, opts.data, timeout, max_body, raise_status) end
+  if policy and policy.methods[method] then
+    -- what request() sets for send, carried to every attempt
+    local carry = (stream or own) and { stream = stream, client = own } or nil
+    return retry.send(policy, attempt, self, method, url, headers, body, timeout, max_body, raise_status, carry)
+  end
   return send(self, method, url, headers, body, timeout, max_body, raise_status)
 end
 
@@ -502,9 +522,9 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head" } do
   local M = m:upper()
   Session[m] = function(self, url, opts)
     if getmetatable(self) ~= Session then check_session(self, m) end
-    if opts ~= nil then return request(self, M, url, opts) end
-    -- without options (the common case) straight to send: no option
-    -- locals on the stack, one call less
+    if opts ~= nil or self._retry then return request(self, M, url, opts) end
+    -- without options or a retry policy (the common case) straight to
+    -- send: no option locals on the stack, one call less
     if type(url) ~= "string" then bad_argument("session:" .. m, "url", "string", url) end
     if self.base_url then url = join_url(self.base_url, url) end
     s_stream = nil

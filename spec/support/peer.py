@@ -5,6 +5,7 @@ order) and misbehaves on request (resets, stalls, short bodies, bad status
 lines). Prints "peer listening on http://HOST:PORT" when ready."""
 import asyncio
 import ctypes
+import email.utils
 import gzip
 import json
 import os
@@ -14,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 
 from aiohttp import web
 
@@ -277,6 +279,49 @@ async def chaos(request):
     return web.Response(body=body, content_type="application/json")
 
 
+flaky_counts = {}
+
+
+async def flaky(request):
+    """Any method, for retries: the first `fail` requests with this key
+    fail as `mode` says, then the next ones answer 200 after `ms`. Modes:
+    status (answer `status`, default 503, after `stall_ms`; with
+    Retry-After: `retry_after` as given, or an HTTP date `retry_after_date`
+    seconds from now), reset (the connection aborted before any answer) or
+    cut (a body cut short by the close). `close=1` closes the connection
+    after the 200 (libcurl sends a request again by itself when a reused
+    connection dies before any answer). Every JSON answer gives the
+    attempt's number; /flaky-count/{key} how many came."""
+    await request.read()
+    key = request.match_info["key"]
+    n = flaky_counts.get(key, 0) + 1
+    flaky_counts[key] = n
+    q = request.query
+    if n <= int(q.get("fail", "0")):
+        mode = q.get("mode", "status")
+        if mode == "reset":
+            return await reset_before(request)
+        if mode == "cut":
+            return await reset_mid(request)
+        await asyncio.sleep(int(q.get("stall_ms", "0")) / 1000)
+        headers = {}
+        if "retry_after" in q:
+            headers["Retry-After"] = q["retry_after"]
+        if "retry_after_date" in q:
+            at = time.time() + float(q["retry_after_date"])
+            headers["Retry-After"] = email.utils.formatdate(at, usegmt=True)
+        return web.json_response({"attempt": n}, status=int(q.get("status", "503")), headers=headers)
+    await asyncio.sleep(int(q.get("ms", "0")) / 1000)
+    resp = web.json_response({"attempt": n})
+    if q.get("close") == "1":
+        resp.force_close()
+    return resp
+
+
+async def flaky_count(request):
+    return web.json_response({"attempts": flaky_counts.get(request.match_info["key"], 0)})
+
+
 async def slow_reader(request):
     """Reads the request body at about `rate` bytes a second (the listening
     socket's receive buffer is small, so the client feels it), then answers
@@ -367,6 +412,8 @@ def main():
     app.router.add_get("/big-header", big_header)
     app.router.add_route("*", "/chaos", chaos)
     app.router.add_route("*", "/slow-reader", slow_reader)
+    app.router.add_route("*", "/flaky/{key}", flaky)
+    app.router.add_get("/flaky-count/{key}", flaky_count)
 
     async def start():
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=30)

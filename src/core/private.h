@@ -467,7 +467,8 @@ struct av_request {
   av_client *client;          /* settings of the request's own (owned), or NULL: the owner's */
   av_buf *history;            /* the responses redirected from (av_request_history), or NULL */
   const char *err_kind;       /* NULL on success */
-  const char *err_phase;      /* which clock, for a timeout; else NULL */
+  const char *err_phase;      /* which clock, for a timeout; "reset" when the
+                               * peer reset or closed the connection; else NULL */
   char *err_message;
   long total_ms, connect_ms, sock_read_ms, pool_ms; /* 0 = none */
   long hop_total_ms;          /* what is left of total_ms for this hop (libcurl's) */

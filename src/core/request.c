@@ -165,6 +165,11 @@ static void av_request_failed(av_request *req, CURLcode code) {
     /* a URL libcurl refused before any redirect is the caller's */
     bool bad_url = code == CURLE_URL_MALFORMAT && req->redirects == 0;
     av_request_fail(req, bad_url ? "invalid" : av_error_kind(code), "%s", detail);
+    /* the peer reset or closed the connection mid-transfer: said as data
+     * (err.cause = "reset"), so a retry need not parse libcurl's words */
+    if (code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR || code == CURLE_GOT_NOTHING ||
+        code == CURLE_PARTIAL_FILE)
+      req->err_phase = "reset";
   }
 }
 
@@ -626,6 +631,8 @@ static void av_request_push_body(lua_State *L, av_request *req) {
 
 /* req:result([lazy]) -> status, body, effective_url [, max_body of a stream]
  *                      | nil, kind, message, phase
+ * phase: a timeout's clock, or "reset" (the peer reset or closed the
+ * connection); else nil.
  * lazy: the body stays in C (nil in its place) for :body() or :json(); a
  * stream's always does (read() takes it), and a failure after its header
  * block is read()'s to report. */
