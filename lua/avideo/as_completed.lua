@@ -45,9 +45,10 @@ local function ended(st, i)
   fill(st)
 end
 
--- Start items in order while slots are free. An item that has already
--- ended (a finished task) ends again at once, inside this loop: the
--- `filling` flag keeps that from recursing once per item.
+-- Start items in order while slots are free. A task item that has
+-- already ended is queued at once, from inside this loop (on_done calls
+-- back straight away): the `filling` flag keeps that from recursing once
+-- per item.
 function fill(st)
   if st.filling then return end
   st.filling = true
@@ -56,6 +57,7 @@ function fill(st)
     local i = st.next
     st.next = i + 1
     local item = items[i]
+    items[i] = nil -- its task holds it from now on
     local t
     if type(item) ~= "function" and is_task(item) then
       t = item
