@@ -1,7 +1,8 @@
 --- avideo: async HTTP for Lua 5.4 on libuv and libcurl, in the words of
 -- aiohttp and asyncio. See README.md for the guide; this file only gathers
--- the parts (scheduler, gather, session, response, errors, json).
+-- the parts (scheduler, gather, as_completed, wait, session, response, errors, json).
 local core = require "avideo.core"
+local as_completed = require "avideo.as_completed"
 local errors = require "avideo.errors"
 local gather = require "avideo.gather"
 local json = require "avideo.json"
@@ -9,6 +10,7 @@ local sched = require "avideo.scheduler"
 local Session = require "avideo.session"
 local sync = require "avideo.sync"
 local thread = require "avideo.thread"
+local wait = require "avideo.wait"
 
 local M = {
   _VERSION = core._VERSION,
@@ -17,6 +19,8 @@ local M = {
   sleep = sched.sleep,
   now = sched.now,
   gather = gather,
+  as_completed = as_completed,
+  wait = wait,
   json = json,
   is_error = errors.is_error,
   error = errors.new,

@@ -26,6 +26,22 @@ describe("bad input", function()
     { "gather limit -1", function() avideo.gather({}, { limit = -1 }) end, "limit" },
     { "gather limit 2^63", function() avideo.gather({ print }, { limit = 2 ^ 63 }) end, "limit" },
     { "gather limit inf", function() avideo.gather({ print }, { limit = math.huge }) end, "limit" },
+    -- issue 16: as_completed and wait (their spec has the rest)
+    { "as_completed outside run", function() avideo.as_completed({ print }) end, "outside avideo.run" },
+    { "as_completed(nil)", function() avideo.run(function() avideo.as_completed(nil) end) end, "'items'" },
+    { "as_completed({1})", function() avideo.run(function() avideo.as_completed({ 1 }) end) end, "item #1" },
+    { "as_completed limit 1.5", function()
+      avideo.run(function() avideo.as_completed({ print }, { limit = 1.5 }) end)
+    end, "limit" },
+    { "as_completed bogus option", function()
+      avideo.run(function() avideo.as_completed({}, { bogus = 1 }) end)
+    end, "unknown option 'bogus'" },
+    { "wait(nil)", function() avideo.wait(nil) end, "'tasks'" },
+    { "wait({print})", function() avideo.wait({ print }) end, "item #1" },
+    { "wait timeout -1", function() avideo.wait({}, { timeout = -1 }) end, "timeout" },
+    { "wait timeout NaN", function() avideo.wait({}, { timeout = NaN }) end, "timeout" },
+    { "wait return_when", function() avideo.wait({}, { return_when = "any" }) end, "return_when" },
+    { "wait bogus option", function() avideo.wait({}, { bogus = 1 }) end, "unknown option 'bogus'" },
     { "sleep(nil)", function() avideo.sleep(nil) end, "'s'" },
     { "sleep(-1)", function() avideo.sleep(-1) end, "'s'" },
     { "sleep(NaN)", function() avideo.sleep(NaN) end, "'s'" },
@@ -61,6 +77,11 @@ describe("bad input", function()
     { "session{base_url=1}", function() avideo.session { base_url = 1 } end, "base_url" },
     { "session{headers='x'}", function() avideo.session { headers = "x" } end, "headers" },
     { "session{headers={X={}}}", function() avideo.session { headers = { X = {} } } end, "header 'X'" },
+    { "session{headers={X={'1', true}}}", function() avideo.session { headers = { X = { "1", true } } } end, "header 'X'" },
+    { "header list with a table", function()
+      avideo.get(peer.url .. "/echo", { headers = { ["X-L"] = { { "1" } } } })
+    end, "header 'X-L'" },
+    { "header list empty", function() avideo.get(peer.url .. "/echo", { headers = { ["X-E"] = {} } }) end, "header 'X-E'" },
     { "session{max_body_size=-1}", function() avideo.session { max_body_size = -1 } end, "max_body_size" },
     { "session{bogus=1}", function() avideo.session { bogus = 1 } end, "unknown option 'bogus'" },
     { "get(nil)", function() avideo.get(nil) end, "url" },

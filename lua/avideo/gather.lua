@@ -4,15 +4,10 @@
 -- Functions run in at most `limit` worker tasks (all at once without a
 -- limit), so a large gather keeps only as many coroutines as can run.
 local errors = require "avideo.errors"
+local items_check = require "avideo.items"
 local sched = require "avideo.scheduler"
 
-local Task = sched.Task
-
-local function is_task(x) return getmetatable(x) == Task end
-
-local function callable(x)
-  return type(x) == "function" or (type(x) == "table" and not is_task(x) and (getmetatable(x) or {}).__call ~= nil)
-end
+local is_task, callable = items_check.is_task, items_check.callable
 
 -- An item that raised nil or false (error(nil)) would leave a value that
 -- reads as "no error" (with return_exceptions, as a result; without, the
@@ -130,18 +125,7 @@ local function parse(first, ...)
   end
   opts = opts or {}
   local n = items.n or #items
-  local has_tasks = false
-  for i = 1, n do
-    local item = items[i]
-    if type(item) ~= "function" then
-      if is_task(item) then
-        has_tasks = true
-      elseif not callable(item) then
-        errors.raise("invalid", ("bad item #%d to avideo.gather (function or task expected, got %s)")
-          :format(i, type(item)))
-      end
-    end
-  end
+  local has_tasks = items_check.check("avideo.gather", items, n)
   local limit = opts.limit
   if limit ~= nil then
     -- math.tointeger, not `% 1`: 2^63 or inf must be refused, not become nil

@@ -21,10 +21,53 @@ local REASONS = {
   [502] = "Bad Gateway", [503] = "Service Unavailable", [504] = "Gateway Timeout",
 }
 
--- Header tables index case-insensitively; keys are stored lowercased.
+-- Header tables index case-insensitively; keys are stored lowercased. A
+-- name that came more than once reads as its values joined with ", " (as
+-- requests shows them); headers:getall(name) lists each one. The lists
+-- are kept only for names that repeat, beside the table (weak, by table)
+-- rather than in it, so pairs(headers) still shows only headers.
+-- headers.getall is always the method: a header called "getall" (any case)
+-- is not a field, and is read as headers:getall("getall").
+local repeated = setmetatable({}, { __mode = "k" })
+
 local Headers = { __name = "avideo.Headers" }
+local getall
 function Headers.__index(t, k)
+  if k == "getall" then return getall end
   if type(k) == "string" then return rawget(t, k:lower()) end
+end
+
+--- headers:getall(name) -> every value of the header, in the order they
+-- came (a new list each call; empty when absent).
+function getall(h, name)
+  if getmetatable(h) ~= Headers then errors.raise("invalid", "getall must be called as a method: headers:getall(name)") end
+  if type(name) ~= "string" then errors.bad_argument("headers:getall", "name", "string", name) end
+  name = name:lower()
+  local lists = repeated[h]
+  local list = lists and lists[name]
+  if list then
+    local copy = {}
+    for i = 1, #list do copy[i] = list[i] end
+    return copy
+  end
+  local v = rawget(h, name)
+  return { v } -- {} when v is nil
+end
+
+-- A header seen again (or one called "getall"): keep each value.
+local function add_repeat(h, name, old, value)
+  local lists = repeated[h]
+  if not lists then
+    lists = {}
+    repeated[h] = lists
+  end
+  local list = lists[name]
+  if not list then
+    list = { old } -- {} for "getall", which has no field
+    lists[name] = list
+  end
+  list[#list + 1] = value
+  if name ~= "getall" then rawset(h, name, old .. ", " .. value) end
 end
 
 local function parse_headers(raw)
@@ -38,7 +81,11 @@ local function parse_headers(raw)
       if name then
         name = name:lower()
         local old = rawget(h, name)
-        rawset(h, name, old and (old .. ", " .. value) or value)
+        if old == nil and name ~= "getall" then
+          rawset(h, name, value)
+        else
+          add_repeat(h, name, old, value)
+        end
       end
     end
   end

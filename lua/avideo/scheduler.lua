@@ -191,6 +191,17 @@ function Reporter.__gc(r)
   if r.task then pcall(report, r.task) end
 end
 
+--- A failed task whose error nobody has read: reported at the end of the
+-- run (or when collected) unless read by then. finish does this for a
+-- task nobody watched; a watcher that only looks at how a task ended
+-- (avideo.wait) and leaves its error to the task's owner calls it too.
+function M.leave_unread(task)
+  if task.status ~= "failed" or task.retrieved or task.reporter then return end
+  failures = failures + 1
+  unretrieved[task] = true
+  task.reporter = setmetatable({ task = task, order = failures }, Reporter)
+end
+
 local function finish(task, ok, err)
   live = live - 1
   local co = task.co
@@ -245,9 +256,7 @@ local function finish(task, ok, err)
       end
     end
   elseif task.status == "failed" and not task.retrieved then
-    failures = failures + 1
-    unretrieved[task] = true
-    task.reporter = setmetatable({ task = task, order = failures }, Reporter)
+    M.leave_unread(task)
   end
 end
 

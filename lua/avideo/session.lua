@@ -89,6 +89,33 @@ local function merge_timeout(base, t, fn)
   return out
 end
 
+-- A header given as a list, {"1", "2"}: one line each, in order. An empty
+-- list is refused rather than sending nothing: a request's header replaces
+-- the session's of that name, and "nothing" would read as either.
+local function header_list(into, k, list)
+  local n, count = #list, 0
+  for key in pairs(list) do
+    if type(key) ~= "number" or key < 1 or key > n or key ~= math.floor(key) then
+      n = -1
+      break
+    end
+    count = count + 1
+  end
+  if n <= 0 or count ~= n then
+    raise("invalid", ("header '%s' must be a string, number or a non-empty list of them, got %s"):format(k,
+      n == 0 and "an empty list" or "a table that is not a list"))
+  end
+  for i = 1, n do
+    local v = list[i]
+    if type(v) == "number" then v = tostring(v) end
+    if type(v) ~= "string" then
+      raise("invalid", ("header '%s' list item #%d must be a string or number, got %s"):format(k, i, type(v)))
+    end
+    into[#into + 1] = k
+    into[#into + 1] = v
+  end
+end
+
 -- Headers as the flat list {name1, value1, ...} the core takes.
 local function flat_headers(h, fn, into)
   into = into or {}
@@ -97,11 +124,15 @@ local function flat_headers(h, fn, into)
   for k, v in pairs(h) do
     if type(k) ~= "string" then raise("invalid", "header names must be strings (in " .. fn .. ")") end
     if type(v) == "number" then v = tostring(v) end
-    if type(v) ~= "string" then
-      raise("invalid", ("header '%s' must be a string or number, got %s"):format(k, type(v)))
+    if type(v) == "table" then
+      header_list(into, k, v)
+    else
+      if type(v) ~= "string" then
+        raise("invalid", ("header '%s' must be a string, number or a list of them, got %s"):format(k, type(v)))
+      end
+      into[#into + 1] = k
+      into[#into + 1] = v
     end
-    into[#into + 1] = k
-    into[#into + 1] = v
   end
   return into
 end
