@@ -1,32 +1,22 @@
--- Testing with busted against avideo-server: the spec starts its own
--- emulator on a free port (port 0; the server prints the URL it got) with
--- no delays, and stops it at the end, so tests are fast and never depend
--- on a server someone left running.
+-- Testing with busted against avideo-server: avideo.testing.server starts
+-- the emulator on a free port with no delays, and the spec stops it at the
+-- end (close; <close> and garbage collection also do), so tests are fast
+-- and never depend on a server someone left running.
 --
 --   busted examples/recipes/testing_spec.lua
 -- (busted must run under Lua 5.4: `lua5.4 /usr/bin/busted ...` on Debian;
--- AVIDEO_SERVER names the binary, else avideo-server from PATH)
+-- the binary is AVIDEO_SERVER's, else the one installed beside the module,
+-- else avideo-server from PATH)
 local avideo = require "avideo"
 
-local SERVER = os.getenv("AVIDEO_SERVER") or "avideo-server"
-
--- Start avideo-server; returns its URL and a function that stops it.
-local function start_server(...)
-  -- `exec` makes the shell's pid the server's, for the kill below
-  local pipe = assert(io.popen("echo $$; exec " .. SERVER .. " --port 0 " .. table.concat({ ... }, " ")))
-  local pid = pipe:read("l")
-  local url = assert((pipe:read("l") or ""):match("listening on (http://%S+)"), "avideo-server did not start")
-  return url, function()
-    os.execute("kill " .. pid)
-    pipe:close() -- waits for it to exit
-  end
-end
-
 describe("the videos API", function()
-  local url, stop
+  local server, url
 
-  setup(function() url, stop = start_server("--time-scale", "0") end)
-  teardown(function() stop() end)
+  setup(function()
+    server = avideo.testing.server { time_scale = 0 }
+    url = server.url
+  end)
+  teardown(function() server:close() end)
 
   it("lists ids and serves each video", function()
     local ids = avideo.get(url .. "/videos", { params = { n = 3 } }):raise_for_status():json()
