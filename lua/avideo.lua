@@ -31,6 +31,8 @@ local M = {
   file = require("avideo.file").new,
   -- the emulator for a program's own tests (avideo/testing.lua)
   testing = require "avideo.testing",
+  -- recording a run as a picture or a log (avideo/trace.lua)
+  trace = require "avideo.trace",
   -- embedding in a host's event loop (docs/embedding.md)
   start = sched.start,
   step = sched.step,

@@ -15,7 +15,7 @@ local LAYERS = {
   { name = "loop", files = { "ops", "host" } },
   { name = "op kinds", files = { "timer", "work" } },
   { name = "transport", files = { "transport" } },
-  { name = "request", files = { "request", "receive", "multipart", "client" } },
+  { name = "request", files = { "request", "receive", "multipart", "client", "trace" } },
   { name = "limiter", files = { "limiter" } },
   { name = "top", files = { "loop", "session", "module" } },
 }

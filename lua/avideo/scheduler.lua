@@ -202,6 +202,11 @@ function M.leave_unread(task)
   task.reporter = setmetatable({ task = task, order = failures }, Reporter)
 end
 
+-- The trace being recorded (avideo/trace.lua), or nil: one test per task.
+local tracer
+function M.set_tracer(t) tracer = t end
+function M.tracer() return tracer end
+
 local function finish(task, ok, err)
   live = live - 1
   local co = task.co
@@ -240,6 +245,7 @@ local function finish(task, ok, err)
       on_fail(task)
     end
   end
+  if tracer then tracer.task_ended(task) end
   local watchers = task.watchers
   task.watchers = nil
   -- (a list emptied by waiters that gave up is nobody waiting)
@@ -309,6 +315,7 @@ function M.spawn(fn, ...)
     start.fn = fn
     push_ready(task, start)
   end
+  if tracer then tracer.task_started(task, fn) end
   return task
 end
 
@@ -321,6 +328,7 @@ function M.spawn_worker(start, on_fail)
   tasks[co] = task
   live = live + 1
   push_ready(task, start)
+  if tracer then tracer.task_started(task, start) end
   return task
 end
 
@@ -700,6 +708,11 @@ function M.sleep(s)
   if s == 0 then
     push_ready(task)
     return M.suspend(task) and nil
+  end
+  if tracer then
+    local t0 = core.now()
+    M.await_op(task, loop:sleep(task, s))
+    return tracer.span("sleep", task, t0, ("sleep %g s"):format(s))
   end
   M.await_op(task, loop:sleep(task, s))
 end

@@ -70,6 +70,13 @@ function M.run_in_thread(fn, ...)
   if task == nil then return sched.run(M.run_in_thread, fn, ...) end
   local op, _, message = sched.loop:work(task, chunk, ...)
   if not op then refuse(message) end
+  local tracer = sched.tracer()
+  if tracer then
+    local t0 = sched.now()
+    sched.await_op(task, op)
+    tracer.span("thread", task, t0, "run_in_thread")
+    return results(op:result())
+  end
   sched.await_op(task, op)
   return results(op:result())
 end

@@ -14,6 +14,12 @@ static void av_close_walk_cb(uv_handle_t *h, void *arg) {
 
 /* Cancel every op still owned by the loop, then close libcurl and libuv.
  * Ops' own finalizers may run later: they see op->loop == NULL. */
+static void av_loop_trace_free(av_core_loop *cl) {
+  if (cl->trace) av_buf_free(cl->trace);
+  free(cl->trace);
+  cl->trace = NULL;
+}
+
 static void av_loop_shutdown(lua_State *L, av_loop *lp) {
   if (lp->closed) return;
   av_transport *t = &((av_core_loop *)lp)->transport;
@@ -47,6 +53,7 @@ static void av_loop_shutdown(lua_State *L, av_loop *lp) {
   uv_loop_close(&lp->uv);
   free(lp->heap);
   lp->heap = NULL;
+  av_loop_trace_free((av_core_loop *)lp);
   lp->closed = true;
 }
 
@@ -156,9 +163,37 @@ static int av_loop_tostring(lua_State *L) {
   return 1;
 }
 
+/* loop:trace(on): start (true) or stop recording ended requests; what
+ * was recorded and not taken is dropped when it stops. */
+static int av_loop_trace(lua_State *L) {
+  av_core_loop *cl = (av_core_loop *)av_loop_check(L, 1);
+  bool on = lua_toboolean(L, 2);
+  if (on && !cl->trace && !(cl->trace = calloc(1, sizeof *cl->trace))) return luaL_error(L, "out of memory");
+  if (!on) av_loop_trace_free(cl);
+  return 0;
+}
+
+/* loop:trace_take() -> the records made since the last take (a list of
+ * tables: trace.c), or an empty list when no trace is on */
+static int av_loop_trace_take(lua_State *L) {
+  av_core_loop *cl = (av_core_loop *)av_loop_check(L, 1);
+  av_trace_push(L, cl->trace);
+  if (cl->trace) cl->trace->len = 0;
+  return 1;
+}
+
 /* core.now() -> monotonic seconds */
 static int av_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  return 1;
+}
+
+/* core.wall_now() -> seconds since the epoch, with their fraction: where
+ * a trace's monotonic times are in the calendar (HAR's dates) */
+static int av_wall_now(lua_State *L) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0) return luaL_error(L, "cannot read the clock");
+  lua_pushnumber(L, (lua_Number)tv.tv_sec + (lua_Number)tv.tv_usec / 1e6);
   return 1;
 }
 
@@ -166,7 +201,8 @@ void av_loop_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"step", av_loop_step},   {"pending", av_loop_pending}, {"sleep", av_timer_new},
       {"close", av_loop_close}, {"attach", av_loop_attach},   {"fd", av_loop_fd},
-      {"timeout", av_loop_timeout}, {NULL, NULL}};
+      {"timeout", av_loop_timeout}, {"trace", av_loop_trace}, {"trace_take", av_loop_trace_take},
+      {NULL, NULL}};
   luaL_newmetatable(L, AV_LOOP_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
@@ -181,4 +217,6 @@ void av_loop_open(lua_State *L) {
   lua_setfield(L, -2, "loop");
   lua_pushcfunction(L, av_now);
   lua_setfield(L, -2, "now");
+  lua_pushcfunction(L, av_wall_now);
+  lua_setfield(L, -2, "wall_now");
 }

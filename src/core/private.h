@@ -30,7 +30,7 @@
  *   op kinds    timer.c, work.c: things a task can wait for
  *   transport   transport.c: libcurl multi_socket on the loop; reports to
  *               its user through the av_xfer_vtable it was handed
- *   request     request.c, receive.c, multipart.c, client.c: one request's lifecycle; reports a
+ *   request     request.c, receive.c, multipart.c, client.c, trace.c: one request's lifecycle; reports a
  *               request's end to its owner through av_request_owner
  *   limiter     limiter.c: a pure FIFO queue per key and in total
  *   top         loop.c, session.c, module.c: the Lua bindings that make and
@@ -400,6 +400,7 @@ void av_client_apply(const av_client *c, av_easy *e, bool https, bool credential
 typedef struct av_request_owner {
   av_transport *transport;
   av_client client;           /* the settings of requests that give none of their own */
+  av_buf **trace;             /* where ended requests are recorded while a trace is on (*trace), or NULL */
   CURLSH *jar;                /* the cookie jar (av_transport_jar), or NULL for none */
   struct curl_slist *headers; /* default headers */
   struct curl_slist *headers_bodyless; /* the same for a POST without a body: no Content-Type */
@@ -503,6 +504,12 @@ struct av_request {
   bool reused;                /* the final hop ran on a kept-alive connection */
 };
 
+/* Append req's trace record (trace.c): it has ended, with down and up
+ * body bytes moved and its first `reached` phases reached. */
+void av_trace_request(av_buf *trace, const av_request *req, int64_t down, int64_t up, int reached);
+/* Push the records in trace as a list of tables (fields: trace.c). */
+int av_trace_push(lua_State *L, const av_buf *trace);
+
 /* The smallest buffer a streamed response pauses at (read_bufsize may
  * raise it): big enough for libcurl to keep a fast download going. */
 #define AV_STREAM_BUFFER (64 * 1024)
@@ -605,6 +612,7 @@ void av_limiter_free(av_limiter *l);
 typedef struct av_core_loop {
   av_loop loop;               /* first: the userdata is an av_loop */
   av_transport transport;
+  av_buf *trace;              /* records of ended requests while a trace is on, else NULL */
 } av_core_loop;
 
 /* Register the loop metatable and the constructor in the table on top. */

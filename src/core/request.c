@@ -24,9 +24,11 @@ static const av_xfer_vtable av_request_xfer = {av_request_xfer_done, av_request_
 
 /* req's transfer is over (or never ran): its task hears of it now, unless
  * it already has the response of a stream and is not waiting for more. */
+static void av_request_never_ran(av_request *req);
+
 static void av_request_settle(av_request *req) {
   req->phase = AV_REQ_DONE;
-  if (!req->ended) req->ended = uv_hrtime(); /* one that never ran: detach sets it for the others */
+  if (!req->easy) av_request_never_ran(req);
   av_receive_wake(req);
 }
 
@@ -44,8 +46,8 @@ void av_request_fail(av_request *req, const char *kind, const char *fmt, ...) {
 
 void av_request_cancelled(av_request *req) {
   req->phase = AV_REQ_DONE;
-  if (!req->ended) req->ended = uv_hrtime();
   req->err_kind = "cancelled";
+  if (!req->easy) av_request_never_ran(req);
 }
 
 /* The file body, once nothing will read it again. */
@@ -55,6 +57,21 @@ static void av_request_close_upload(av_request *req) {
 }
 
 static uint32_t av_us(uint64_t us) { return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us; }
+
+/* How many of the phases dns, connect, tls, sent, first_byte the final hop
+ * reached: a connection means its phases were; a response, its first byte. */
+static int av_request_reached(const av_request *req) {
+  return req->check.status > 0 ? 5 : req->connected ? 4 : req->t_dns ? 1 : 0;
+}
+
+/* A request that ended without a transfer of its own (refused, queued and
+ * then cancelled or timed out, or its start failed): its end is now. */
+static void av_request_never_ran(av_request *req) {
+  if (req->ended) return;
+  req->ended = uv_hrtime();
+  av_buf *trace = req->owner->trace ? *req->owner->trace : NULL;
+  if (trace) av_trace_request(trace, req, 0, 0, 0);
+}
 
 /* The final hop's phase times, as far as it got: kept for response.timings
  * (the handle serves another transfer next). */
@@ -85,6 +102,13 @@ static void av_request_clock(av_request *req) {
   req->t_sent = av_us((uint64_t)sent);
   req->t_first_byte = av_us((uint64_t)first);
   req->ended = uv_hrtime();
+  av_buf *trace = req->owner->trace ? *req->owner->trace : NULL;
+  if (trace) {
+    curl_off_t down = 0, up = 0;
+    curl_easy_getinfo(h, CURLINFO_SIZE_DOWNLOAD_T, &down);
+    curl_easy_getinfo(h, CURLINFO_SIZE_UPLOAD_T, &up);
+    av_trace_request(trace, req, (int64_t)down, (int64_t)up, av_request_reached(req));
+  }
 }
 
 /* Give the easy handle back to the transport. */
@@ -436,8 +460,8 @@ static void av_request_unwatchable(av_easy *e, int err) {
 }
 
 void av_request_stop(av_request *req) {
+  av_request_cancelled(req); /* first: the trace record says so */
   av_request_detach(req);
-  av_request_cancelled(req);
   req->owner->ended(req);
 }
 
@@ -446,11 +470,11 @@ void av_request_stop(av_request *req) {
 static void av_request_aborted(av_easy *e) {
   av_request *req = e->user;
   av_deadline_clear(&req->op);
-  av_request_detach(req);
   if (!req->err_kind) {
     req->err_kind = "cancelled";
     req->err_message = strdup("the loop was closed while the response was being read");
   }
+  av_request_detach(req);
   req->phase = AV_REQ_DONE;
   req->owner->ended(req);
 }
@@ -737,8 +761,7 @@ static int av_request_timings(lua_State *L) {
   lua_Number redirect = (lua_Number)req->t_redirect / 1e6;
   static const char *const names[] = {"dns", "connect", "tls", "sent", "first_byte"};
   const uint32_t t[] = {req->t_dns, req->t_connect, req->t_tls, req->t_sent, req->t_first_byte};
-  /* reached: a connection means its phases were; a response, its first byte */
-  int reached = req->check.status > 0 ? 5 : req->connected ? 4 : req->t_dns ? 1 : 0;
+  int reached = av_request_reached(req);
   for (int i = 0; i < reached; i++) {
     lua_pushnumber(L, redirect + (lua_Number)t[i] / 1e6);
     lua_setfield(L, -2, names[i]);

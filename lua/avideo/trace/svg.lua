@@ -1,0 +1,139 @@
+--- A trace as a self-contained SVG waterfall: one row per request in the
+-- order they were made, a bar coloured by phase (queued for a slot,
+-- redirects, dns, connect, tls, waiting for the first byte, receiving),
+-- the status (or the error) after it, a time axis and a legend. Each
+-- request is one <g class="request"> group. Past MAX_ROWS requests, rows
+-- hold several requests each (drawn over one another, lighter), so 10,000
+-- requests still make a picture of readable size.
+local M = {}
+
+local MAX_ROWS = 400
+local WIDTH, LABEL, RIGHT = 1200, 330, 70
+local ROW, TOP = 16, 62
+
+local COLOURS = {
+  { "queued", "#c9c9c9" }, { "redirect", "#b39ddb" }, { "dns", "#4db6ac" }, { "connect", "#ffb74d" },
+  { "tls", "#ba68c8" }, { "waiting", "#64b5f6" }, { "receiving", "#1565c0" },
+}
+local COLOUR = {}
+for _, c in ipairs(COLOURS) do COLOUR[c[1]] = c[2] end
+
+local function esc(s)
+  return (tostring(s):gsub("[&<>\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" }))
+end
+
+local function fmt(x) return ("%.2f"):format(x) end
+
+-- A tick step of 1, 2 or 5 times a power of ten giving about 8 ticks.
+local function tick_step(span)
+  if span <= 0 then return 1 end
+  local raw = span / 8
+  local p = 10 ^ math.floor(math.log(raw) / math.log(10))
+  for _, m in ipairs { 1, 2, 5, 10 } do
+    if m * p >= raw then return m * p end
+  end
+  return 10 * p
+end
+
+local function seconds_text(t, step)
+  if step < 1 then return ("%g ms"):format(math.floor(t * 1000 + 0.5)) end
+  return ("%g s"):format(t)
+end
+
+-- The phases of q as {name, from, to} in trace seconds.
+local function phases(q)
+  local out = {}
+  local slot = q.started or q.ended
+  if slot > q.created then out[#out + 1] = { "queued", q.created, slot } end
+  if not q.started then return out end
+  local s = q.started
+  local marks = {
+    { "redirect", 0, q.redirect }, { "dns", q.redirect, q.dns }, { "connect", q.dns, q.connect },
+    { "tls", q.connect, q.tls }, { "waiting", q.tls or q.redirect, q.first_byte },
+  }
+  for _, m in ipairs(marks) do
+    if m[2] and m[3] and m[3] > m[2] then out[#out + 1] = { m[1], s + m[2], s + m[3] } end
+  end
+  local last = q.first_byte or q.tls or q.connect or q.dns or q.redirect
+  local name = q.first_byte and "receiving" or "waiting"
+  if q.ended > s + last then out[#out + 1] = { name, s + last, q.ended } end
+  return out
+end
+
+--- The file's text for recording r (see avideo/trace.lua).
+function M.render(r)
+  local list = {}
+  for i, q in ipairs(r.requests) do list[i] = q end
+  table.sort(list, function(a, b) return a.created < b.created end)
+  local n = #list
+  local per_row = math.max(1, math.ceil(n / MAX_ROWS))
+  local rows = math.max(1, math.ceil(n / per_row))
+  local t_start, t_end = r.t0, r.t0
+  for _, q in ipairs(list) do
+    if q.created < t_start then t_start = q.created end
+    if q.ended > t_end then t_end = q.ended end
+  end
+  local span = math.max(t_end - t_start, 1e-3)
+  local chart = WIDTH - LABEL - RIGHT
+  local function x(t) return LABEL + (t - t_start) / span * chart end
+  local height = TOP + rows * ROW + 40
+  local out = {}
+  local function w(s) out[#out + 1] = s end
+  w(('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+    .. 'font-family="sans-serif" font-size="11">\n'):format(WIDTH, height, WIDTH, height))
+  w(('<rect width="%d" height="%d" fill="#ffffff"/>\n'):format(WIDTH, height))
+  w(('<text x="10" y="18" font-size="14" font-weight="bold">avideo: %d request%s over %s</text>\n')
+    :format(n, n == 1 and "" or "s", esc(seconds_text(span, span < 10 and 0.5 or 1))))
+  -- legend
+  local lx = 10
+  for _, c in ipairs(COLOURS) do
+    w(('<rect x="%d" y="28" width="12" height="12" fill="%s"/><text x="%d" y="38">%s</text>\n')
+      :format(lx, c[2], lx + 16, c[1]))
+    lx = lx + 30 + #c[1] * 6
+  end
+  w(('<text x="%d" y="38" fill="#c62828">■ failed</text>\n'):format(lx))
+  -- time axis: grid lines and labels
+  local step = tick_step(span)
+  w('<g class="axis" stroke="#e0e0e0">\n')
+  for t = 0, span + 1e-9, step do
+    local gx = fmt(x(t_start + t))
+    w(('<line x1="%s" y1="%d" x2="%s" y2="%d"/>\n'):format(gx, TOP - 6, gx, TOP + rows * ROW))
+  end
+  w('</g>\n<g class="axis-labels" fill="#555555">\n')
+  for t = 0, span + 1e-9, step do
+    w(('<text x="%s" y="%d" text-anchor="middle">%s</text>\n')
+      :format(fmt(x(t_start + t)), TOP - 9, esc(seconds_text(t, step))))
+  end
+  w('</g>\n')
+  local opacity = per_row > 1 and math.max(0.15, 1 / per_row) or 1
+  for i, q in ipairs(list) do
+    local row = math.floor((i - 1) / per_row)
+    local y = TOP + row * ROW
+    local failed = q.error_kind ~= ""
+    w(('<g class="request"><title>%s %s: %s</title>\n'):format(esc(q.method), esc(q.url),
+      esc(failed and (q.error_kind .. ": " .. q.error) or tostring(q.status or "no response"))))
+    if (i - 1) % per_row == 0 then
+      local label = per_row == 1 and (q.method .. " " .. q.url)
+        or ("requests %d–%d"):format(i, math.min(n, i + per_row - 1))
+      if #label > 52 then label = label:sub(1, 24) .. "…" .. label:sub(-27) end
+      w(('<text x="10" y="%d">%s</text>\n'):format(y + 12, esc(label)))
+    end
+    for _, p in ipairs(phases(q)) do
+      w(('<rect x="%s" y="%d" width="%s" height="%d" fill="%s" fill-opacity="%.2f"/>\n')
+        :format(fmt(x(p[2])), y + 2, fmt(math.max(0.5, x(p[3]) - x(p[2]))), ROW - 4, COLOUR[p[1]], opacity))
+    end
+    if failed then
+      w(('<rect x="%s" y="%d" width="%s" height="%d" fill="none" stroke="#c62828"/>\n')
+        :format(fmt(x(q.created)), y + 2, fmt(math.max(1, x(q.ended) - x(q.created))), ROW - 4))
+    end
+    if per_row == 1 then
+      w(('<text x="%s" y="%d" fill="%s">%s</text>\n'):format(fmt(x(q.ended) + 4), y + 12,
+        failed and "#c62828" or "#333333", esc(failed and q.error_kind or tostring(q.status or ""))))
+    end
+    w('</g>\n')
+  end
+  w('</svg>\n')
+  return table.concat(out)
+end
+
+return M

@@ -1,0 +1,111 @@
+/* Trace records (avideo.trace): when a trace is on, each request that
+ * ends appends one record to the loop's trace buffer: its clock (call,
+ * slot, end), libcurl's phases, status, sizes, and the header lines sent
+ * and received. Lua takes them (loop:trace_take) and writes the file.
+ * When no trace is on, a request pays one pointer test. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "private.h"
+
+/* One record's fixed part; its strings follow it in the buffer. */
+typedef struct av_trace_rec {
+  uint64_t created, started, ended; /* uv_hrtime; started 0: never ran */
+  uint32_t t[6];              /* µs: dns, connect, tls, sent, first_byte, redirect */
+  int64_t down, up;           /* body bytes received and sent */
+  int32_t status;             /* 0: no response */
+  int32_t redirects;
+  int32_t reached;            /* phases reached, as in req:timings() */
+  uint8_t reused;
+  uint32_t len[6];            /* method, url, final url, error kind, error message, headers sent */
+  uint32_t len_received;      /* the final response's header block */
+} av_trace_rec;
+
+static bool av_trace_str(av_buf *b, const char *s, uint32_t *len) {
+  size_t n = s ? strlen(s) : 0;
+  *len = (uint32_t)n;
+  return av_buf_append(b, s ? s : "", n);
+}
+
+void av_trace_request(av_buf *trace, const av_request *req, int64_t down, int64_t up, int reached) {
+  av_trace_rec r;
+  memset(&r, 0, sizeof r);
+  r.created = req->created;
+  r.started = req->started;
+  r.ended = req->ended;
+  const uint32_t t[6] = {req->t_dns, req->t_connect, req->t_tls, req->t_sent, req->t_first_byte, req->t_redirect};
+  memcpy(r.t, t, sizeof t);
+  r.down = down;
+  r.up = up;
+  r.status = req->check.status >= 200 ? (int32_t)req->check.status : 0;
+  r.redirects = req->redirects;
+  r.reached = reached;
+  r.reused = req->reused;
+  size_t at = trace->len;
+  /* the fixed part first, its lengths filled in once the strings are in */
+  if (!av_buf_append(trace, (const char *)&r, sizeof r)) return;
+  bool ok = av_trace_str(trace, req->method, &r.len[0]) && av_trace_str(trace, req->url, &r.len[1]) &&
+            av_trace_str(trace, req->effective_url ? req->effective_url : req->url, &r.len[2]) &&
+            av_trace_str(trace, req->err_kind, &r.len[3]) && av_trace_str(trace, req->err_message, &r.len[4]);
+  size_t sent_at = trace->len;
+  const struct curl_slist *h = req->headers ? req->headers : req->owner->headers;
+  for (; ok && h; h = h->next) ok = av_buf_append(trace, h->data, strlen(h->data)) && av_buf_append(trace, "\n", 1);
+  r.len[5] = (uint32_t)(trace->len - sent_at);
+  ok = ok && av_buf_append(trace, req->resp_headers.data ? req->resp_headers.data : "", req->resp_headers.len);
+  r.len_received = (uint32_t)req->resp_headers.len;
+  if (!ok) {
+    trace->len = at; /* out of memory: the record is dropped whole */
+    return;
+  }
+  memcpy(trace->data + at, &r, sizeof r);
+}
+
+static void av_field_str(lua_State *L, const char *name, const char **p, uint32_t len) {
+  lua_pushlstring(L, *p, len);
+  lua_setfield(L, -2, name);
+  *p += len;
+}
+
+static void av_field_num(lua_State *L, const char *name, lua_Number v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, name);
+}
+
+static void av_field_int(lua_State *L, const char *name, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, name);
+}
+
+int av_trace_push(lua_State *L, const av_buf *trace) {
+  lua_newtable(L);
+  const char *p = trace ? trace->data : NULL, *end = p ? p + trace->len : NULL;
+  static const char *const phases[] = {"dns", "connect", "tls", "sent", "first_byte"};
+  for (int i = 1; p && p + sizeof(av_trace_rec) <= end; i++) {
+    av_trace_rec r;
+    memcpy(&r, p, sizeof r);
+    p += sizeof r;
+    lua_createtable(L, 0, 20);
+    /* seconds on avideo.now()'s clock */
+    av_field_num(L, "created", (lua_Number)r.created / 1e9);
+    if (r.started) av_field_num(L, "started", (lua_Number)r.started / 1e9);
+    av_field_num(L, "ended", (lua_Number)r.ended / 1e9);
+    lua_Number redirect = (lua_Number)r.t[5] / 1e6;
+    av_field_num(L, "redirect", redirect);
+    for (int k = 0; k < r.reached && k < 5; k++) av_field_num(L, phases[k], redirect + (lua_Number)r.t[k] / 1e6);
+    av_field_int(L, "down", (lua_Integer)r.down);
+    av_field_int(L, "up", (lua_Integer)r.up);
+    if (r.status) av_field_int(L, "status", r.status);
+    av_field_int(L, "redirects", r.redirects);
+    lua_pushboolean(L, r.reused);
+    lua_setfield(L, -2, "reused");
+    av_field_str(L, "method", &p, r.len[0]);
+    av_field_str(L, "url", &p, r.len[1]);
+    av_field_str(L, "final_url", &p, r.len[2]);
+    av_field_str(L, "error_kind", &p, r.len[3]);
+    av_field_str(L, "error", &p, r.len[4]);
+    av_field_str(L, "headers_sent", &p, r.len[5]);
+    av_field_str(L, "headers_received", &p, r.len_received);
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
