@@ -9,13 +9,15 @@
 -- turn and holds its slot until it ends, as in gather. Inside a task only:
 -- the loop yields while it waits. Leaving the loop early (break, an error)
 -- cancels the functions it started and starts no more; task items, which
--- their owner made, are left running.
+-- their owner made, are left running. opts.progress as gather's
+-- (avideo/progress.lua).
 local errors = require "avideo.errors"
 local items_check = require "avideo.items"
+local progress = require "avideo.progress"
 local sched = require "avideo.scheduler"
 
 local is_task = items_check.is_task
-local OPTIONS = { limit = true }
+local OPTIONS = { limit = true, progress = true }
 
 local AsCompleted = { __name = "avideo.as_completed" }
 
@@ -34,6 +36,7 @@ local function ended(st, i)
   if st.closed then return end
   st.watchers[i] = nil
   st.running = st.running - 1
+  if st.progress then st.progress:tick(st.tasks[i].status == "done") end
   local tail = st.tail + 1
   st.tail = tail
   st.queue[tail] = i
@@ -67,6 +70,7 @@ function fill(st)
     end
     st.tasks[i] = t
     st.running = st.running + 1
+    if st.progress then st.progress:start() end
     -- a closure per item: the same task may stand at two indexes
     local w = function() return ended(st, i) end
     st.watchers[i] = w
@@ -79,7 +83,10 @@ end
 -- the loop was closed).
 function AsCompleted.__call(st)
   if st.head > st.tail then
-    if st.closed or st.taken == st.n then return nil end
+    if st.closed or st.taken == st.n then
+      if st.progress then st.progress:finish() end
+      return nil
+    end
     local me = sched.waiting_task("avideo.as_completed's iterator")
     if me == nil then
       errors.raise("invalid", "avideo.as_completed's iterator called outside avideo.run")
@@ -115,6 +122,7 @@ end
 local function close(st)
   if st.closed then return end
   st.closed = true
+  if st.progress then st.progress:finish() end
   local w = st.waiter
   if w then
     st.waiter = nil
@@ -167,6 +175,7 @@ return function(list, opts)
   local st = setmetatable({
     items = items, n = n, limit = limit, next = 1, running = 0, taken = 0,
     queue = {}, head = 1, tail = 0, tasks = {}, own = {}, watchers = {},
+    progress = progress.new(opts.progress, n, "avideo.as_completed", "as_completed") or false,
   }, AsCompleted)
   st.unwait = function() st.waiter = nil end -- the waiting task was cancelled
   fill(st)

@@ -5,6 +5,7 @@
 -- limit), so a large gather keeps only as many coroutines as can run.
 local errors = require "avideo.errors"
 local items_check = require "avideo.items"
+local progress = require "avideo.progress"
 local sched = require "avideo.scheduler"
 
 local is_task, callable = items_check.is_task, items_check.callable
@@ -53,6 +54,7 @@ end
 -- worker stops).
 local function item_done(g, i, r)
   if g.stopped then return true end
+  if g.progress then g.progress:tick(true) end
   g.results[i] = r
   local done = g.done + 1
   g.done = done
@@ -72,6 +74,7 @@ local function worker(g)
     if i > g.n then return end
     g.next = i + 1
     if g.return_exceptions then sched.current().item = i end
+    if g.progress then g.progress:start() end
     local item = g.items[i]
     if g.has_tasks and type(item) ~= "function" and is_task(item) then
       if item_done(g, i, item:wait()) then return end
@@ -79,6 +82,7 @@ local function worker(g)
       local r = item()
       -- item_done, inlined: this is every function item's way
       if g.stopped then return end
+      if g.progress then g.progress:tick(true) end
       g.results[i] = r
       local done = g.done + 1
       g.done = done
@@ -104,6 +108,7 @@ local function worker_failed(g, w)
     err.traceback = w.traceback and w.traceback:match("\n(.*)$")
   end
   local i = w.item
+  if g.progress then g.progress:tick(false) end
   if i == nil then return fail(g, err, w) end
   g.results[i] = err
   local done = g.done + 1
@@ -134,17 +139,18 @@ local function parse(first, ...)
       errors.raise("invalid", "gather limit must be a whole number >= 0 (0 = no limit)")
     end
   end
-  return items, n, opts.return_exceptions and true or false, (limit and limit > 0) and limit or n, has_tasks
+  return items, n, opts.return_exceptions and true or false, (limit and limit > 0) and limit or n, has_tasks,
+    progress.new(opts.progress, n, "avideo.gather", "gather")
 end
 
 --- avideo.gather(list [, opts]) or avideo.gather(f1, f2, ...).
 -- opts: limit (run at most n at a time), return_exceptions (each failed
 -- item's error in its place: what it raised, except that nil or false
 -- becomes an `invalid` error object, so a failure never reads as a result
--- or as no error).
+-- or as no error), progress (true or a function: avideo/progress.lua).
 local function gather(...)
   if select("#", ...) == 0 then errors.raise("invalid", "avideo.gather needs a list of functions or tasks") end
-  local items, n, return_exceptions, limit, has_tasks = parse(...)
+  local items, n, return_exceptions, limit, has_tasks, report = parse(...)
   local parent = sched.waiting_task("avideo.gather")
   if parent == nil then
     local args = table.pack(...)
@@ -154,7 +160,7 @@ local function gather(...)
   if n == 0 then return results end
   local g = {
     items = items, n = n, next = 1, done = 0, results = results, parent = parent,
-    return_exceptions = return_exceptions, workers = {}, has_tasks = has_tasks,
+    return_exceptions = return_exceptions, workers = {}, has_tasks = has_tasks, progress = report or false,
   }
   -- one hook and one start for all the workers: a field each, not a closure each
   g.on_fail = function(w) return worker_failed(g, w) end
@@ -166,8 +172,10 @@ local function gather(...)
   parent.unwait = function()
     g.stopped = true
     cancel_all(g, "cancelled: the gather was cancelled")
+    if report then report:finish() end
   end
   sched.suspend(parent)
+  if report then report:finish() end
   if g.err ~= nil then error(g.err, 0) end
   return results
 end

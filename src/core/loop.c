@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "private.h"
 
 static void av_close_walk_cb(uv_handle_t *h, void *arg) {
@@ -197,6 +199,13 @@ static int av_wall_now(lua_State *L) {
   return 1;
 }
 
+/* core.isatty(fd) -> whether fd is a terminal (a progress line redraws
+ * itself only there) */
+static int av_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
+  return 1;
+}
+
 void av_loop_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"step", av_loop_step},   {"pending", av_loop_pending}, {"sleep", av_timer_new},
@@ -219,4 +228,6 @@ void av_loop_open(lua_State *L) {
   lua_setfield(L, -2, "now");
   lua_pushcfunction(L, av_wall_now);
   lua_setfield(L, -2, "wall_now");
+  lua_pushcfunction(L, av_isatty);
+  lua_setfield(L, -2, "isatty");
 }
