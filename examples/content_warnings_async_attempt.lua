@@ -7,7 +7,7 @@
 -- it fails too, on a connection opened just before a stall
 -- (docs/walkthrough.md shows how).
 --
---   lua5.4 examples/content_warnings_async_attempt.lua [--url URL] [--n 100] [--model-seconds 1.0]
+--   lua5.4 examples/content_warnings_async_attempt.lua [--url URL] [--n 100] [--model-seconds 1.0] [--trace FILE]
 dofile((arg[0]:match("^.*/") or "") .. "lib/bootstrap.lua")
 local avideo = require "avideo"
 local model = require "model"

@@ -5,7 +5,7 @@
 -- loop keeps serving the other tasks, and the warnings are PATCHed back as
 -- {"warnings": [...]} (an empty list goes out as []).
 --
---   lua5.4 examples/content_warnings_async_final.lua [--url URL] [--n 100] [--model-seconds 1.0]
+--   lua5.4 examples/content_warnings_async_final.lua [--url URL] [--n 100] [--model-seconds 1.0] [--trace FILE]
 dofile((arg[0]:match("^.*/") or "") .. "lib/bootstrap.lua")
 local avideo = require "avideo"
 local model = require "model"

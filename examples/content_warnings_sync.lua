@@ -3,7 +3,7 @@
 -- its transcript, run the (CPU-bound) model, PATCH the warnings back.
 -- Nothing overlaps, so the run takes the sum of every wait and every model.
 --
---   lua5.4 examples/content_warnings_sync.lua [--url URL] [--n 100] [--model-seconds 1.0]
+--   lua5.4 examples/content_warnings_sync.lua [--url URL] [--n 100] [--model-seconds 1.0] [--trace FILE]
 dofile((arg[0]:match("^.*/") or "") .. "lib/bootstrap.lua")
 local avideo = require "avideo"
 local model = require "model"

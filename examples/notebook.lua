@@ -4,12 +4,12 @@
 -- sequential awaits, then 100 gets gathered with limit_per_host = 100 (the
 -- server overloads) and with 10. Each cell prints its output and wall time.
 --
---   lua5.4 examples/notebook.lua [--url http://127.0.0.1:8000]
+--   lua5.4 examples/notebook.lua [--url http://127.0.0.1:8000] [--trace run.svg]
 dofile((arg[0]:match("^.*/") or "") .. "lib/bootstrap.lua")
 local avideo = require "avideo"
 local talk = require "talk"
 
-local API_URL = talk.options().url
+local API_URL = talk.options({ "url", "trace" }).url
 
 -- In [3]: get the list of video ids from the server to use later.
 -- If this fails check the server is running (lua5.4 examples/demo.lua starts one).

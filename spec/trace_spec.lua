@@ -210,6 +210,38 @@ describe("an SVG waterfall", function()
   end)
 end)
 
+describe("the README's waterfalls", function()
+  it("are made by examples/waterfalls.lua: all at once at 100, ten waves at 10", function()
+    local out = assert(io.popen(("timeout 60 lua5.4 %s/examples/waterfalls.lua --url %s --out %s 2>&1")
+      :format(SOURCE, server.url, dir)))
+    local text = out:read("a")
+    out:close()
+    assert.matches("limit_per_host = 100: 100 requests", text)
+    assert.matches("limit_per_host = 10: 100 requests", text)
+    local function queued_bars(name)
+      local svg = read(dir .. "/" .. name)
+      local _, groups = svg:gsub('<g class="request">', "")
+      assert.equal(100, groups)
+      return select(2, svg:gsub('fill="#c9c9c9"', "")) - 1 -- the legend's
+    end
+    -- at 100 nothing waits for a slot; at 10, the 90 after the first wave do
+    assert.equal(0, queued_bars("gather-limit-100.svg"))
+    assert.is_true(queued_bars("gather-limit-10.svg") >= 90)
+  end)
+end)
+
+describe("the examples' --trace", function()
+  it("writes the run of a content-warnings program", function()
+    local path = dir .. "/service.har"
+    local cmd = ("timeout 60 lua5.4 %s/examples/content_warnings_async_final.lua --url %s --n 5 --model-seconds 0"
+      .. " --trace %s >/dev/null 2>&1"):format(SOURCE, server.url, path)
+    assert.is_true(os.execute(cmd))
+    local entries = json.decode(read(path)).log.entries
+    -- the list, then a video, its transcript and a PATCH for each of the 5
+    assert.equal(1 + 3 * 5, #entries)
+  end)
+end)
+
 describe("tracing", function()
   it("AVIDEO_TRACE traces a whole process and writes at its end", function()
     local path = dir .. "/env.json"

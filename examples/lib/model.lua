@@ -1,6 +1,6 @@
 --- The content-warnings "model" of the talk: honest CPU work standing in
 -- for inference, then a verdict. It flags the watch-list words a
--- transcript mentions (NASA, as in the talk).
+-- transcript mentions (nasa, as in the talk).
 --
 -- `predict` uses no upvalue and no module-level state (only globals, which
 -- inside a worker are the worker state's own), so it can be handed to
@@ -16,9 +16,15 @@ function M.predict(video, transcript, work)
   for i = 0, work - 1 do
     h = ((h ~ text:byte(i % n + 1)) * 0x01000193) & 0xffffffff
   end
+  -- the talk's model: the text lowercased, split on whitespace, and the
+  -- word "nasa" flagged (as Python's `"nasa" in text.lower().split()`: a
+  -- "NASA." that ends a sentence is another word, and not flagged)
   local warnings = {}
-  for _, word in ipairs { "NASA" } do
-    if text:find("%f[%w]" .. word .. "%f[%W]") then warnings[#warnings + 1] = word end
+  for word in text:lower():gmatch("%S+") do
+    if word == "nasa" then
+      warnings[1] = "nasa"
+      break
+    end
   end
   return warnings, h
 end

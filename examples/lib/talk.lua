@@ -14,13 +14,15 @@ local OPTIONS = {
   n = { default = 100, number = "integer", help = "how many videos" },
   model_seconds = { default = 1.0, number = "float", help = "CPU seconds of the model per video" },
   time_scale = { number = "float", help = "passed to the avideo-server it starts" },
+  trace = { arg = "FILE", help = "write a trace of the run: .json (Perfetto), .har or .svg" },
+  out = { arg = "DIR", default = "docs/images", help = "where to write the pictures" },
 }
 
 local function usage(accepted, problem)
   local lines = { ("usage: lua5.4 %s [options]"):format(arg and arg[0] or "example.lua") }
   for _, name in ipairs(accepted) do
     local o = OPTIONS[name]
-    lines[#lines + 1] = ("  --%-15s %s%s"):format(name:gsub("_", "-") .. " " .. (o.number and "N" or "URL"),
+    lines[#lines + 1] = ("  --%-15s %s%s"):format(name:gsub("_", "-") .. " " .. (o.arg or o.number and "N" or "URL"),
       o.help, o.default and (" (default " .. tostring(o.default) .. ")") or "")
   end
   if problem then
@@ -67,6 +69,13 @@ function M.options(accepted)
     i = i + 1
   end
   if out.url then out.url = out.url:gsub("/+$", "") end
+  if out.trace then
+    -- the whole run, written when the program ends (the state closes)
+    avideo.trace.start(out.trace)
+    M.trace_sentinel = setmetatable({}, { __gc = function()
+      if avideo.trace.active() then avideo.trace.stop() end
+    end })
+  end
   return out
 end
 
@@ -197,7 +206,7 @@ end
 -- `work`, the model's steps for about --model-seconds of CPU), the timeline
 -- log of their stages, and the calls of lib/videos.lua logged on it.
 function M.service()
-  local opts = M.options { "url", "n", "model_seconds" }
+  local opts = M.options { "url", "n", "model_seconds", "trace" }
   opts.work = model.calibrate(opts.model_seconds)
   local log = M.timeline { "video", "transcript", "model", "patch" }
   return opts, log, {
