@@ -7,19 +7,22 @@ local avideo = require "avideo"
 local httpbin_support = require "support.httpbin"
 local nginx_support = require "support.nginx"
 local settled = require "support.settled"
+local peer_support = require "support.peer"
 
 local TIMEOUT = 10
 
-local httpbin, nginx, other
+local httpbin, nginx, other, peer
 lazy_setup(function()
   httpbin = httpbin_support.start()
   nginx = nginx_support.start()
+  peer = peer_support.start()
   -- the same server under another origin (localhost, not 127.0.0.1)
   other = httpbin.url:gsub("127%.0%.0%.1", "localhost")
 end)
 lazy_teardown(function()
   if httpbin then httpbin.stop() end
   if nginx then nginx.stop() end
+  if peer then peer.stop() end
 end)
 after_each(settled)
 
@@ -179,6 +182,32 @@ describe("auth", function()
     assert.equal(401, s:get(httpbin.url .. "/digest-auth/auth/u/p", { auth = { "u", "x", type = "digest" } }).status)
   end)
 
+  it("gives the final response of a Digest exchange, not the challenge before it", function()
+    local r = session():get(httpbin.url .. "/digest-auth/auth/u/p", { auth = { "u", "p", type = "digest" } })
+    assert.equal(200, r.status)
+    assert.equal("OK", r.reason)
+    assert.is_nil(r.headers["www-authenticate"])
+    assert.same({ "application/json" }, r.headers:getall("content-type"))
+    -- streamed: the response is the one after the challenge, with its body
+    avideo.run(function()
+      local s <close> = session()
+      local st <close> = s:get(httpbin.url .. "/digest-auth/auth/u/p",
+        { auth = { "u", "p", type = "digest" }, stream = true })
+      assert.equal(200, st.status)
+      assert.same({ authenticated = true, user = "u" }, st:json())
+    end)
+  end)
+
+  it("never carries a Digest nonce from one server to the next request", function()
+    -- two realms of one peer stand for two servers: each takes only its own nonces
+    local a, b = session { auth = { "alice", "pw", type = "digest" } }, session { auth = { "bob", "pw", type = "digest" } }
+    for _ = 1, 3 do
+      assert.equal(200, a:get(peer.url .. "/digest/one").status)
+      assert.equal(200, b:get(peer.url .. "/digest/two").status)
+      assert.equal(200, a:get(peer.url .. "/digest/two").status)
+    end
+  end)
+
   it("takes credentials from the URL", function()
     local url = httpbin.url:gsub("^http://", "http://u:p@") .. "/basic-auth/u/p"
     assert.equal(200, session():get(url).status)
@@ -207,6 +236,15 @@ describe("redirects", function()
     local s = session { allow_redirects = false }
     assert.equal(302, s:get(httpbin.url .. "/absolute-redirect/1").status)
     assert.equal(200, s:get(httpbin.url .. "/absolute-redirect/1", { allow_redirects = true }).status)
+  end)
+
+  it("allow_redirects = false hands a stream the 3xx and its body", function()
+    avideo.run(function()
+      local s <close> = session()
+      local r <close> = s:get(peer.url .. "/redirect-big", { allow_redirects = false, stream = true })
+      assert.equal(302, r.status)
+      assert.equal(300000, #r:text())
+    end)
   end)
 
   it("keeps the history of the responses redirected from", function()

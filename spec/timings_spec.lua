@@ -84,10 +84,14 @@ describe("response timings", function()
   it("come on a stream once its body has been read", function()
     local s = avideo.session()
     avideo.run(function()
-      local r = s:get(server.url .. "/videos/?n=100", { stream = true })
+      s:get(peer.url .. "/big?bytes=10") -- a connection to reuse
+      -- a body past the stream's buffer: the transfer waits for the reader
+      local r = s:get(peer.url .. "/big?bytes=2000000", { stream = true })
       assert.is_nil(rawget(r, "timings"))
+      assert.is_nil(r.connection_reused) -- not known yet, and not kept as such
       r:text()
       consistent(r)
+      assert.is_true(r.connection_reused)
     end)
   end)
 end)

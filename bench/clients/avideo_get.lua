@@ -3,6 +3,7 @@
 --
 --   lua5.4 avideo_get.lua URL N LIMIT [--session-limit | --limit-per-host]
 --                         [--hold SECONDS | --cancel] [--discard] [--count-alloc]
+--                         [--trace FILE]
 --
 -- Where LIMIT goes:
 --   (default)          gather's: `avideo.gather(tasks, {limit = LIMIT})` on a
@@ -29,19 +30,22 @@
 -- --count-alloc stops the Lua GC around the work (session, tasks, gather)
 -- and reports lua_bytes, the bytes the Lua state allocated meanwhile
 -- (collectgarbage("count")): a counting run, not a timed one.
+-- --trace records the run with avideo.trace into FILE (its format from the
+-- extension) and reports trace_write_seconds, the CPU the file's writing
+-- took at the end (part of the run's CPU too).
 -- Prints "RESULT requests=N finished=F errors=0 ..."; any failed request
 -- raises out of gather, so the script fails.
 local avideo = require "avideo"
 
 local function usage()
   io.stderr:write("usage: avideo_get.lua URL N LIMIT [--session-limit | --limit-per-host]"
-    .. " [--hold SECONDS | --cancel] [--discard] [--count-alloc]\n")
+    .. " [--hold SECONDS | --cancel] [--discard] [--count-alloc] [--trace FILE]\n")
   os.exit(2)
 end
 
 local url, n, limit = arg[1], tonumber(arg[2]), tonumber(arg[3])
 if not (url and n and limit) then usage() end
-local where, hold, cancel, discard, count_alloc = "gather", nil, false, false, false
+local where, hold, cancel, discard, count_alloc, trace = "gather", nil, false, false, false, nil
 local i = 4
 while arg[i] do
   if arg[i] == "--session-limit" then
@@ -54,6 +58,8 @@ while arg[i] do
     count_alloc, i = true, i + 1
   elseif arg[i] == "--cancel" then
     cancel, i = true, i + 1
+  elseif arg[i] == "--trace" and arg[i + 1] then
+    trace, i = arg[i + 1], i + 2
   elseif arg[i] == "--hold" and tonumber(arg[i + 1]) then
     hold, i = tonumber(arg[i + 1]), i + 2
   else
@@ -158,6 +164,7 @@ if cancel then
 end
 
 local lua_bytes
+if trace then avideo.trace.start(trace) end
 local finished = avideo.run(function()
   local before
   if count_alloc then
@@ -174,5 +181,10 @@ local finished = avideo.run(function()
   return got
 end)
 local fields = { { "finished", finished }, { "errors", 0 } }
+if trace then
+  local c0 = os.clock()
+  avideo.trace.stop()
+  fields[#fields + 1] = { "trace_write_seconds", ("%.4f"):format(os.clock() - c0) }
+end
 if lua_bytes then fields[#fields + 1] = { "lua_bytes", ("%.0f"):format(lua_bytes) } end
 result(fields)

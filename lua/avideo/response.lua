@@ -118,10 +118,11 @@ end
 local function timings(r)
   local t, elapsed, reused = r._op:timings()
   if t then
+    -- kept only once final: a stream's are still coming
     rawset(r, "timings", t)
     rawset(r, "elapsed", elapsed)
+    rawset(r, "connection_reused", reused)
   end
-  rawset(r, "connection_reused", reused)
   return t, elapsed, reused
 end
 function lazy.timings(r) return (timings(r)) end

@@ -9,6 +9,8 @@ import email.utils
 import gzip
 import json
 import os
+import re
+import secrets
 import signal
 import socket
 import ssl
@@ -153,6 +155,25 @@ async def status_trailer(request):
 async def redirect_big(request):
     """A redirect whose own body is 300 kB: nobody reads it."""
     return web.Response(status=302, headers={"Location": "/big?bytes=10"}, body=b"r" * 300000)
+
+
+DIGEST_NONCES = {}  # realm -> the nonces this peer issued under it
+
+
+async def digest(request):
+    """Digest auth under realm {realm} that takes only nonces it issued
+    under that realm, as a real server does: a client that sends another
+    server's nonce (say, one libcurl kept on a pooled handle) gets 401."""
+    realm = request.match_info["realm"]
+    issued = DIGEST_NONCES.setdefault(realm, set())
+    auth = request.headers.get("Authorization", "")
+    m = re.search(r'nonce="([^"]+)"', auth)
+    if auth.startswith("Digest ") and m and m.group(1) in issued and f'realm="{realm}"' in auth:
+        return web.json_response({"authenticated": True, "realm": realm})
+    nonce = secrets.token_hex(8)
+    issued.add(nonce)
+    return web.Response(status=401, text="need auth", headers={
+        "WWW-Authenticate": f'Digest realm="{realm}", nonce="{nonce}", qop="auth", algorithm=MD5'})
 
 
 async def bad_status(request):
@@ -390,6 +411,7 @@ def main():
     app.router.add_get("/redirect", redirect)
     app.router.add_route("*", "/redirect/{code}", redirect_code)
     app.router.add_route("*", "/chain/{n}", chain)
+    app.router.add_get("/digest/{realm}", digest)
     app.router.add_route("*", "/redirect-loop", redirect_loop)
     app.router.add_get("/reset-before", reset_before)
     app.router.add_get("/reset-mid", reset_mid)

@@ -67,12 +67,12 @@ bool av_client_set_cookie(av_client *c, const char *cookie, uint64_t id) {
   return true;
 }
 
-void av_client_apply(const av_client *c, av_easy *e, bool https, bool credentials) {
+bool av_client_apply(const av_client *c, av_easy *e, bool https, bool credentials) {
+  bool auth = credentials && c->user;
   /* a hop's id: the settings, the scheme (which proxy), the credentials */
   uint64_t id = c->id << 2 | (uint64_t)https << 1 | (uint64_t)credentials;
-  if (e->client_id == id) return;
+  if (e->client_id == id) return auth && c->auth == CURLAUTH_DIGEST;
   CURL *h = e->h;
-  bool auth = credentials && c->user;
   curl_easy_setopt(h, CURLOPT_USERNAME, auth ? c->user : NULL);
   curl_easy_setopt(h, CURLOPT_PASSWORD, auth ? c->password : NULL);
   curl_easy_setopt(h, CURLOPT_HTTPAUTH, auth ? (long)c->auth : (long)CURLAUTH_BASIC);
@@ -85,4 +85,5 @@ void av_client_apply(const av_client *c, av_easy *e, bool https, bool credential
   curl_easy_setopt(h, CURLOPT_PROXYPASSWORD, c->proxy_password);
   curl_easy_setopt(h, CURLOPT_COOKIE, c->cookie);
   e->client_id = id;
+  return auth && c->auth == CURLAUTH_DIGEST;
 }

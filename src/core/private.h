@@ -343,6 +343,9 @@ void av_transport_drop_jar(av_transport *t, CURLSH *jar);
 av_easy *av_easy_get(av_transport *t, const av_xfer_vtable *vt, void *user);
 /* Return an easy handle to the pool after the transfer. */
 void av_easy_put(av_transport *t, av_easy *e);
+/* Free a handle instead of pooling it: one with state of its last
+ * transfer that no option clears (libcurl's Digest nonce and realm). */
+void av_easy_discard(av_transport *t, av_easy *e);
 /* Give e the TLS settings tls, unless it has them already. */
 void av_easy_tls(av_transport *t, av_easy *e, const av_tls *tls);
 /* Make e keep and send cookies in jar (NULL: none), unless it does already. */
@@ -392,8 +395,9 @@ void av_client_free(av_client *c);
 /* Replace c's cookie line (NULL: none), under a new id; false on OOM. */
 bool av_client_set_cookie(av_client *c, const char *cookie, uint64_t id);
 /* Give e's next transfer c's settings: the proxy for its scheme, and the
- * credentials only if `credentials` (a hop to another origin has none). */
-void av_client_apply(const av_client *c, av_easy *e, bool https, bool credentials);
+ * credentials only if `credentials` (a hop to another origin has none).
+ * True when Digest credentials are set. */
+bool av_client_apply(const av_client *c, av_easy *e, bool https, bool credentials);
 
 /* What a request takes from its owner (a session), and how it tells the
  * owner that it gave its slot up. */
@@ -501,6 +505,8 @@ struct av_request {
   bool closed;                /* op:close() ended it */
   bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
   bool no_credentials;        /* a hop went to another origin: no auth from here on */
+  bool auth_retry;            /* libcurl sent this hop's request again (an auth challenge) */
+  bool digest;                /* Digest credentials went out on its handle */
   bool reused;                /* the final hop ran on a kept-alive connection */
 };
 
@@ -516,6 +522,11 @@ int av_trace_push(lua_State *L, const av_buf *trace);
 
 /* Register the request op metatable. */
 void av_request_open(lua_State *L);
+/* The settings req runs with: its own, or its owner's. */
+const av_client *av_request_client(const av_request *req);
+/* Whether req follows a redirect of this status (allow_redirects, a body
+ * it cannot send again): when it does not, the 3xx is the response. */
+bool av_request_follows(const av_request *req, long status);
 /* Read session:request()'s arguments (token at 2, then method, url,
  * headers, body, total, connect, sock_read, pool, max_body, stream) into a new
  * request op of `size` bytes (an owner may extend the struct), anchored

@@ -106,7 +106,10 @@ static void av_receive_stream_ready(av_request *req) {
   if (status < 200) return;
   /* libcurl resolves the target only when the hop ends (CURLINFO_REDIRECT_URL
    * is not there yet): a Location header is what says it will be followed */
-  if (av_redirect_status(status) && req->check.location) return; /* request.c follows it, or refuses it */
+  if (av_redirect_status(status) && req->check.location && av_request_follows(req, status))
+    return; /* request.c follows it, or refuses it */
+  /* a Digest challenge libcurl answers itself: its next response is the one */
+  if (status == 401 && req->digest && !req->auth_retry) return;
   req->status = status;
   req->stream_ready = true;
   av_receive_wake(req);
@@ -154,6 +157,13 @@ static void av_request_read_clock(av_request *req) {
  * silent server). */
 static int av_receive_prereq(void *ud, char *ip, char *local_ip, int port, int local_port) {
   av_request *req = ud;
+  /* Called again within a hop when libcurl sends the request once more
+   * (it answers a Digest challenge): the status line that comes next is a
+   * new response, whatever came before it. */
+  if (req->connected) {
+    req->auth_retry = true;
+    req->check.complete = false;
+  }
   req->connected = true;
   av_xfer_connection(req->easy, local_port, port);
   /* a failed socket's deadline is due now: keep it */
@@ -256,7 +266,7 @@ void av_receive_reset(av_request *req) {
   req->resp_headers.len = 0;
   req->resp_body.len = 0;
   req->body_off = 0;
-  req->connected = req->sending = false;
+  req->connected = req->sending = req->auth_retry = false;
   memset(&req->check, 0, sizeof req->check);
   req->sock_error = 0;
   req->fault = AV_FAULT_NONE;

@@ -118,7 +118,10 @@ static void av_request_detach(av_request *req) {
   av_request_close_upload(req);
   av_xfer_stop(t, req->easy);
   av_multipart_detach(req, req->easy->h);
-  av_easy_put(t, req->easy);
+  /* libcurl keeps a Digest nonce and realm on the handle, and would send
+   * them with the next Digest request it makes, to any server */
+  if (req->digest) av_easy_discard(t, req->easy);
+  else av_easy_put(t, req->easy);
   req->easy = NULL;
 }
 
@@ -235,6 +238,8 @@ static void av_request_easy_defaults(av_easy *e) {
   /* Decode what the server compressed; the Accept-Encoding header itself
    * comes with the session's default headers (see av_headers_defaults). */
   curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+  /* a proxy's answer to CONNECT is not the response's: libcurl keeps it */
+  curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   av_receive_setup(h);
 }
 
@@ -296,14 +301,15 @@ static const struct curl_slist *av_request_header_list(const av_request *req) {
 
 /* What varies between hops: URL, headers, what is left of total, method;
  * a code as av_request_set_method's. */
-static const av_client *av_request_client(const av_request *req) {
+const av_client *av_request_client(const av_request *req) {
   return req->client ? req->client : &req->owner->client;
 }
 
 static CURLcode av_request_set_hop(av_request *req, CURL *h, const char *url) {
   curl_easy_setopt(h, CURLOPT_URL, url);
   /* the proxy for this hop's scheme; auth until a hop leaves the origin */
-  av_client_apply(av_request_client(req), req->easy, strncasecmp(url, "https:", 6) == 0, !req->no_credentials);
+  if (av_client_apply(av_request_client(req), req->easy, strncasecmp(url, "https:", 6) == 0, !req->no_credentials))
+    req->digest = true;
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, av_request_header_list(req));
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, req->hop_total_ms);
   return av_request_set_method(req, h);
@@ -349,6 +355,13 @@ bool av_request_run(av_request *req) {
     return false;
   }
   return true;
+}
+
+bool av_request_follows(const av_request *req, long status) {
+  /* (past max_redirects it is followed: into the "too many" error) */
+  if (!av_request_client(req)->follow) return false;
+  /* a body the task handed over is not sent again (av_request_follow) */
+  return !(req->pull && !av_redirect_to_get(status, req->method));
 }
 
 /* Keep the response a hop is redirected from (status, URL, raw header
@@ -423,10 +436,12 @@ static bool av_request_follow(av_request *req) {
   CURLMcode rc = made == CURLE_OK ? av_xfer_start(t, req->easy) : CURLM_OK;
   if (made != CURLE_OK || rc != CURLM_OK) {
     av_multipart_detach(req, h);
-    av_easy_put(t, req->easy);
-    req->easy = NULL;
     if (made != CURLE_OK) av_request_body_failed(req, made);
     else av_request_fail(req, "protocol", "cannot follow the redirect: %s", curl_multi_strerror(rc));
+    av_request_clock(req); /* its end: the last hop's times are what it has */
+    if (req->digest) av_easy_discard(t, req->easy);
+    else av_easy_put(t, req->easy);
+    req->easy = NULL;
     req->owner->ended(req);
   }
   return true;
@@ -741,19 +756,14 @@ static int av_request_history(lua_State *L) {
 static lua_Number av_secs(uint64_t ns) { return (lua_Number)ns / 1e9; }
 
 /* req:timings() -> { queued, dns, connect, tls, sent, first_byte, total,
- * redirect } (seconds; a table only once the transfer ended, else nil),
- * elapsed (from the call to the end of the transfer, or nil), reused.
+ * redirect } (seconds), elapsed (from the call to the end of the
+ * transfer), reused; nothing until the transfer has ended.
  * Phases count from the slot, as libcurl's count from a transfer's start:
  * redirect is the hops before the final one, and each phase of the final
  * hop is added to it, so each is at least the one before. */
 static int av_request_timings(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
-  if (!req->ended) {
-    lua_pushnil(L);
-    lua_pushnil(L);
-    lua_pushboolean(L, req->reused);
-    return 3;
-  }
+  if (!req->ended) return 0; /* nothing known yet: all nil */
   lua_createtable(L, 0, 8);
   bool ran = req->started != 0;
   lua_pushnumber(L, av_secs((ran ? req->started : req->ended) - req->created));

@@ -430,6 +430,14 @@ void av_easy_put(av_transport *t, av_easy *e) {
   t->idle_easy = e;
 }
 
+void av_easy_discard(av_transport *t, av_easy *e) {
+  av_easy_put(t, e);
+  t->idle_easy = e->next; /* av_easy_put made it the first idle one */
+  curl_easy_cleanup(e->h);
+  free(e);
+  t->n_easy--;
+}
+
 uint64_t av_transport_id(av_transport *t) { return ++t->ids; }
 
 CURLSH *av_transport_jar(void) {
