@@ -46,6 +46,10 @@ bool av_client_read(lua_State *L, int idx, av_client *c, uint64_t id) {
   return ok;
 }
 
+const av_client *av_request_client(const av_request *req) {
+  return req->client ? req->client : &req->owner->client;
+}
+
 void av_client_free(av_client *c) {
   free(c->user);
   free(c->password);

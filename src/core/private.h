@@ -522,11 +522,8 @@ int av_trace_push(lua_State *L, const av_buf *trace);
 
 /* Register the request op metatable. */
 void av_request_open(lua_State *L);
-/* The settings req runs with: its own, or its owner's. */
+/* The settings req runs with: its own, or its owner's (client.c). */
 const av_client *av_request_client(const av_request *req);
-/* Whether req follows a redirect of this status (allow_redirects, a body
- * it cannot send again): when it does not, the 3xx is the response. */
-bool av_request_follows(const av_request *req, long status);
 /* Read session:request()'s arguments (token at 2, then method, url,
  * headers, body, total, connect, sock_read, pool, max_body, stream) into a new
  * request op of `size` bytes (an owner may extend the struct), anchored

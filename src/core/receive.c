@@ -98,6 +98,15 @@ static bool av_check_length(av_response_check *c, const char *p, const char *end
   return false;
 }
 
+/* Whether req follows a redirect of this status: when it does not
+ * (allow_redirects = false, or a body it cannot send again, see
+ * av_request_follow), the 3xx is the response. Past max_redirects it is
+ * followed, into the "too many" error. */
+static bool av_receive_follows(const av_request *req, long status) {
+  if (!av_request_client(req)->follow) return false;
+  return !(req->pull && !av_redirect_to_get(status, req->method));
+}
+
 /* A streamed request's header block ended: if it is the final response
  * (not an interim 1xx, not a redirect that will be followed), its task
  * gets the response now and reads the body as it comes. */
@@ -106,7 +115,7 @@ static void av_receive_stream_ready(av_request *req) {
   if (status < 200) return;
   /* libcurl resolves the target only when the hop ends (CURLINFO_REDIRECT_URL
    * is not there yet): a Location header is what says it will be followed */
-  if (av_redirect_status(status) && req->check.location && av_request_follows(req, status))
+  if (av_redirect_status(status) && req->check.location && av_receive_follows(req, status))
     return; /* request.c follows it, or refuses it */
   /* a Digest challenge libcurl answers itself: its next response is the one */
   if (status == 401 && req->digest && !req->auth_retry) return;

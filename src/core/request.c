@@ -301,10 +301,6 @@ static const struct curl_slist *av_request_header_list(const av_request *req) {
 
 /* What varies between hops: URL, headers, what is left of total, method;
  * a code as av_request_set_method's. */
-const av_client *av_request_client(const av_request *req) {
-  return req->client ? req->client : &req->owner->client;
-}
-
 static CURLcode av_request_set_hop(av_request *req, CURL *h, const char *url) {
   curl_easy_setopt(h, CURLOPT_URL, url);
   /* the proxy for this hop's scheme; auth until a hop leaves the origin */
@@ -355,13 +351,6 @@ bool av_request_run(av_request *req) {
     return false;
   }
   return true;
-}
-
-bool av_request_follows(const av_request *req, long status) {
-  /* (past max_redirects it is followed: into the "too many" error) */
-  if (!av_request_client(req)->follow) return false;
-  /* a body the task handed over is not sent again (av_request_follow) */
-  return !(req->pull && !av_redirect_to_get(status, req->method));
 }
 
 /* Keep the response a hop is redirected from (status, URL, raw header
