@@ -224,8 +224,10 @@ describe("the README's waterfalls", function()
       assert.equal(100, groups)
       return select(2, svg:gsub('fill="#c9c9c9"', "")) - 1 -- the legend's
     end
-    -- at 100 nothing waits for a slot; at 10, the 90 after the first wave do
-    assert.equal(0, queued_bars("gather-limit-100.svg"))
+    -- at 100 nothing waits for a slot (a bar is drawn from half a pixel,
+    -- a third of a ms here: a busy machine may show a few slivers); at
+    -- 10, the 90 after the first wave do
+    assert.is_true(queued_bars("gather-limit-100.svg") < 10)
     assert.is_true(queued_bars("gather-limit-10.svg") >= 90)
   end)
 end)

@@ -312,6 +312,10 @@ static CURLcode av_request_set_hop(av_request *req, CURL *h, const char *url) {
 }
 
 bool av_request_run(av_request *req) {
+  /* it has its slot now: the wait for one (timings' queued) ends here,
+   * before a handle is made and set up; the total over all hops counts
+   * from here too (the clock now, not the loop's cached time) */
+  req->started = uv_hrtime();
   av_transport *t = req->owner->transport;
   av_easy *e = av_easy_get(t, &av_request_xfer, req);
   if (!e) {
@@ -338,8 +342,6 @@ bool av_request_run(av_request *req) {
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
   req->hop_total_ms = req->total_ms;
   CURLcode made = av_request_set_hop(req, h, req->url);
-  /* for the total over all hops: the clock now, not the loop's cached time */
-  req->started = uv_hrtime();
   CURLMcode rc = made == CURLE_OK ? av_xfer_start(t, e) : CURLM_OK;
   if (made != CURLE_OK || rc != CURLM_OK) {
     av_multipart_detach(req, h);
