@@ -24,9 +24,7 @@ local MAX_REDIRECTS_CAP = 1000
 
 local function invalid(fmt, ...) raise("invalid", fmt:format(...)) end
 
-local function show(v)
-  return type(v) == "string" and ("%q"):format(v) or tostring(v)
-end
+local show = errors.show
 
 -- A string the core hands to libcurl as a C string: no NUL in it.
 local function c_string(v, what)

@@ -57,6 +57,11 @@ function M.raise_failed(kind, message, fields, detail)
   error(M.new(kind, message, fields), 0)
 end
 
+--- A value as a message shows it: a string quoted, anything else as tostring.
+function M.show(v)
+  return type(v) == "string" and ("%q"):format(v) or tostring(v)
+end
+
 --- Raise an `invalid` error about argument `name` of function `fn`.
 function M.bad_argument(fn, name, expected, value)
   M.raise("invalid", ("bad argument '%s' to %s (%s expected, got %s)")

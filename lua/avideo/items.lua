@@ -35,9 +35,7 @@ function M.check(what, items, n)
   return has_tasks
 end
 
-local function show(v)
-  return type(v) == "string" and ("%q"):format(v) or tostring(v)
-end
+local show = errors.show
 M.show = show
 
 --- opts (nil: {}) with no key but those of `allowed`.

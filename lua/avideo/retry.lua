@@ -33,9 +33,7 @@ local FIELDS = {
 }
 local ON_WORDS = { connect = true, timeout = true, reset = true }
 
-local function show(v)
-  return type(v) == "string" and ("%q"):format(v) or tostring(v)
-end
+local show = errors.show
 
 local function bad(field, want, v, where)
   raise("invalid", ("retry %s must be %s, got %s%s"):format(field, want, show(v), where or ""))

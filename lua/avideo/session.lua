@@ -48,9 +48,7 @@ local function check_options(opts, allowed, fn)
   return opts
 end
 
-local function show(v)
-  return type(v) == "string" and ("%q"):format(v) or tostring(v)
-end
+local show = errors.show
 
 local function check_count(v, name, default)
   if v == nil then return default end
