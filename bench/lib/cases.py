@@ -50,7 +50,7 @@ CLIENTS = {c.name: c for c in [
            env=lambda ctx: ctx.avideo_env, cost_label="avideo gather{limit=C}"),
     Client("avideo-traced", "avideo gather{limit=C}, traced",
            lambda ctx, url, n, limit: ["lua5.4", _script(ctx, "avideo_get.lua"), url, n, limit,
-                                       "--trace", os.path.join(ctx.tmp, "trace.json")],
+                                       "--trace", os.path.join(ctx.args.build_dir, "bench-trace.json")],
            env=lambda ctx: ctx.avideo_env),
     Client("avideo-talk", "avideo session{limit_per_host=C}, one gather",
            lambda ctx, url, n, limit: ["lua5.4", _script(ctx, "avideo_get.lua"), url, n, limit,

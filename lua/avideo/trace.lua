@@ -77,7 +77,7 @@ function M.start(path, opts)
   f:close()
   current = { path = path, format = format, t0 = core.now(), wall0 = core.wall_now(), tasks = {}, spans = {} }
   sched.loop:trace_take() -- anything left from before is not this trace's
-  sched.loop:trace(true)
+  sched.loop:trace(true, format == "har") -- header lines: only a HAR shows them
   sched.set_tracer(recorder)
   return path
 end

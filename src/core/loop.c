@@ -165,11 +165,13 @@ static int av_loop_tostring(lua_State *L) {
   return 1;
 }
 
-/* loop:trace(on): start (true) or stop recording ended requests; what
- * was recorded and not taken is dropped when it stops. */
+/* loop:trace(on [, headers]): start (true) or stop recording ended
+ * requests, with their header lines if `headers`; what was recorded and
+ * not taken is dropped when it stops. */
 static int av_loop_trace(lua_State *L) {
   av_core_loop *cl = (av_core_loop *)av_loop_check(L, 1);
   bool on = lua_toboolean(L, 2);
+  cl->trace_headers = lua_toboolean(L, 3);
   if (on && !cl->trace && !(cl->trace = calloc(1, sizeof *cl->trace))) return luaL_error(L, "out of memory");
   if (!on) av_loop_trace_free(cl);
   return 0;

@@ -405,6 +405,7 @@ typedef struct av_request_owner {
   av_transport *transport;
   av_client client;           /* the settings of requests that give none of their own */
   av_buf **trace;             /* where ended requests are recorded while a trace is on (*trace), or NULL */
+  const bool *trace_headers;  /* whether records keep the header lines */
   CURLSH *jar;                /* the cookie jar (av_transport_jar), or NULL for none */
   struct curl_slist *headers; /* default headers */
   struct curl_slist *headers_bodyless; /* the same for a POST without a body: no Content-Type */
@@ -511,7 +512,8 @@ struct av_request {
 };
 
 /* Append req's trace record (trace.c): it has ended, with down and up
- * body bytes moved and its first `reached` phases reached. */
+ * body bytes moved and its first `reached` phases reached; its header
+ * lines too if the owner's trace_headers says so. */
 void av_trace_request(av_buf *trace, const av_request *req, int64_t down, int64_t up, int reached);
 /* Push the records in trace as a list of tables (fields: trace.c). */
 int av_trace_push(lua_State *L, const av_buf *trace);
@@ -621,6 +623,7 @@ typedef struct av_core_loop {
   av_loop loop;               /* first: the userdata is an av_loop */
   av_transport transport;
   av_buf *trace;              /* records of ended requests while a trace is on, else NULL */
+  bool trace_headers;         /* ... with their header lines (HAR's) */
 } av_core_loop;
 
 /* Register the loop metatable and the constructor in the table on top. */

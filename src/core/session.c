@@ -135,6 +135,7 @@ static int av_session_new(lua_State *L) {
   av_transport *t = &((av_core_loop *)lp)->transport;
   s->owner.transport = t;
   s->owner.trace = &((av_core_loop *)lp)->trace;
+  s->owner.trace_headers = &((av_core_loop *)lp)->trace_headers;
   s->owner.ended = av_session_ended;
   s->owner.tls.verify = tls_verify;
   if (ca_file && !(s->owner.tls.ca_file = strdup(ca_file))) return luaL_error(L, "out of memory");

@@ -28,6 +28,7 @@ static bool av_trace_str(av_buf *b, const char *s, uint32_t *len) {
 }
 
 void av_trace_request(av_buf *trace, const av_request *req, int64_t down, int64_t up, int reached) {
+  bool headers = req->owner->trace_headers && *req->owner->trace_headers;
   av_trace_rec r;
   memset(&r, 0, sizeof r);
   r.created = req->created;
@@ -48,11 +49,14 @@ void av_trace_request(av_buf *trace, const av_request *req, int64_t down, int64_
             av_trace_str(trace, req->effective_url ? req->effective_url : req->url, &r.len[2]) &&
             av_trace_str(trace, req->err_kind, &r.len[3]) && av_trace_str(trace, req->err_message, &r.len[4]);
   size_t sent_at = trace->len;
-  const struct curl_slist *h = req->headers ? req->headers : req->owner->headers;
+  /* the header lines only for a HAR: the others do not show them, and a
+   * record without them is a third of the size */
+  const struct curl_slist *h = headers ? (req->headers ? req->headers : req->owner->headers) : NULL;
   for (; ok && h; h = h->next) ok = av_buf_append(trace, h->data, strlen(h->data)) && av_buf_append(trace, "\n", 1);
   r.len[5] = (uint32_t)(trace->len - sent_at);
-  ok = ok && av_buf_append(trace, req->resp_headers.data ? req->resp_headers.data : "", req->resp_headers.len);
-  r.len_received = (uint32_t)req->resp_headers.len;
+  size_t received = headers ? req->resp_headers.len : 0;
+  ok = ok && av_buf_append(trace, req->resp_headers.data ? req->resp_headers.data : "", received);
+  r.len_received = (uint32_t)received;
   if (!ok) {
     trace->len = at; /* out of memory: the record is dropped whole */
     return;
