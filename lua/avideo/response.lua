@@ -224,46 +224,49 @@ function methods:chunks(n)
   return function() return self:read(n) end
 end
 
+-- The body into the file f (see save_to): the bytes written, or nil,
+-- kind, message, phase for a transfer that failed, or nil, nil, message
+-- for a file that could not be written. The bytes go from the core's
+-- buffer to the file, never a Lua string each (op:save_into).
+local function write_body(self, f, task)
+  local op, total = self._op, 0
+  while true do
+    local n, kind, message, phase = op:save_into(f, task)
+    if n == false then
+      sched.await_op(task, op)
+    elseif n == nil then
+      if kind or message then return nil, kind, message, phase end
+      return total
+    else
+      total = total + n
+      if not self._stream then return total end -- a buffered body goes in one piece
+    end
+  end
+end
+
 local function save_to(self, path, task)
   local part = path .. ".part"
   local f, why = io.open(part, "wb")
   if not f then
     errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, why), { url = self.url })
   end
-  local total = 0
-  while true do
-    local piece, kind, message, phase
-    if self._stream then
-      piece, kind, message, phase = read_raw(self, nil, task)
-    elseif total == 0 then
-      piece = self._op:body()
-      if piece == "" then piece = nil end
+  local total, kind, message, phase = write_body(self, f, task)
+  local closed, cerr = f:close()
+  local werr = (not total and not kind) and message or (not closed and cerr) or nil
+  if not total or werr then
+    os.remove(part)
+    if self._stream then self._op:close() end
+    if kind then
+      errors.raise_failed(kind, message, { url = self.url, status = self.status, method = self.method }, phase)
     end
-    if piece == nil then
-      local ok, werr = f:close()
-      if kind or not ok then
-        os.remove(part)
-        if kind then
-          errors.raise_failed(kind, message, { url = self.url, status = self.status, method = self.method }, phase)
-        end
-        errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, werr), { url = self.url })
-      end
-      local renamed, rerr = os.rename(part, path)
-      if not renamed then
-        os.remove(part)
-        errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, rerr), { url = self.url })
-      end
-      return total
-    end
-    local ok, werr = f:write(piece)
-    if not ok then
-      f:close()
-      os.remove(part)
-      if self._stream then self._op:close() end
-      errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, werr), { url = self.url })
-    end
-    total = total + #piece
+    errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, werr), { url = self.url })
   end
+  local renamed, rerr = os.rename(part, path)
+  if not renamed then
+    os.remove(part)
+    errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, rerr), { url = self.url })
+  end
+  return total
 end
 
 --- Write the (rest of the) body to path: into path .. ".part", renamed
