@@ -87,7 +87,7 @@ void av_headers_free(struct curl_slist *block);
 /* A copy of defaults that also removes the Content-Type libcurl would give
  * a POST without a body (application/x-www-form-urlencoded), unless the
  * defaults have one of their own; false when out of memory. */
-bool av_headers_bodyless(const struct curl_slist *defaults, struct curl_slist **out);
+bool av_headers_bodyless(const struct curl_slist *defaults, bool post, struct curl_slist **out);
 /* Append the headers every session sends unless the user gave them:
  * User-Agent, Accept-Encoding (what libcurl decodes), and "Expect:" (no
  * 100-continue wait); false when out of memory. */
@@ -409,6 +409,7 @@ typedef struct av_request_owner {
   CURLSH *jar;                /* the cookie jar (av_transport_jar), or NULL for none */
   struct curl_slist *headers; /* default headers */
   struct curl_slist *headers_bodyless; /* the same for a POST without a body: no Content-Type */
+  struct curl_slist *headers_nobody; /* the same for other requests without a body: no "Expect:" */
   long read_bufsize;          /* libcurl's receive buffer for each transfer */
   av_tls tls;
   /* A request that av_request_run started has ended: finished, failed,

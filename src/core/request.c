@@ -286,17 +286,17 @@ static CURLcode av_request_set_method(av_request *req, CURL *h) {
   return CURLE_OK;
 }
 
-/* Whether req is a POST without a body, which libcurl would send with a
- * form's Content-Type: its headers remove it (as requests and aiohttp send
- * none). */
-static bool av_request_bodyless_post(const av_request *req) {
-  return !req->has_body && strcmp(req->method, "POST") == 0;
+/* The owner's default headers for req: a request without a body needs
+ * no "Expect:", and a POST without one removes the form Content-Type
+ * libcurl would send (requests and aiohttp send none). */
+static const struct curl_slist *av_request_default_headers(const av_request *req) {
+  if (req->has_body) return req->owner->headers;
+  return strcmp(req->method, "POST") == 0 ? req->owner->headers_bodyless : req->owner->headers_nobody;
 }
 
 /* The headers req sends: its own, or its owner's defaults. */
 static const struct curl_slist *av_request_header_list(const av_request *req) {
-  if (req->headers) return req->headers;
-  return av_request_bodyless_post(req) ? req->owner->headers_bodyless : req->owner->headers;
+  return req->headers ? req->headers : av_request_default_headers(req);
 }
 
 /* What varies between hops: URL, headers, what is left of total, method;
@@ -609,8 +609,8 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
     req->has_body = true;
   }
   long long framed = body ? (long long)blen : multipart || pull ? AV_BODY_LENGTH_LIBCURL : (long long)req->body_len;
-  if (body) req->has_body = true; /* set below too: av_request_bodyless_post reads it */
-  const struct curl_slist *defaults = av_request_bodyless_post(req) ? owner->headers_bodyless : owner->headers;
+  if (body) req->has_body = true; /* set below too: av_request_default_headers reads it */
+  const struct curl_slist *defaults = av_request_default_headers(req);
   if (!lua_isnoneornil(L, 5) && lua_rawlen(L, 5) > 0 && !av_headers_build(L, 5, defaults, framed, &req->headers))
     return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
   if (body) {

@@ -155,7 +155,9 @@ static int av_session_new(lua_State *L) {
     lua_rotate(L, -3, 2); /* nil, "invalid", message */
     return 3;
   }
-  if (!av_headers_defaults(&s->owner.headers) || !av_headers_bodyless(s->owner.headers, &s->owner.headers_bodyless))
+  if (!av_headers_defaults(&s->owner.headers) ||
+      !av_headers_bodyless(s->owner.headers, true, &s->owner.headers_bodyless) ||
+      !av_headers_bodyless(s->owner.headers, false, &s->owner.headers_nobody))
     return luaL_error(L, "out of memory");
   lua_pushvalue(L, idx);
   lua_pushinteger(L, limit);
@@ -298,7 +300,8 @@ static void av_session_free(av_session *s) {
   s->owner.jar = NULL;
   curl_slist_free_all(s->owner.headers);
   curl_slist_free_all(s->owner.headers_bodyless);
-  s->owner.headers = s->owner.headers_bodyless = NULL;
+  curl_slist_free_all(s->owner.headers_nobody);
+  s->owner.headers = s->owner.headers_bodyless = s->owner.headers_nobody = NULL;
   av_url_cache_free(&s->origin);
   free(s->owner.tls.ca_file);
   s->owner.tls.ca_file = NULL;
