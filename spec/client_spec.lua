@@ -298,6 +298,24 @@ describe("proxies", function()
     assert.equal("nginx", session():get(httpbin.url .. "/get", { proxy = nginx.url }).headers["x-proxied-by"])
   end)
 
+  it("tunnel https through CONNECT, with proxy_auth, the proxy's answer not the response's", function()
+    local s = session { proxy = peer.connect_proxy, proxy_auth = { "pu", "pp" }, ca_file = peer.tls_cert }
+    local r = s:get(peer.tls .. "/status/404")
+    assert.equal(404, r.status)
+    assert.equal("Not Found", r.reason)
+    assert.is_nil(r.headers["proxy-agent"]) -- the CONNECT answer's header
+    assert.equal(1, #r.headers:getall("content-length"))
+    local seen = json_of(avideo.get(peer.url .. "/connect-seen", { timeout = TIMEOUT }))
+    assert.equal(peer.tls:match("//(.*)$"), seen[#seen].target)
+    assert.equal("Basic cHU6cHA=", seen[#seen].auth)
+    -- streamed too: the response is the one through the tunnel
+    avideo.run(function()
+      local st <close> = s:get(peer.tls .. "/status/404", { stream = true })
+      assert.equal(404, st.status)
+      assert.is_nil(st.headers["proxy-agent"])
+    end)
+  end)
+
   it("fail as connect errors when the proxy is not there", function()
     local port = require("socket").bind("127.0.0.1", 0)
     local _, p = port:getsockname()

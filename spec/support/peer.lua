@@ -4,7 +4,9 @@
 -- a URL whose connect never completes, tls an https origin whose
 -- certificate is self-signed and tls_cert that certificate's file;
 -- small_buffer reaches the same peer through a listener whose connections
--- have a small receive buffer (uploads go at the pace the peer reads).
+-- have a small receive buffer (uploads go at the pace the peer reads);
+-- connect_proxy is a proxy that speaks only CONNECT (https through an http
+-- proxy), whose requests /connect-seen lists.
 local server_support = require "support.server"
 
 local M = {}
@@ -29,9 +31,11 @@ function M.start()
   local hole = (pipe:read("l") or ""):match("^blackhole (%d+)$")
   local tls, cert = (pipe:read("l") or ""):match("^tls (%d+) (.+)$")
   local small = (pipe:read("l") or ""):match("^small%-buffer (%d+)$")
+  local connect = (pipe:read("l") or ""):match("^connect%-proxy (%d+)$")
   local peer = { pid = pid, port = tonumber(port), blackhole = "http://127.0.0.1:" .. tostring(hole) .. "/",
                  tls = "https://127.0.0.1:" .. tostring(tls), tls_cert = cert,
                  small_buffer = "http://127.0.0.1:" .. tostring(small),
+                 connect_proxy = "http://127.0.0.1:" .. tostring(connect),
                  url = "http://127.0.0.1:" .. port, url2 = "http://127.0.0.2:" .. port }
   function peer.stop()
     if peer.stopped then return end

@@ -378,6 +378,55 @@ def blackhole():
     return port, (listener, fillers)
 
 
+CONNECT_SEEN = []  # (target, Proxy-Authorization) of each CONNECT, for /connect-seen
+
+
+async def connect_proxy(reader, writer):
+    """A forward proxy that speaks only CONNECT (what a client uses for an
+    https:// URL through an http:// proxy): it answers 200 with a header
+    of its own, then relays bytes both ways until either side closes."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        writer.close()
+        return
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    auth = next((l.split(":", 1)[1].strip() for l in lines[1:] if l.lower().startswith("proxy-authorization:")), "")
+    if method != "CONNECT":
+        writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        return
+    CONNECT_SEEN.append({"target": target, "auth": auth})
+    host, port = target.rsplit(":", 1)
+    try:
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+    except OSError:
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        return
+    writer.write(b"HTTP/1.1 200 Connection established\r\nProxy-Agent: avideo-peer\r\n\r\n")
+    await writer.drain()
+
+    async def pipe(src, dst):
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.close()
+
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def connect_seen(request):
+    return web.json_response(CONNECT_SEEN)
+
+
 def tls_context(tmp):
     """A self-signed certificate, made now: clients that verify must refuse it."""
     key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
@@ -412,6 +461,7 @@ def main():
     app.router.add_route("*", "/redirect/{code}", redirect_code)
     app.router.add_route("*", "/chain/{n}", chain)
     app.router.add_get("/digest/{realm}", digest)
+    app.router.add_get("/connect-seen", connect_seen)
     app.router.add_route("*", "/redirect-loop", redirect_loop)
     app.router.add_get("/reset-before", reset_before)
     app.router.add_get("/reset-mid", reset_mid)
@@ -461,6 +511,8 @@ def main():
             small.listen(64)
             await web.SockSite(runner, small).start()
             print(f"small-buffer {small.getsockname()[1]}", flush=True)
+            proxy = await asyncio.start_server(connect_proxy, host, 0)
+            print(f"connect-proxy {proxy.sockets[0].getsockname()[1]}", flush=True)
             await asyncio.Event().wait()
 
     try:
