@@ -308,6 +308,11 @@ describe("proxies", function()
     local seen = json_of(avideo.get(peer.url .. "/connect-seen", { timeout = TIMEOUT }))
     assert.equal(peer.tls:match("//(.*)$"), seen[#seen].target)
     assert.equal("Basic cHU6cHA=", seen[#seen].auth)
+    -- a session with other proxy credentials never rides that tunnel
+    local other_s = session { proxy = peer.connect_proxy, proxy_auth = { "x", "y" }, ca_file = peer.tls_cert }
+    assert.equal(200, other_s:get(peer.tls .. "/status/200").status)
+    seen = json_of(avideo.get(peer.url .. "/connect-seen", { timeout = TIMEOUT }))
+    assert.equal("Basic eDp5", seen[#seen].auth) -- base64 of "x:y"
     -- streamed too: the response is the one through the tunnel
     avideo.run(function()
       local st <close> = s:get(peer.tls .. "/status/404", { stream = true })
