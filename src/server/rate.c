@@ -10,6 +10,9 @@
 
 #include "server.h"
 
+/* Seconds of arrival jitter forgiven (see av_rate_take). */
+#define AV_RATE_JITTER 0.010
+
 void av_rate_init(struct av_rate *rate, unsigned n, double seconds)
 {
   *rate = (struct av_rate){ .n = n, .seconds = seconds };
@@ -47,7 +50,10 @@ unsigned av_rate_take(struct av_rate *rate, const void *addr, size_t len,
   if (c->tokens > rate->n)
     c->tokens = rate->n;
   c->seen = now;
-  if (c->tokens >= 1) {
+  /* A request up to AV_RATE_JITTER early is let through (the token goes
+   * below zero): a client pacing itself exactly sees its requests arrive
+   * out of order by a few ms (a new connection's handshake, scheduling). */
+  if (c->tokens >= 1 - AV_RATE_JITTER / per_token) {
     c->tokens -= 1;
     return 0;
   }
