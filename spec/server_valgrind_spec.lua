@@ -118,4 +118,28 @@ describe("avideo-server under valgrind #server", function()
     assert(ok, tostring(why) .. "\n" .. report)
     assert.are.equal("", report)
   end)
+
+  it("leaks nothing with other capacities and a rate limit answering 429s", function()
+    local log = os.tmpname()
+    local server = support.start_scoped {
+      time_scale = 0.02,
+      args = { "--video-capacity", "2", "--transcript-capacity", "3", "--rate-limit", "30/1" },
+      wrapper = { "valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+                  "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99",
+                  "--log-file=" .. log },
+    }
+    local ids = client.get_json(server.url .. "/videos/?n=5")
+    local burst = {}
+    for i = 1, 40 do burst[i] = server.url .. "/videos/" .. ids[i % 5 + 1] .. (i % 2 == 0 and "/transcript" or "") end
+    local statuses = {}
+    for _, r in ipairs(client.parallel(burst)) do statuses[r.status] = (statuses[r.status] or 0) + 1 end
+    assert.is_true((statuses[429] or 0) > 0 and (statuses[200] or 0) > 0)
+    local ok, why = support.stop_clean(server)
+    local f = io.open(log, "r")
+    local report = f and f:read("a") or ""
+    if f then f:close() end
+    os.remove(log)
+    assert(ok, tostring(why) .. "\n" .. report)
+    assert.are.equal("", report)
+  end)
 end)

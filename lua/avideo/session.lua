@@ -28,7 +28,7 @@ local DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 local SESSION_OPTIONS = {
   limit = true, limit_per_host = true, base_url = true, headers = true,
   timeout = true, raise_for_status = true, max_body_size = true, read_bufsize = true,
-  ssl = true, ca_file = true, cookie_jar = true, retry = true,
+  ssl = true, ca_file = true, cookie_jar = true, retry = true, rate = true, rate_per_host = true,
 }
 local REQUEST_OPTIONS = {
   params = true, headers = true, json = true, data = true, timeout = true,
@@ -351,10 +351,11 @@ function Session.new(loop, opts)
   end
   local settings = client.session(opts, "avideo.session")
   local policy = retry.policy(opts.retry, "avideo.session")
-  -- limit, limit_per_host and read_bufsize are checked (and defaulted) by
-  -- the core alone: it hands back the limits it took, or nil, kind, message
+  -- limit, limit_per_host, rate, rate_per_host and read_bufsize are
+  -- checked (and defaulted) by the core alone: it hands back the limits it
+  -- took (a number, or "auto"), or nil, kind, message
   local core, limit, per_host = loop:session(opts.limit, opts.limit_per_host, headers, opts.read_bufsize,
-    opts.ssl ~= false, ca_file, settings, opts.cookie_jar ~= false)
+    opts.ssl ~= false, ca_file, settings, opts.cookie_jar ~= false, opts.rate, opts.rate_per_host)
   if not core then raise(limit, per_host) end -- here: the kind and the message
   return setmetatable({
     _core = core,
@@ -595,8 +596,36 @@ function Session:stats()
   return { in_flight = in_flight, queued = queued, hosts = hosts }
 end
 
+--- Change a limit at runtime: a whole number >= 0 (0 = none), fixed from
+-- now on (an adaptive one stops adapting); queued requests that now fit
+-- start at once. The core checks n.
+local function set_limit(self, which, n)
+  local ok, kind, message = self._core:set_limit(which, n)
+  if not ok then raise(kind, message) end
+  self[which] = n
+end
+
+function Session:set_limit(n)
+  check_session(self, "set_limit")
+  set_limit(self, "limit", n)
+end
+
+function Session:set_limit_per_host(n)
+  check_session(self, "set_limit_per_host")
+  set_limit(self, "limit_per_host", n)
+end
+
+--- Per host ("scheme://host:port") the limiter tracks: { limit (0 =
+-- none), in_flight, queued, latency_min, latency_recent (seconds, nil
+-- until measured) }. With an adaptive limit or rate_per_host a host stays
+-- after its requests ended (its state is kept); else only while busy.
+function Session:limits()
+  check_session(self, "limits")
+  return self._core:limits()
+end
+
 function Session:__tostring()
-  return ("avideo.Session (limit %d, limit_per_host %d%s)"):format(self.limit, self.limit_per_host,
+  return ("avideo.Session (limit %s, limit_per_host %s%s)"):format(self.limit, self.limit_per_host,
     self.closed and ", closed" or "")
 end
 

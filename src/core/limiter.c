@@ -1,10 +1,13 @@
 /* The limiter: aiohttp's connection limits as a pure queue. `limit` counts
- * slots taken in total and `limit_per_host` per key (scheme://host:port).
+ * slots taken in total and `limit_per_host` per key (scheme://host:port);
+ * each is fixed or adaptive (adapt.c), and token buckets (bucket.c) and a
+ * key's pause (Retry-After) can hold a start back until a time.
  * What may not run waits in a FIFO of its key; when a slot frees, the
  * longest-waiting node whose key has room goes next, so one busy host
  * cannot starve another. It starts nothing itself: admit and next say what
  * may run, and the caller runs it. A request reaches libcurl only when it
  * runs: libcurl's own queueing costs far more and is not FIFO across hosts. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +18,11 @@ struct av_lkey {
   av_lkey *bnext;             /* hash chain */
   av_lkey *wprev, *wnext;     /* in l->waiting while it has waiters */
   lua_Integer in_flight;
+  size_t queued;
   av_lnode *head, *tail;      /* FIFO of waiters */
+  av_adapt adapt;             /* its adaptive limit, and its latencies in any case */
+  av_bucket bucket;           /* rate_per_host's */
+  uint64_t paused_until;      /* ns: Retry-After, under an adaptive limit */
   uint32_t hash;
   char name[];                /* "scheme://host:port" */
 };
@@ -26,8 +33,46 @@ static uint32_t av_hash(const char *s) {
   return h;
 }
 
-static bool av_room(const av_limiter *l, const av_lkey *k) {
-  return (l->limit == 0 || l->in_flight < l->limit) && (l->limit_per_host == 0 || k->in_flight < l->limit_per_host);
+/* Idle keys kept for their state (an adaptive limit, a bucket), at most. */
+#define AV_KEYS_KEPT 256
+/* The longest pause a Retry-After may ask for (s). */
+#define AV_PAUSE_MAX 3600.0
+
+static lua_Integer av_total_limit(const av_limiter *l) {
+  return l->auto_total.on ? av_adapt_limit(&l->total) : l->limit;
+}
+
+static lua_Integer av_host_limit(const av_limiter *l, const av_lkey *k) {
+  return l->auto_host.on ? av_adapt_limit(&k->adapt) : l->limit_per_host;
+}
+
+/* Room under the concurrency limits. */
+static bool av_slots(const av_limiter *l, const av_lkey *k) {
+  lua_Integer total = av_total_limit(l), host = av_host_limit(l, k);
+  return (total == 0 || l->in_flight < total) && (host == 0 || k->in_flight < host);
+}
+
+/* Whether the clocks let k start now: 0, else when they will (ns). */
+static uint64_t av_clock_wait(av_limiter *l, av_lkey *k, uint64_t now) {
+  uint64_t at = 0;
+  if (k->paused_until > now) at = k->paused_until;
+  if (l->rate.n > 0 && !av_bucket_ready(&l->bucket, &l->rate, now)) {
+    uint64_t t = av_bucket_ready_at(&l->bucket, &l->rate);
+    if (t > at) at = t;
+  }
+  if (l->rate_per_host.n > 0 && !av_bucket_ready(&k->bucket, &l->rate_per_host, now)) {
+    uint64_t t = av_bucket_ready_at(&k->bucket, &l->rate_per_host);
+    if (t > at) at = t;
+  }
+  return at;
+}
+
+static bool av_room(av_limiter *l, av_lkey *k, uint64_t now) {
+  return av_slots(l, k) && av_clock_wait(l, k, now) == 0;
+}
+
+void av_limiter_init(av_limiter *l) {
+  av_adapt_init(&l->total, &l->auto_total);
 }
 
 static bool av_keys_grow(av_limiter *l) {
@@ -60,6 +105,7 @@ static av_lkey *av_key_get(av_limiter *l, const char *name) {
   if (!k) return NULL;
   memcpy(k->name, name, len + 1);
   k->hash = h;
+  av_adapt_init(&k->adapt, &l->auto_host);
   k->bnext = l->buckets[h & (l->nbuckets - 1)];
   l->buckets[h & (l->nbuckets - 1)] = k;
   l->nkeys++;
@@ -69,6 +115,8 @@ static av_lkey *av_key_get(av_limiter *l, const char *name) {
 /* Forget a key that has nothing in flight and nobody waiting. */
 static void av_key_maybe_free(av_limiter *l, av_lkey *k) {
   if (k->in_flight > 0 || k->head) return;
+  /* what it learnt or counted must outlive a quiet spell, within bounds */
+  if ((l->auto_host.on || l->rate_per_host.n > 0) && l->nkeys <= AV_KEYS_KEPT) return;
   av_lkey **p = &l->buckets[k->hash & (l->nbuckets - 1)];
   while (*p != k) p = &(*p)->bnext;
   *p = k->bnext;
@@ -90,6 +138,7 @@ static void av_key_push(av_limiter *l, av_lkey *k, av_lnode *n) {
   }
   k->tail = n;
   n->queued = true;
+  k->queued++;
   l->queued++;
 }
 
@@ -98,6 +147,7 @@ static void av_key_unlink(av_limiter *l, av_lkey *k, av_lnode *n) {
   if (n->next) n->next->prev = n->prev; else k->tail = n->prev;
   n->prev = n->next = NULL;
   n->queued = false;
+  k->queued--;
   l->queued--;
   if (!k->head) {
     if (k->wprev) k->wprev->wnext = k->wnext; else l->waiting = k->wnext;
@@ -106,16 +156,20 @@ static void av_key_unlink(av_limiter *l, av_lkey *k, av_lnode *n) {
   }
 }
 
+/* n starts (av_room said it may): a slot, and a token from each bucket. */
 static void av_take_slot(av_limiter *l, av_lnode *n) {
-  l->in_flight++;
-  n->key->in_flight++;
+  av_lkey *k = n->key;
+  if (l->rate.n > 0) av_bucket_take(&l->bucket);
+  if (l->rate_per_host.n > 0) av_bucket_take(&k->bucket);
+  n->total_in_flight = (double)++l->in_flight;
+  n->host_in_flight = (double)++k->in_flight;
 }
 
-enum av_admit av_limiter_admit(av_limiter *l, av_lnode *n, const char *key) {
+enum av_admit av_limiter_admit(av_limiter *l, av_lnode *n, const char *key, uint64_t now) {
   av_lkey *k = av_key_get(l, key);
   if (!k) return AV_ADMIT_NO_MEMORY;
   n->key = k;
-  if (!k->head && av_room(l, k)) {
+  if (!k->head && av_room(l, k, now)) {
     av_take_slot(l, n);
     return AV_ADMIT_RUN;
   }
@@ -131,6 +185,22 @@ void av_limiter_unqueue(av_limiter *l, av_lnode *n) {
   av_key_maybe_free(l, k);
 }
 
+void av_limiter_report(av_limiter *l, const av_lnode *n, enum av_outcome out, double latency, uint64_t started,
+                       double pause, uint64_t now) {
+  av_lkey *k = n->key;
+  if (out == AV_OUT_SAMPLE) {
+    av_adapt_measure(&k->adapt, latency);
+    av_adapt_measure(&l->total, latency);
+  }
+  if (l->auto_host.on) av_adapt_update(&k->adapt, &l->auto_host, out, latency, started, n->host_in_flight, now);
+  if (l->auto_total.on) av_adapt_update(&l->total, &l->auto_total, out, latency, started, n->total_in_flight, now);
+  /* Retry-After: the host said when; an adaptive limit listens */
+  if (out == AV_OUT_DROP && pause >= 0 && (l->auto_host.on || l->auto_total.on)) {
+    uint64_t until = now + (uint64_t)(fmin(pause, AV_PAUSE_MAX) * 1e9);
+    if (until > k->paused_until) k->paused_until = until;
+  }
+}
+
 void av_limiter_release(av_limiter *l, av_lnode *n) {
   av_lkey *k = n->key;
   n->key = NULL;
@@ -139,16 +209,40 @@ void av_limiter_release(av_limiter *l, av_lnode *n) {
   av_key_maybe_free(l, k);
 }
 
-av_lnode *av_limiter_next(av_limiter *l) {
-  if (!l->waiting || (l->limit != 0 && l->in_flight >= l->limit)) return NULL;
+av_lnode *av_limiter_next(av_limiter *l, uint64_t now) {
+  lua_Integer total = av_total_limit(l);
+  if (!l->waiting || (total != 0 && l->in_flight >= total)) return NULL;
   av_lkey *best = NULL;
   for (av_lkey *k = l->waiting; k; k = k->wnext)
-    if (av_room(l, k) && (!best || k->head->seq < best->head->seq)) best = k;
+    if ((!best || k->head->seq < best->head->seq) && av_room(l, k, now)) best = k;
   if (!best) return NULL;
   av_lnode *n = best->head;
   av_key_unlink(l, best, n);
   av_take_slot(l, n);
   return n;
+}
+
+av_lnode *av_limiter_alarm(av_limiter *l, uint64_t now, uint64_t *at) {
+  av_lnode *who = NULL;
+  for (av_lkey *k = l->waiting; k; k = k->wnext) {
+    if (!av_slots(l, k)) continue; /* a slot's release wakes it, not a clock */
+    uint64_t t = av_clock_wait(l, k, now);
+    if (t && (!who || t < *at)) {
+      who = k->head;
+      *at = t;
+    }
+  }
+  return who;
+}
+
+void av_limiter_each(av_limiter *l, void (*fn)(void *ud, const av_lkey_info *info), void *ud) {
+  for (size_t i = 0; i < l->nbuckets; i++) {
+    for (av_lkey *k = l->buckets[i]; k; k = k->bnext) {
+      av_lkey_info info = {k->name, av_host_limit(l, k), k->in_flight, k->queued, k->adapt.lat_min,
+                           k->adapt.lat_recent};
+      fn(ud, &info);
+    }
+  }
 }
 
 av_lnode *av_limiter_drop(av_limiter *l) {

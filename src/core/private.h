@@ -32,7 +32,8 @@
  *               its user through the av_xfer_vtable it was handed
  *   request     request.c, receive.c, multipart.c, client.c, trace.c: one request's lifecycle; reports a
  *               request's end to its owner through av_request_owner
- *   limiter     limiter.c: a pure FIFO queue per key and in total
+ *   limiter     limiter.c, adapt.c, bucket.c: a pure FIFO queue per key and
+ *               in total, under fixed or adaptive limits and token buckets
  *   top         loop.c, session.c, module.c: the Lua bindings that make and
  *               join the layers */
 
@@ -544,6 +545,9 @@ void av_request_stop(av_request *req);
 /* The deadline of a running req passed: sock_read, or a socket that
  * could not be watched. */
 void av_request_expire(av_request *req);
+/* The wait (s) the last response's Retry-After asks for (seconds or an
+ * HTTP date; a past date is 0), or -1 without a readable one. */
+double av_request_retry_after(const av_request *req);
 /* Mark req, never started or stopped, as cancelled. */
 void av_request_cancelled(av_request *req);
 /* End req with an error before or instead of its transfer. */
@@ -580,19 +584,84 @@ void av_multipart_free(av_request *req);
 /* ============================================================= limiter */
 typedef struct av_lkey av_lkey;
 
+/* bucket.c: a token bucket (`rate`, `rate_per_host`): at most n starts per
+ * `per` seconds, a burst of n. */
+typedef struct av_rate {
+  double n;                   /* 0 = no rate limit */
+  double per;                 /* seconds */
+} av_rate;
+
+typedef struct av_bucket {
+  double tokens;
+  uint64_t at;                /* uv_hrtime of the last refill; 0: never used (full) */
+} av_bucket;
+
+/* Refill b to now; true if a token is there. */
+bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now);
+/* Take a token (av_bucket_ready said there is one). */
+void av_bucket_take(av_bucket *b);
+/* When (ns) the next token is there, after av_bucket_ready said no. */
+uint64_t av_bucket_ready_at(const av_bucket *b, const av_rate *r);
+
+/* adapt.c: an adaptive concurrency limit (`"auto"`), pure arithmetic fed
+ * by each request's end. */
+enum av_algorithm { AV_ALGO_GRADIENT, AV_ALGO_AIMD };
+
+typedef struct av_adapt_conf {
+  bool on;                    /* false: the limit is fixed */
+  int algorithm;              /* enum av_algorithm */
+  double initial, min, max;
+} av_adapt_conf;
+
+/* What a request's end says to an adaptive limit. */
+enum av_outcome {
+  AV_OUT_NONE,                /* says nothing (cancelled, a 500, a refused start) */
+  AV_OUT_SAMPLE,              /* answered: its latency is a sample */
+  AV_OUT_DROP                 /* 429, 503, a timeout or a reset: too much */
+};
+
+typedef struct av_adapt {
+  double limit;               /* min..max; the limit is its floor */
+  double lat_min;             /* best latency seen (s): this window's and the last's */
+  double win_min;             /* best of the window being collected, 0: none */
+  double lat_recent;          /* moving average (s), 0 before a sample */
+  uint32_t win_n;             /* samples in that window */
+  double w_max;               /* the limit before the last cut; 0: none yet (slow start) */
+  uint64_t last_cut;          /* uv_hrtime of the last cut */
+} av_adapt;
+
+/* A fresh state for conf. */
+void av_adapt_init(av_adapt *a, const av_adapt_conf *c);
+/* Record the latency of an answered request (always: limits() shows it). */
+void av_adapt_measure(av_adapt *a, double latency);
+/* Move the limit for a request that started at `started` (ns), with
+ * `in_flight` running under this limit when it started, and ended now. */
+void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, double latency,
+                     uint64_t started, double in_flight, uint64_t now);
+/* The whole limit now (>= 1). */
+lua_Integer av_adapt_limit(const av_adapt *a);
+
 /* A request's place in the limiter (embedded in its owner's struct). */
 typedef struct av_lnode {
   av_lkey *key;               /* while queued or in flight */
   struct av_lnode *prev, *next; /* FIFO links while queued */
   uint64_t seq;
+  double host_in_flight;      /* its key's in flight when it started (itself included) */
+  double total_in_flight;     /* the same in total */
   bool queued;
 } av_lnode;
 
 /* aiohttp's limits: `limit` in flight in total and `limit_per_host` per
- * key, waiters in FIFOs per key, the oldest waiter that fits goes next. */
+ * key, waiters in FIFOs per key, the oldest waiter that fits goes next;
+ * each limit fixed or adaptive, and token buckets on the starts. */
 typedef struct av_limiter {
-  lua_Integer limit;          /* 0 = none */
-  lua_Integer limit_per_host; /* 0 = none */
+  lua_Integer limit;          /* fixed; 0 = none */
+  lua_Integer limit_per_host; /* fixed; 0 = none */
+  av_adapt_conf auto_total;   /* limit = "auto" */
+  av_adapt_conf auto_host;    /* limit_per_host = "auto" */
+  av_adapt total;             /* the adaptive total's state */
+  av_rate rate, rate_per_host;
+  av_bucket bucket;           /* the total rate's */
   lua_Integer in_flight;
   size_t queued;
   uint64_t seq;
@@ -601,19 +670,40 @@ typedef struct av_limiter {
   av_lkey *waiting;           /* keys that have waiters */
 } av_limiter;
 
+/* A key's state, for session:limits(). */
+typedef struct av_lkey_info {
+  const char *name;           /* "scheme://host:port" */
+  lua_Integer limit;          /* its limit now (0 = none) */
+  lua_Integer in_flight;
+  size_t queued;
+  double latency_min, latency_recent; /* seconds, 0 = not measured */
+} av_lkey_info;
+
 enum av_admit { AV_ADMIT_RUN, AV_ADMIT_QUEUED, AV_ADMIT_NO_MEMORY };
 
-/* Take a slot for n under key, or queue n behind the key's waiters. */
-enum av_admit av_limiter_admit(av_limiter *l, av_lnode *n, const char *key);
+/* Start the adaptive states (after the confs are set). */
+void av_limiter_init(av_limiter *l);
+/* Take a slot for n under key at time now (ns), or queue n behind the key's waiters. */
+enum av_admit av_limiter_admit(av_limiter *l, av_lnode *n, const char *key, uint64_t now);
 /* Take a queued n out of its queue (cancelled, or timed out). */
 void av_limiter_unqueue(av_limiter *l, av_lnode *n);
+/* What n's end says, before its slot is given back: `pause` seconds
+ * (Retry-After, < 0 for none) stop its key when its limit adapts. */
+void av_limiter_report(av_limiter *l, const av_lnode *n, enum av_outcome out, double latency, uint64_t started,
+                       double pause, uint64_t now);
 /* Give n's slot back. */
 void av_limiter_release(av_limiter *l, av_lnode *n);
-/* The oldest waiter whose key has room, taken out of its queue with a
- * slot; NULL if none may start. */
-av_lnode *av_limiter_next(av_limiter *l);
+/* The oldest waiter whose key has room at time now, taken out of its
+ * queue with a slot; NULL if none may start. */
+av_lnode *av_limiter_next(av_limiter *l, uint64_t now);
+/* The head of the waiting key that a clock holds back (a rate's token, a
+ * pause) and would let go the soonest, and when (*at, ns); NULL if no
+ * waiter waits only for time. */
+av_lnode *av_limiter_alarm(av_limiter *l, uint64_t now, uint64_t *at);
 /* Any waiter, taken out of its queue without a slot; NULL if none. */
 av_lnode *av_limiter_drop(av_limiter *l);
+/* Call fn for each key (session:limits()). */
+void av_limiter_each(av_limiter *l, void (*fn)(void *ud, const av_lkey_info *info), void *ud);
 /* Free the keys (nothing may be queued or in flight). */
 void av_limiter_free(av_limiter *l);
 

@@ -4,8 +4,10 @@
  * callbacks only record; a callback that must stop the transfer returns 0
  * and says why in req->fault, and request.c makes the error. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "private.h"
 
@@ -279,4 +281,31 @@ void av_receive_reset(av_request *req) {
   memset(&req->check, 0, sizeof req->check);
   req->sock_error = 0;
   req->fault = AV_FAULT_NONE;
+}
+
+double av_request_retry_after(const av_request *req) {
+  const char *p = req->resp_headers.data, *end = p ? p + req->resp_headers.len : p;
+  static const char name[] = "retry-after:";
+  for (; p && p < end; ) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *next = eol ? eol + 1 : end;
+    size_t len = (size_t)(next - p);
+    if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
+      char value[64];
+      const char *v = p + sizeof name - 1;
+      while (v < next && (*v == ' ' || *v == '\t')) v++;
+      size_t n = (size_t)(next - v);
+      while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+      if (n == 0 || n >= sizeof value) return -1;
+      memcpy(value, v, n);
+      value[n] = '\0';
+      if (strspn(value, "0123456789") == n) return n > 9 ? 1e9 : strtod(value, NULL);
+      time_t at = curl_getdate(value, NULL);
+      if (at == -1) return -1;
+      time_t now = time(NULL);
+      return at > now ? (double)(at - now) : 0;
+    }
+    p = next;
+  }
+  return -1;
 }

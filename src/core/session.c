@@ -10,49 +10,118 @@
 
 #include "private.h"
 
+/* A request op made by a session: the request and its place in the limiter. */
+typedef struct av_call {
+  av_request req;             /* first: the op userdata is an av_request */
+  av_lnode node;
+  uint64_t pool_at;           /* loop ms its pool timeout ends, 0 = none */
+} av_call;
+
 typedef struct av_session {
   av_request_owner owner;     /* first: a request's owner is its session */
   av_loop *loop;
   av_limiter lim;
   av_url_cache origin;        /* the last origin checked and its key */
+  /* The waiter whose op deadline is also the limiter's clock (a rate's
+   * next token, a Retry-After pause): the loop's deadline heap wakes the
+   * queue, no timer of our own and no Lua. NULL: no waiter waits for time. */
+  av_call *alarm;
   bool closed;
 } av_session;
 
-/* A request op made by a session: the request and its place in the limiter. */
-typedef struct av_call {
-  av_request req;             /* first: the op userdata is an av_request */
-  av_lnode node;
-} av_call;
-
 static av_session *av_session_of(av_request *req) { return (av_session *)req->owner; }
+
+static av_call *av_call_of(av_lnode *n) { return (av_call *)((char *)n - offsetof(av_call, node)); }
+
+/* Give queued c back the deadline of its pool timeout alone. */
+static void av_call_pool_deadline(av_call *c) {
+  if (!c->pool_at) {
+    av_deadline_clear(&c->req.op);
+    return;
+  }
+  uint64_t now = av_loop_now_ms(c->req.op.loop);
+  av_deadline_set(&c->req.op, c->pool_at > now ? c->pool_at - now : 0);
+}
+
+/* Put the limiter's clock on the op deadline of the waiter it holds back
+ * the soonest (the earlier of that and its pool timeout). */
+static void av_session_arm(av_session *s) {
+  uint64_t now = uv_hrtime(), at = 0;
+  av_lnode *n = av_limiter_alarm(&s->lim, now, &at);
+  av_call *c = n ? av_call_of(n) : NULL;
+  if (s->alarm && s->alarm != c) av_call_pool_deadline(s->alarm);
+  s->alarm = c;
+  if (!c) return;
+  uint64_t ms = (at - now + 999999) / 1000000; /* rounded up: never early */
+  uint64_t now_ms = av_loop_now_ms(s->loop);
+  if (c->pool_at && c->pool_at < now_ms + ms) ms = c->pool_at > now_ms ? c->pool_at - now_ms : 0;
+  av_deadline_set(&c->req.op, ms);
+}
+
+/* c leaves the queue (started, cancelled, timed out, dropped). */
+static void av_session_unalarm(av_session *s, av_call *c) {
+  if (s->alarm == c) s->alarm = NULL;
+}
 
 /* Start c, which has its slot; a start that fails gives the slot back. */
 static void av_session_start(av_session *s, av_call *c) {
   if (!av_request_run(&c->req)) av_limiter_release(&s->lim, &c->node);
 }
 
-/* Start the longest-waiting requests whose keys have room. */
+/* Start the longest-waiting requests whose keys have room, then set the
+ * clock for those only time holds back. */
 static void av_session_wake(av_session *s) {
   av_lnode *n;
-  while ((n = av_limiter_next(&s->lim))) {
-    av_call *c = (av_call *)((char *)n - offsetof(av_call, node));
+  while ((n = av_limiter_next(&s->lim, uv_hrtime()))) {
+    av_call *c = av_call_of(n);
+    av_session_unalarm(s, c);
     av_deadline_clear(&c->req.op); /* pool */
     av_session_start(s, c);
   }
+  av_session_arm(s);
+}
+
+/* What a request's end tells an adaptive limit: its latency, or that the
+ * server had too much (429, 503, a timeout, a reset), or nothing. */
+static enum av_outcome av_session_outcome(const av_request *req, double *pause) {
+  *pause = -1;
+  if (req->err_kind) {
+    bool reset = req->err_phase && strcmp(req->err_phase, "reset") == 0;
+    return strcmp(req->err_kind, "timeout") == 0 || reset ? AV_OUT_DROP : AV_OUT_NONE;
+  }
+  if (req->status == 429 || req->status == 503) {
+    *pause = av_request_retry_after(req);
+    return AV_OUT_DROP;
+  }
+  return req->status >= 500 || req->status == 0 ? AV_OUT_NONE : AV_OUT_SAMPLE;
 }
 
 /* The request layer's report: a running request gave its slot up. */
 static void av_session_ended(av_request *req) {
   av_session *s = av_session_of(req);
-  av_limiter_release(&s->lim, &((av_call *)req)->node);
+  av_lnode *node = &((av_call *)req)->node;
+  double pause;
+  enum av_outcome out = av_session_outcome(req, &pause);
+  double latency = req->ended > req->started ? (double)(req->ended - req->started) / 1e9 : 0;
+  av_limiter_report(&s->lim, node, out, latency, req->started, pause, uv_hrtime());
+  av_limiter_release(&s->lim, node);
   if (!s->loop->closing) av_session_wake(s);
+}
+
+/* A queued c leaves its queue without a slot. */
+static void av_session_unqueue(av_session *s, av_call *c) {
+  av_limiter_unqueue(&s->lim, &c->node);
+  if (s->alarm == c) {
+    s->alarm = NULL;
+    if (!s->loop->closing) av_session_arm(s);
+  }
 }
 
 /* The op's cancel: a queued request leaves its queue, a running one stops. */
 static void av_call_cancel(av_op *op) {
   av_call *c = (av_call *)op;
   if (c->node.queued) {
-    av_limiter_unqueue(&av_session_of(&c->req)->lim, &c->node);
+    av_session_unqueue(av_session_of(&c->req), c);
     av_request_cancelled(&c->req);
   } else if (c->req.phase == AV_REQ_RUNNING) {
     av_request_stop(&c->req);
@@ -61,14 +130,20 @@ static void av_call_cancel(av_op *op) {
   }
 }
 
-/* The op's deadline: the pool timeout while queued, else the request's. */
+/* The op's deadline: while queued, the pool timeout or the limiter's
+ * clock; else the request's. */
 static void av_call_expire(av_op *op) {
   av_call *c = (av_call *)op;
-  if (c->node.queued) {
-    av_limiter_unqueue(&av_session_of(&c->req)->lim, &c->node);
+  av_session *s = av_session_of(&c->req);
+  if (!c->node.queued) {
+    av_request_expire(&c->req);
+  } else if (c->pool_at && av_loop_now_ms(s->loop) >= c->pool_at) {
+    av_session_unqueue(s, c);
     av_request_timeout(&c->req, "pool", "no connection slot within", c->req.pool_ms);
   } else {
-    av_request_expire(&c->req);
+    s->alarm = NULL; /* its deadline is spent */
+    av_call_pool_deadline(c);
+    av_session_wake(s);
   }
 }
 
@@ -106,18 +181,132 @@ static bool av_whole_arg(lua_State *L, int arg, lua_Integer dflt, lua_Integer mi
   return exact && *out >= min && *out <= max;
 }
 
+/* nil, "invalid", "<name> <field> must be <rule>, got <value at idx>". */
+static int av_field_refuse(lua_State *L, int idx, const char *name, const char *field, const char *rule) {
+  idx = lua_absindex(L, idx);
+  const char *opt = lua_pushfstring(L, "%s %s", name, field);
+  return av_session_refuse(L, idx, opt, rule);
+}
+
+/* A table's keys are all in `known` (a NULL-ended list; "1" means [1]):
+ * else push the refusal and return false. */
+static bool av_known_fields(lua_State *L, int t, const char *name, const char *const *known, const char *list,
+                            int *nret) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1);
+    bool ok = false;
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    bool one = lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) == 1;
+    for (const char *const *f = known; *f && !ok; f++) ok = (k && strcmp(k, *f) == 0) || (one && strcmp(*f, "1") == 0);
+    if (!ok) {
+      const char *got = luaL_tolstring(L, -1, NULL);
+      lua_pushnil(L);
+      lua_pushliteral(L, "invalid");
+      lua_pushfstring(L, "unknown %s field '%s' (%s)", name, got, list);
+      *nret = 3;
+      return false;
+    }
+  }
+  return true;
+}
+
+/* The adaptive defaults: a few in flight to start, up to 200. */
+#define AV_AUTO_INITIAL 4
+#define AV_AUTO_MIN 1
+#define AV_AUTO_MAX 200
+
+/* `limit` or `limit_per_host` at arg: a whole number >= 0 (dflt for nil),
+ * "auto", or { initial, min, max, algorithm }. Returns 0 when it is good,
+ * else the number of values pushed (nil, "invalid", message). */
+static int av_limit_arg(lua_State *L, int arg, const char *name, lua_Integer dflt, lua_Integer *fixed,
+                        av_adapt_conf *conf) {
+  static const char rule[] = "a whole number >= 0 (0 = no limit), \"auto\" or a table { initial, min, max, algorithm }";
+  *conf = (av_adapt_conf){.initial = AV_AUTO_INITIAL, .min = AV_AUTO_MIN, .max = AV_AUTO_MAX};
+  *fixed = 0;
+  int type = lua_type(L, arg);
+  if (type == LUA_TSTRING) {
+    if (strcmp(lua_tostring(L, arg), "auto") != 0) return av_session_refuse(L, arg, name, rule);
+    conf->on = true;
+    return 0;
+  }
+  if (type != LUA_TTABLE) return av_whole_arg(L, arg, dflt, 0, LUA_MAXINTEGER, fixed) ? 0 : av_session_refuse(L, arg, name, rule);
+  static const char *const known[] = {"initial", "min", "max", "algorithm", NULL};
+  int nret = 0;
+  if (!av_known_fields(L, arg, name, known, "initial, min, max, algorithm", &nret)) return nret;
+  lua_Integer min, max, initial;
+  lua_getfield(L, arg, "min");
+  if (!av_whole_arg(L, -1, AV_AUTO_MIN, 1, LUA_MAXINTEGER, &min))
+    return av_field_refuse(L, -1, name, "min", "a whole number >= 1");
+  lua_getfield(L, arg, "max");
+  int at = lua_gettop(L); /* the value, before the rule is pushed */
+  if (!av_whole_arg(L, at, min > AV_AUTO_MAX ? min : AV_AUTO_MAX, 1, LUA_MAXINTEGER, &max) || max < min)
+    return av_field_refuse(L, at, name, "max", lua_pushfstring(L, "a whole number >= min (%I)", min));
+  lua_getfield(L, arg, "initial");
+  at = lua_gettop(L);
+  lua_Integer start = AV_AUTO_INITIAL < min ? min : AV_AUTO_INITIAL > max ? max : AV_AUTO_INITIAL;
+  if (!av_whole_arg(L, at, start, min, max, &initial))
+    return av_field_refuse(L, at, name, "initial",
+                           lua_pushfstring(L, "a whole number from min to max (%I to %I)", min, max));
+  lua_pop(L, 3);
+  lua_getfield(L, arg, "algorithm");
+  const char *algo = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  if (lua_isnil(L, -1) || (algo && strcmp(algo, "gradient") == 0)) conf->algorithm = AV_ALGO_GRADIENT;
+  else if (algo && strcmp(algo, "aimd") == 0) conf->algorithm = AV_ALGO_AIMD;
+  else return av_field_refuse(L, -1, name, "algorithm", "\"gradient\" or \"aimd\"");
+  lua_pop(L, 1);
+  conf->on = true;
+  conf->initial = (double)initial;
+  conf->min = (double)min;
+  conf->max = (double)max;
+  return 0;
+}
+
+/* `rate` or `rate_per_host` at arg: nil, or { n, per = seconds } (per
+ * defaults to 1). Returns 0 when it is good, else the values pushed. */
+static int av_rate_arg(lua_State *L, int arg, const char *name, av_rate *rate) {
+  *rate = (av_rate){0};
+  if (lua_isnoneornil(L, arg)) return 0;
+  if (!lua_istable(L, arg)) return av_session_refuse(L, arg, name, "a table { n, per = seconds }");
+  static const char *const known[] = {"1", "per", NULL};
+  int nret = 0;
+  if (!av_known_fields(L, arg, name, known, "n as [1], per", &nret)) return nret;
+  lua_Integer n;
+  lua_geti(L, arg, 1);
+  if (lua_isnil(L, -1) || !av_whole_arg(L, -1, 0, 1, LUA_MAXINTEGER, &n))
+    return av_field_refuse(L, -1, name, "n ([1])", "a whole number >= 1");
+  lua_pop(L, 1);
+  lua_getfield(L, arg, "per");
+  double per = lua_isnil(L, -1) ? 1.0 : lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+  /* a year at most: beyond, the arithmetic in ns would overflow */
+  if (!(per > 0 && per <= 31536000)) return av_field_refuse(L, -1, name, "per", "a number of seconds > 0");
+  lua_pop(L, 1);
+  rate->n = (double)n;
+  rate->per = per;
+  return 0;
+}
+
+/* The value a limit option reads back as: its number, or "auto". */
+static void av_push_limit(lua_State *L, lua_Integer fixed, const av_adapt_conf *conf) {
+  if (conf->on) lua_pushliteral(L, "auto");
+  else lua_pushinteger(L, fixed);
+}
+
 /* loop:session(limit, limit_per_host, headers, read_bufsize, tls_verify,
- *              ca_file, client, jar) -> session core, limit, limit_per_host
- *                        | nil, "invalid", message
+ *              ca_file, client, jar, rate, rate_per_host)
+ *   -> session core, limit, limit_per_host | nil, "invalid", message
  * The one place these options are checked and their defaults set (limit
- * 100 in flight, as aiohttp's connector; no per-host limit). */
+ * 100 in flight, as aiohttp's connector; no per-host limit; no rate). */
 static int av_session_new(lua_State *L) {
   av_loop *lp = av_loop_check(L, 1);
-  static const char whole[] = "a whole number >= 0 (0 = no limit)";
   lua_Integer limit, per_host, bufsize;
-  if (!av_whole_arg(L, 2, 100, 0, LUA_MAXINTEGER, &limit)) return av_session_refuse(L, 2, "limit", whole);
-  if (!av_whole_arg(L, 3, 0, 0, LUA_MAXINTEGER, &per_host))
-    return av_session_refuse(L, 3, "limit_per_host", whole);
+  av_adapt_conf auto_total, auto_host;
+  av_rate rate, rate_per_host;
+  int nret;
+  if ((nret = av_limit_arg(L, 2, "limit", 100, &limit, &auto_total))) return nret;
+  if ((nret = av_limit_arg(L, 3, "limit_per_host", 0, &per_host, &auto_host))) return nret;
+  if ((nret = av_rate_arg(L, 10, "rate", &rate))) return nret;
+  if ((nret = av_rate_arg(L, 11, "rate_per_host", &rate_per_host))) return nret;
   if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
   /* libcurl's own bounds for its receive buffer */
   if (!av_whole_arg(L, 5, AV_DEFAULT_BUFSIZE, 1024, CURL_MAX_READ_SIZE, &bufsize)) {
@@ -148,6 +337,11 @@ static int av_session_new(lua_State *L) {
   s->loop = lp;
   s->lim.limit = limit;
   s->lim.limit_per_host = per_host;
+  s->lim.auto_total = auto_total;
+  s->lim.auto_host = auto_host;
+  s->lim.rate = rate;
+  s->lim.rate_per_host = rate_per_host;
+  av_limiter_init(&s->lim);
   s->owner.read_bufsize = (long)bufsize;
   if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->owner.headers, -1)) {
     lua_pushnil(L);
@@ -160,9 +354,63 @@ static int av_session_new(lua_State *L) {
       !av_headers_bodyless(s->owner.headers, false, &s->owner.headers_nobody))
     return luaL_error(L, "out of memory");
   lua_pushvalue(L, idx);
-  lua_pushinteger(L, limit);
-  lua_pushinteger(L, per_host);
+  av_push_limit(L, limit, &auto_total);
+  av_push_limit(L, per_host, &auto_host);
   return 3;
+}
+
+/* session:set_limit(which, n) -> true | nil, "invalid", message: which is
+ * "limit" or "limit_per_host"; n a whole number >= 0 (0 = none) makes it
+ * fixed from now on. Waiters that now fit start at once. */
+static int av_session_set_limit(lua_State *L) {
+  av_session *s = av_session_check(L, 1);
+  const char *which = luaL_checkstring(L, 2);
+  bool host = strcmp(which, "limit_per_host") == 0;
+  if (!host && strcmp(which, "limit") != 0) return luaL_argerror(L, 2, "\"limit\" or \"limit_per_host\"");
+  lua_Integer n;
+  if (lua_isnoneornil(L, 3) || !av_whole_arg(L, 3, 0, 0, LUA_MAXINTEGER, &n))
+    return av_session_refuse(L, 3, which, "a whole number >= 0 (0 = no limit)");
+  if (host) {
+    s->lim.limit_per_host = n;
+    s->lim.auto_host.on = false;
+  } else {
+    s->lim.limit = n;
+    s->lim.auto_total.on = false;
+  }
+  if (!s->closed && !s->loop->closing) av_session_wake(s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Add one key's state to the table on top (session:limits()). */
+static void av_session_limit_row(void *ud, const av_lkey_info *k) {
+  lua_State *L = ud;
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, k->limit);
+  lua_setfield(L, -2, "limit");
+  lua_pushinteger(L, k->in_flight);
+  lua_setfield(L, -2, "in_flight");
+  lua_pushinteger(L, (lua_Integer)k->queued);
+  lua_setfield(L, -2, "queued");
+  if (k->latency_min > 0) {
+    lua_pushnumber(L, k->latency_min);
+    lua_setfield(L, -2, "latency_min");
+  }
+  if (k->latency_recent > 0) {
+    lua_pushnumber(L, k->latency_recent);
+    lua_setfield(L, -2, "latency_recent");
+  }
+  lua_setfield(L, -2, k->name);
+}
+
+/* session:limits() -> { ["scheme://host:port"] = { limit, in_flight,
+ * queued, latency_min, latency_recent }, ... } for the hosts the limiter
+ * tracks; latencies in seconds, absent until measured. */
+static int av_session_limits(lua_State *L) {
+  av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
+  lua_newtable(L);
+  av_limiter_each(&s->lim, av_session_limit_row, L);
+  return 1;
 }
 
 /* session:request(token, method, url, headers, body, total, connect,
@@ -175,12 +423,16 @@ static int av_session_request(lua_State *L) {
   const char *key;
   av_call *c = (av_call *)av_request_new(L, sizeof *c, s->loop, loopidx, &av_call_vt, &s->owner, &s->origin, &key);
   if (!c) return 3;
-  switch (av_limiter_admit(&s->lim, &c->node, key)) {
+  switch (av_limiter_admit(&s->lim, &c->node, key, uv_hrtime())) {
   case AV_ADMIT_RUN:
     av_session_start(s, c);
     break;
   case AV_ADMIT_QUEUED:
-    if (c->req.pool_ms) av_deadline_set(&c->req.op, (uint64_t)c->req.pool_ms);
+    if (c->req.pool_ms) {
+      c->pool_at = av_loop_now_ms(s->loop) + (uint64_t)c->req.pool_ms;
+      av_deadline_set(&c->req.op, (uint64_t)c->req.pool_ms);
+    }
+    av_session_arm(s); /* it may be one a clock holds back */
     break;
   case AV_ADMIT_NO_MEMORY:
     av_request_fail(&c->req, "invalid", "out of memory");
@@ -284,8 +536,9 @@ static int av_session_close(lua_State *L) {
   if (s->closed) return 0;
   s->closed = true;
   av_lnode *n;
+  s->alarm = NULL;
   while ((n = av_limiter_drop(&s->lim))) {
-    av_call *c = (av_call *)((char *)n - offsetof(av_call, node));
+    av_call *c = av_call_of(n);
     av_deadline_clear(&c->req.op);
     av_request_fail(&c->req, "cancelled", "session closed while the request waited for a connection slot");
   }
@@ -318,7 +571,8 @@ void av_session_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"request", av_session_request}, {"stats", av_session_stats},
       {"close", av_session_close}, {"cookies", av_session_cookies},
-      {"clear_cookies", av_session_clear_cookies}, {NULL, NULL}};
+      {"clear_cookies", av_session_clear_cookies}, {"set_limit", av_session_set_limit},
+      {"limits", av_session_limits}, {NULL, NULL}};
   luaL_newmetatable(L, AV_SESSION_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

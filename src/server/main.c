@@ -8,6 +8,10 @@
 
 #include "server.h"
 
+/* Most slots a gate may have; most requests --rate-limit counts. */
+#define AV_CAPACITY_MAX 100000
+#define AV_RATE_MAX 1000000
+
 static void av_main_usage(FILE *out)
 {
   fprintf(out,
@@ -23,6 +27,12 @@ static void av_main_usage(FILE *out)
     "  --keepalive-timeout S     close a connection idle for S seconds,\n"
     "                            rounded up to whole seconds, 0 = never\n"
     "                            (default 5)\n"
+    "  --video-capacity N        slots of GET /videos/{id}, 1..%d (default 10)\n"
+    "  --transcript-capacity N   slots of GET /videos/{id}/transcript, 1..%d\n"
+    "                            (default 20)\n"
+    "  --rate-limit N/S          at most N requests per S seconds per client\n"
+    "                            address (a token bucket, burst N); beyond,\n"
+    "                            429 with Retry-After (default none)\n"
     "  --help                    show this help and exit\n"
     "\n"
     "Serves GET /videos/?n=N, GET /videos/{id}, GET /videos/{id}/transcript\n"
@@ -31,10 +41,11 @@ static void av_main_usage(FILE *out)
     "headers to 16 KiB.\n"
     "When ready, prints \"avideo-server listening on http://HOST:PORT\".\n"
     "SIGINT or SIGTERM stops it.\n",
-    AV_VIDEOS_MAX);
+    AV_VIDEOS_MAX, AV_CAPACITY_MAX, AV_CAPACITY_MAX);
 }
 
-enum av_main_kind { AV_OPT_TEXT, AV_OPT_UINT, AV_OPT_SECONDS };
+enum av_main_kind { AV_OPT_TEXT, AV_OPT_UINT, AV_OPT_SECONDS, AV_OPT_RATE };
+
 
 struct av_main_option {
   const char *name;
@@ -49,6 +60,9 @@ static const struct av_main_option av_main_options[] = {
   { "--seed", AV_OPT_UINT, UINT64_MAX },
   { "--time-scale", AV_OPT_SECONDS, 0 },
   { "--keepalive-timeout", AV_OPT_SECONDS, 0 },
+  { "--video-capacity", AV_OPT_UINT, AV_CAPACITY_MAX },
+  { "--transcript-capacity", AV_OPT_UINT, AV_CAPACITY_MAX },
+  { "--rate-limit", AV_OPT_RATE, AV_RATE_MAX },
 };
 
 static bool av_main_uint(const char *text, unsigned long long max,
@@ -71,6 +85,20 @@ static bool av_main_seconds(const char *text, double *out)
          *out <= 86400;
 }
 
+/* N/S: N whole in 1..max, S seconds > 0. */
+static bool av_main_rate(const char *text, unsigned long long max,
+                         unsigned long long *n, double *seconds)
+{
+  const char *slash = strchr(text, '/');
+  char count[32];
+  if (slash == NULL || (size_t)(slash - text) >= sizeof count)
+    return false;
+  memcpy(count, text, (size_t)(slash - text));
+  count[slash - text] = '\0';
+  return av_main_uint(count, max, n) && *n >= 1 &&
+         av_main_seconds(slash + 1, seconds) && *seconds > 0;
+}
+
 /* Store one option's value; false with a message when it is bad. */
 static bool av_main_set(struct av_options *options,
                         const struct av_main_option *option, const char *value)
@@ -84,6 +112,23 @@ static bool av_main_set(struct av_options *options,
             value);
     return false;
   }
+  if (option->kind == AV_OPT_RATE) {
+    if (!av_main_rate(value, option->max, &number, &seconds)) {
+      fprintf(stderr,
+              "avideo-server: bad value for %s: '%s' (want N/S: N requests, "
+              "1..%llu, per S seconds > 0, e.g. 20/1)\n",
+              option->name, value, option->max);
+      return false;
+    }
+    options->rate_n = (unsigned)number;
+    options->rate_seconds = seconds;
+    return true;
+  }
+  if (strstr(option->name, "capacity") && number == 0) {
+    fprintf(stderr, "avideo-server: bad value for %s: '%s' (want 1..%llu)\n",
+            option->name, value, option->max);
+    return false;
+  }
   if (strcmp(option->name, "--host") == 0)
     options->host = value;
   else if (strcmp(option->name, "--port") == 0)
@@ -94,6 +139,10 @@ static bool av_main_set(struct av_options *options,
     options->seed = number;
   else if (strcmp(option->name, "--time-scale") == 0)
     options->time_scale = seconds;
+  else if (strcmp(option->name, "--video-capacity") == 0)
+    options->video_capacity = (unsigned)number;
+  else if (strcmp(option->name, "--transcript-capacity") == 0)
+    options->transcript_capacity = (unsigned)number;
   else
     options->keepalive_timeout = (unsigned)ceil(seconds);
   return true;
@@ -139,6 +188,8 @@ int main(int argc, char **argv)
     .seed = 20241203,
     .time_scale = 1.0,
     .keepalive_timeout = 5,
+    .video_capacity = 10,      /* the talk's */
+    .transcript_capacity = 20,
   };
   int status = av_main_parse(argc, argv, &options);
   if (status >= 0)

@@ -1,6 +1,7 @@
 /* JSON answers as libmicrohttpd responses. Responses that never change are
  * built once; a video's is built on its first GET and kept until a PATCH
  * changes it (MHD counts references, so one still being sent survives). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +97,25 @@ enum MHD_Result av_reply_json(struct MHD_Connection *conn, unsigned status,
 {
   struct MHD_Response *response = av_reply_prepare(value, NULL);
   enum MHD_Result result = av_reply_queue(conn, status, response);
+  if (response)
+    MHD_destroy_response(response);
+  return result;
+}
+
+enum MHD_Result av_reply_too_many(struct MHD_Connection *conn,
+                                  unsigned seconds)
+{
+  char after[16];
+  snprintf(after, sizeof after, "%u", seconds);
+  struct MHD_Response *response =
+    av_reply_prepare(av_reply_detail("Too Many Requests"), NULL);
+  if (response &&
+      MHD_add_response_header(response, "Retry-After", after) != MHD_YES) {
+    MHD_destroy_response(response);
+    response = NULL;
+  }
+  enum MHD_Result result =
+    av_reply_queue(conn, MHD_HTTP_TOO_MANY_REQUESTS, response);
   if (response)
     MHD_destroy_response(response);
   return result;

@@ -1,6 +1,7 @@
 /* The API: match a request to an endpoint, check its input at once (422,
  * 413, 404, 405 never wait), then answer through the endpoint's gate. */
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,43 @@ static enum MHD_Result av_routes_resume(struct av_server *server,
 
 /* ============================== ROUTING ============================== */
 
+/* GET /stats; with ?reset=1 the most in flight then counts from now on. */
+static enum MHD_Result av_routes_stats(struct av_server *server,
+                                       struct MHD_Connection *conn)
+{
+  json_t *stats = av_stats_json(&server->stats);
+  const char *reset =
+    MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "reset");
+  if (reset && strcmp(reset, "1") == 0)
+    av_stats_reset_max(&server->stats);
+  return av_reply_json(conn, MHD_HTTP_OK, stats);
+}
+
+/* --rate-limit: 0 when the client may go on, else its Retry-After. */
+static unsigned av_routes_rate(struct av_server *server,
+                               struct MHD_Connection *conn)
+{
+  if (server->rate.n == 0)
+    return 0;
+  const union MHD_ConnectionInfo *info =
+    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (info == NULL || info->client_addr == NULL)
+    return 0;
+  const struct sockaddr *addr = info->client_addr;
+  /* The address without the port: one client, however many connections. */
+  if (addr->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const void *)addr;
+    return av_rate_take(&server->rate, &in->sin_addr, sizeof in->sin_addr,
+                        uv_hrtime());
+  }
+  if (addr->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const void *)addr;
+    return av_rate_take(&server->rate, &in6->sin6_addr,
+                        sizeof in6->sin6_addr, uv_hrtime());
+  }
+  return av_rate_take(&server->rate, "", 0, uv_hrtime());
+}
+
 /* Match the path: /videos[/], /videos/{id}, /videos/{id}/transcript.
  * For the last two, *video is the id's store position or -1. */
 static enum av_route av_routes_match(const struct av_store *store,
@@ -242,9 +280,13 @@ static enum MHD_Result av_routes_dispatch(struct av_server *server,
   }
   bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
   if (strcmp(url, "/stats") == 0)
-    return get ? av_reply_json(conn, MHD_HTTP_OK, av_stats_json(&server->stats))
+    return get ? av_routes_stats(server, conn)
                : av_reply_queue(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
                                 replies->get_only);
+  /* /stats is the tests' window on the server: never rate limited. */
+  unsigned retry_after = av_routes_rate(server, conn);
+  if (retry_after)
+    return av_reply_too_many(conn, retry_after);
   call.route = av_routes_match(&server->store, url, &call.video);
   switch (call.route) {
   case AV_ROUTE_LIST: {

@@ -8,11 +8,9 @@
 
 #include "server.h"
 
-/* The overload model of docs/server.md ("Overload"): capacity, min delay (s),
- * factor (s). */
-#define AV_VIDEO_CAPACITY 10
+/* The overload model of docs/server.md ("Overload"): min delay (s), factor
+ * (s); the capacities are options (main.c has the talk's). */
 #define AV_VIDEO_MIN 0.2
-#define AV_TRANSCRIPT_CAPACITY 20
 #define AV_TRANSCRIPT_MIN 0.1
 #define AV_OVERLOAD_FACTOR 0.1
 /* The list and PATCH only wait, with no capacity. */
@@ -77,13 +75,15 @@ static bool av_server_resolve(const struct av_options *options,
   return true;
 }
 
-static void av_server_gates(struct av_gates *gates, double scale)
+static void av_server_gates(struct av_gates *gates,
+                            const struct av_options *options)
 {
+  double scale = options->time_scale;
   av_gate_init(&gates->list, UINT_MAX, AV_FIXED_DELAY, 0, scale);
   av_gate_init(&gates->patch, UINT_MAX, AV_FIXED_DELAY, 0, scale);
-  av_gate_init(&gates->video, AV_VIDEO_CAPACITY, AV_VIDEO_MIN,
+  av_gate_init(&gates->video, options->video_capacity, AV_VIDEO_MIN,
                AV_OVERLOAD_FACTOR, scale);
-  av_gate_init(&gates->transcript, AV_TRANSCRIPT_CAPACITY, AV_TRANSCRIPT_MIN,
+  av_gate_init(&gates->transcript, options->transcript_capacity, AV_TRANSCRIPT_MIN,
                AV_OVERLOAD_FACTOR, scale);
 }
 
@@ -93,7 +93,8 @@ bool av_server_start(struct av_server *server, uv_loop_t *loop,
   struct sockaddr_storage addr;
 
   *server = (struct av_server){ .loop = loop, .options = *options };
-  av_server_gates(&server->gates, options->time_scale);
+  av_server_gates(&server->gates, options);
+  av_rate_init(&server->rate, options->rate_n, options->rate_seconds);
   if (!av_server_resolve(options, &addr))
     return false;
   if (!av_store_init(&server->store, options->videos, options->seed) ||

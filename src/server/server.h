@@ -36,6 +36,9 @@ struct av_options {
   uint64_t seed;
   double time_scale;
   unsigned keepalive_timeout; /* whole seconds, 0 = never */
+  unsigned video_capacity, transcript_capacity; /* the gates' slots */
+  unsigned rate_n;            /* --rate-limit N/S: 0 = none */
+  double rate_seconds;
 };
 
 /* ---- words.c: the vocabulary ---- */
@@ -135,6 +138,31 @@ void av_gate_remove(struct av_gate *gate, struct av_waiter *waiter);
  * returned with its *delay; else NULL. */
 struct av_waiter *av_gate_release(struct av_gate *gate, double *delay);
 
+/* ---- rate.c: --rate-limit, a token bucket per client address ---- */
+
+/* Addresses tracked at once (the least recently seen is forgotten). */
+#define AV_RATE_CLIENTS 64
+
+struct av_rate_client {
+  unsigned char addr[28]; /* the sockaddr's bytes (IPv6 fits) */
+  size_t len;
+  double tokens;
+  uint64_t seen; /* uv_hrtime of the last refill */
+  bool used;
+};
+
+struct av_rate {
+  unsigned n;     /* burst and requests per `seconds`; 0 = no limit */
+  double seconds;
+  struct av_rate_client clients[AV_RATE_CLIENTS];
+};
+
+void av_rate_init(struct av_rate *rate, unsigned n, double seconds);
+/* Take a token for the client at addr at time now (ns): 0 when it may go
+ * on, else the whole seconds until a token is back (Retry-After). */
+unsigned av_rate_take(struct av_rate *rate, const void *addr, size_t len,
+                      uint64_t now);
+
 /* ---- reply.c: JSON answers as MHD responses ---- */
 
 struct av_replies {
@@ -161,6 +189,9 @@ enum MHD_Result av_reply_json(struct MHD_Connection *conn, unsigned status,
 /* The cached 200 of video i, built from store when missing; NULL on failure. */
 struct MHD_Response *av_reply_video(struct av_replies *replies,
                                     const struct av_store *store, size_t i);
+/* 429 with Retry-After: seconds. */
+enum MHD_Result av_reply_too_many(struct MHD_Connection *conn,
+                                  unsigned seconds);
 /* Forget the cached 200 of video i (after a PATCH). */
 void av_reply_forget(struct av_replies *replies, size_t i);
 /* A 422 body shaped like FastAPI's validation errors; index, input and ctx
@@ -182,6 +213,9 @@ struct av_stats {
 void av_stats_connection(void *cls, struct MHD_Connection *conn,
                          void **socket_context,
                          enum MHD_ConnectionNotificationCode code);
+/* Forget the most in flight so far: from now on it counts from in_flight
+ * (GET /stats?reset=1, so a test can look at a later part of a run). */
+void av_stats_reset_max(struct av_stats *stats);
 /* A request's headers are in / MHD is done with it. */
 void av_stats_request_begin(struct av_stats *stats);
 void av_stats_request_end(struct av_stats *stats);
@@ -296,6 +330,7 @@ struct av_server {
   struct av_store store;
   struct av_replies replies;
   struct av_gates gates;
+  struct av_rate rate;
   struct av_stats stats;
   struct av_http http;
   uv_signal_t sigint, sigterm;

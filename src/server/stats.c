@@ -25,6 +25,11 @@ void av_stats_request_begin(struct av_stats *stats)
     stats->max_in_flight = stats->in_flight;
 }
 
+void av_stats_reset_max(struct av_stats *stats)
+{
+  stats->max_in_flight = stats->in_flight;
+}
+
 void av_stats_request_end(struct av_stats *stats)
 {
   if (stats->in_flight > 0)

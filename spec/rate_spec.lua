@@ -1,0 +1,139 @@
+-- `rate = {n, per = s}` and `rate_per_host`: token buckets on request
+-- starts (a burst of n, then one every s/n seconds), against the real
+-- avideo-server, its --rate-limit among them.
+local avideo = require "avideo"
+local support = require "support.server"
+local client = require "support.server_client"
+local settled = require "support.settled"
+local raises = require "support.raises"
+
+local slow = os.getenv("AVIDEO_SLOW") == "1" and 2 or 1
+
+-- Gather n GETs of url on session s; returns the statuses and the wall time.
+local function fetch(s, url, n)
+  local fns = {}
+  for i = 1, n do fns[i] = function() return s:get(url).status end end
+  local t0 = avideo.now()
+  local statuses = avideo.gather(fns)
+  return statuses, avideo.now() - t0
+end
+
+local function count(list, v)
+  local n = 0
+  for _, x in ipairs(list) do if x == v then n = n + 1 end end
+  return n
+end
+
+describe("rate limits", function()
+  local ID
+  setup(function()
+    local server = support.start { time_scale = 0 }
+    ID = client.get_json(server.url .. "/videos/?n=1")[1]
+    assert(support.stop_clean(server))
+  end)
+  after_each(function()
+    support.stop_scoped()
+    settled()
+  end)
+
+  it("meets the server's --rate-limit 20/1 with rate = {20, per = 1}: 100 requests, no 429", function()
+    local server = support.start_scoped { time_scale = 0.1, args = { "--rate-limit", "20/1" } }
+    avideo.run(function()
+      local s <close> = avideo.session { rate = { 20, per = 1 } }
+      local statuses, took = fetch(s, server.url .. "/videos/" .. ID, 100)
+      assert.are.equal(100, count(statuses, 200))
+      -- a burst of 20, then one every 50 ms: the 100th starts at 4 s, ends ~20 ms later
+      assert.is_true(took >= 4.0 and took <= 5.5 * slow, took)
+    end)
+  end)
+
+  it("lets a burst of n through, then one start every per/n seconds", function()
+    local server = support.start_scoped { time_scale = 0 }
+    avideo.run(function()
+      local s <close> = avideo.session { rate = { 5, per = 0.2 } }
+      local statuses, took = fetch(s, server.url .. "/videos/" .. ID, 15)
+      assert.are.equal(15, count(statuses, 200))
+      assert.is_true(took >= 0.4 and took < 0.6 * slow, took) -- 10 more at 40 ms each
+      -- a quiet spell refills the bucket, never beyond n
+      avideo.sleep(0.3)
+      _, took = fetch(s, server.url .. "/videos/" .. ID, 5)
+      assert.is_true(took < 0.05 * slow, took)
+      _, took = fetch(s, server.url .. "/videos/" .. ID, 1)
+      assert.is_true(took >= 0.02, took)
+    end)
+  end)
+
+  it("keeps a bucket per host with rate_per_host, one in total with rate", function()
+    local a = support.start_scoped { time_scale = 0 }
+    local b = support.start_scoped { time_scale = 0 }
+    avideo.run(function()
+      local per_host <close> = avideo.session { rate_per_host = { 2, per = 0.1 } }
+      local t0 = avideo.now()
+      local ta = avideo.spawn(fetch, per_host, a.url .. "/videos/" .. ID, 6)
+      local tb = avideo.spawn(fetch, per_host, b.url .. "/videos/" .. ID, 6)
+      ta:wait()
+      tb:wait()
+      local took = avideo.now() - t0
+      assert.is_true(took >= 0.2 and took < 0.3 * slow, took) -- each host: 2, then 4 at 50 ms
+      local total <close> = avideo.session { rate = { 2, per = 0.1 } }
+      t0 = avideo.now()
+      ta = avideo.spawn(fetch, total, a.url .. "/videos/" .. ID, 6)
+      tb = avideo.spawn(fetch, total, b.url .. "/videos/" .. ID, 6)
+      ta:wait()
+      tb:wait()
+      took = avideo.now() - t0
+      assert.is_true(took >= 0.5 and took < 0.65 * slow, took) -- 2, then 10 at 50 ms
+    end)
+  end)
+
+  it("combines with the concurrency limits", function()
+    local server = support.start_scoped { time_scale = 0.5 } -- 0.1 s a video
+    avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = 2, rate = { 100, per = 1 } }
+      local statuses, took = fetch(s, server.url .. "/videos/" .. ID, 6)
+      assert.are.equal(6, count(statuses, 200))
+      assert.is_true(took >= 0.3 and took < 0.45 * slow, took) -- three rounds of two
+    end)
+    assert.are.equal(2, client.get_json(server.url .. "/stats").max_in_flight - 0)
+  end)
+
+  it("counts the wait as pool time: the pool timeout applies", function()
+    local server = support.start_scoped { time_scale = 0 }
+    avideo.run(function()
+      local s <close> = avideo.session { rate = { 1, per = 10 }, timeout = { pool = 0.2 } }
+      assert.are.equal(200, s:get(server.url .. "/videos/" .. ID).status)
+      local t0 = avideo.now()
+      local e = raises("timeout", "pool timeout", s.get, s, server.url .. "/videos/" .. ID)
+      assert.are.equal("pool", e.phase)
+      local took = avideo.now() - t0
+      assert.is_true(took >= 0.19 and took < 0.4 * slow, took)
+      -- a cancelled waiter leaves the queue and the clock moves to the next
+      local t = avideo.spawn(s.get, s, server.url .. "/videos/" .. ID)
+      avideo.sleep(0.01)
+      assert.are.equal(1, s:stats().queued)
+      t:cancel()
+      avideo.sleep(0.01)
+      assert.are.equal(0, s:stats().queued)
+    end)
+  end)
+
+  it("refuses a bad rate with invalid naming the field", function()
+    local cases = {
+      { { rate = { 0 } }, "rate n ([1]) must be a whole number >= 1, got 0" },
+      { { rate = { 1, per = -1 } }, "rate per must be a number of seconds > 0, got -1" },
+      { { rate = { 1, per = 0 } }, "rate per must be" },
+      { { rate = { 1, per = "1" } }, "rate per must be" },
+      { { rate = { 1.5 } }, "rate n ([1]) must be" },
+      { { rate = {} }, "rate n ([1]) must be" },
+      { { rate = { 1, every = 2 } }, "unknown rate field 'every'" },
+      { { rate = { 1, 2 } }, "unknown rate field '2'" },
+      { { rate = 5 }, "rate must be a table { n, per = seconds }, got 5" },
+      { { rate_per_host = { -3 } }, "rate_per_host n ([1]) must be" },
+      { { rate_per_host = { 2, per = 0 / 0 } }, "rate_per_host per must be" },
+    }
+    for _, case in ipairs(cases) do
+      local e = raises("invalid", nil, avideo.session, case[1])
+      assert.is_truthy(tostring(e):find(case[2], 1, true), tostring(e))
+    end
+  end)
+end)

@@ -1,0 +1,27 @@
+/* A token bucket: `rate = {n, per = s}` lets n starts through at once,
+ * then one every s/n seconds. Pure arithmetic on uv_hrtime nanoseconds;
+ * the limiter asks it and the session's clock wakes the queue. */
+#include "private.h"
+
+static double av_bucket_per_token_ns(const av_rate *r) { return r->per * 1e9 / r->n; }
+
+bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now) {
+  if (b->at == 0) { /* never used: full */
+    b->tokens = r->n;
+    b->at = now;
+  } else if (now > b->at) {
+    b->tokens += (double)(now - b->at) / av_bucket_per_token_ns(r);
+    if (b->tokens > r->n) b->tokens = r->n;
+    b->at = now;
+  }
+  return b->tokens >= 1;
+}
+
+void av_bucket_take(av_bucket *b) { b->tokens -= 1; }
+
+uint64_t av_bucket_ready_at(const av_bucket *b, const av_rate *r) {
+  double missing = 1 - b->tokens;
+  if (missing <= 0) return b->at;
+  /* rounded up: woken early, the queue would find no token and sleep again */
+  return b->at + (uint64_t)(missing * av_bucket_per_token_ns(r)) + 1;
+}
