@@ -118,8 +118,8 @@ describe("adaptive limits", function()
     local cases = {
       { { limit_per_host = "automatic" }, 'limit_per_host must be a whole number >= 0 (0 = no limit), "auto" or a table' },
       { { limit = "automatic" }, 'limit must be a whole number >= 0 (0 = no limit), "auto"' },
-      { { limit_per_host = { min = 0 } }, "limit_per_host min must be a whole number >= 1, got 0" },
-      { { limit_per_host = { min = 5, max = 2 } }, "limit_per_host max must be a whole number >= min (5), got 2" },
+      { { limit_per_host = { min = 0 } }, "limit_per_host min must be a whole number from 1 to 1000000, got 0" },
+      { { limit_per_host = { min = 5, max = 2 } }, "limit_per_host max must be a whole number from min (5) to 1000000, got 2" },
       { { limit_per_host = { initial = 300 } }, "limit_per_host initial must be a whole number from min to max (1 to 200), got 300" },
       { { limit_per_host = { initial = 0.5 } }, "limit_per_host initial must be" },
       { { limit_per_host = { algorithm = "vegas" } }, 'limit_per_host algorithm must be "gradient" or "aimd", got "vegas"' },

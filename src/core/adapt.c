@@ -68,12 +68,11 @@ static void av_adapt_grow(av_adapt *a, const av_adapt_conf *c, double in_flight)
   if (a->limit > c->max) a->limit = c->max;
 }
 
-void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, double latency,
+void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, double slow,
                      uint64_t started, double in_flight, uint64_t now) {
   if (out == AV_OUT_DROP) {
     av_adapt_cut(a, c, a->limit, AV_DROP_CUT, started, now);
   } else if (out == AV_OUT_SAMPLE) {
-    double slow = a->lat_min > 0 ? latency / a->lat_min : 1;
     if (c->algorithm == AV_ALGO_GRADIENT && slow > AV_TOLERANCE)
       av_adapt_cut(a, c, in_flight, fmin(AV_CUT_MAX, fmax(AV_CUT_MIN, AV_TOLERANCE / slow)), started, now);
     else
@@ -82,6 +81,8 @@ void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, d
 }
 
 lua_Integer av_adapt_limit(const av_adapt *a) {
+  /* (the limit stays within [min, max], which session.c caps at 1e6:
+   * the cast is defined) */
   lua_Integer n = (lua_Integer)a->limit;
   return n < 1 ? 1 : n;
 }

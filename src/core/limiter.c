@@ -23,6 +23,7 @@ struct av_lkey {
   av_adapt adapt;             /* its adaptive limit, and its latencies in any case */
   av_bucket bucket;           /* rate_per_host's */
   uint64_t paused_until;      /* ns: Retry-After, under an adaptive limit */
+  uint64_t used;              /* ns: its last admit (the least recently used idle key goes first) */
   uint32_t hash;
   char name[];                /* "scheme://host:port" */
 };
@@ -93,12 +94,42 @@ static bool av_keys_grow(av_limiter *l) {
 }
 
 /* The state of a key, created on first use; NULL on OOM. */
+/* Whether an idle key holds what must not be forgotten yet: a pause
+ * (Retry-After) still running, or a rate bucket not full again. */
+static bool av_key_fresh(const av_limiter *l, const av_lkey *k) {
+  if (k->paused_until > l->clock) return true;
+  if (l->rate_per_host.n <= 0 || k->bucket.at == 0) return false;
+  double per_token_ns = l->rate_per_host.per * 1e9 / l->rate_per_host.n;
+  double tokens = k->bucket.tokens + (double)(l->clock > k->bucket.at ? l->clock - k->bucket.at : 0) / per_token_ns;
+  return tokens < l->rate_per_host.n;
+}
+
+static void av_key_free(av_limiter *l, av_lkey *k) {
+  av_lkey **p = &l->buckets[k->hash & (l->nbuckets - 1)];
+  while (*p != k) p = &(*p)->bnext;
+  *p = k->bnext;
+  l->nkeys--;
+  free(k);
+}
+
+/* Past AV_KEYS_KEPT keys, make room for a new one: forget the least
+ * recently used idle key whose state is not fresh. O(keys), and only when
+ * a new host comes with the table full. */
+static void av_keys_trim(av_limiter *l) {
+  av_lkey *oldest = NULL;
+  for (size_t b = 0; b < l->nbuckets; b++)
+    for (av_lkey *k = l->buckets[b]; k; k = k->bnext)
+      if (k->in_flight == 0 && !k->head && !av_key_fresh(l, k) && (!oldest || k->used < oldest->used)) oldest = k;
+  if (oldest) av_key_free(l, oldest);
+}
+
 static av_lkey *av_key_get(av_limiter *l, const char *name) {
   uint32_t h = av_hash(name);
   if (l->nbuckets) {
     for (av_lkey *k = l->buckets[h & (l->nbuckets - 1)]; k; k = k->bnext)
       if (k->hash == h && strcmp(k->name, name) == 0) return k;
   }
+  if (l->nkeys >= AV_KEYS_KEPT) av_keys_trim(l);
   if (l->nkeys >= l->nbuckets && !av_keys_grow(l)) return NULL;
   size_t len = strlen(name);
   av_lkey *k = calloc(1, sizeof *k + len + 1);
@@ -112,17 +143,14 @@ static av_lkey *av_key_get(av_limiter *l, const char *name) {
   return k;
 }
 
-/* Forget a key that has nothing in flight and nobody waiting. */
+/* Forget a key that has nothing in flight and nobody waiting, unless its
+ * state is fresh, or it learnt a limit (kept within AV_KEYS_KEPT keys). */
 static void av_key_maybe_free(av_limiter *l, av_lkey *k) {
-  if (k->in_flight > 0 || k->head) return;
-  /* what it learnt or counted must outlive a quiet spell, within bounds */
-  if ((l->auto_host.on || l->rate_per_host.n > 0) && l->nkeys <= AV_KEYS_KEPT) return;
-  av_lkey **p = &l->buckets[k->hash & (l->nbuckets - 1)];
-  while (*p != k) p = &(*p)->bnext;
-  *p = k->bnext;
-  l->nkeys--;
-  free(k);
+  if (k->in_flight > 0 || k->head || av_key_fresh(l, k)) return;
+  if (l->auto_host.on && l->nkeys <= AV_KEYS_KEPT) return;
+  av_key_free(l, k);
 }
+
 
 static void av_key_push(av_limiter *l, av_lkey *k, av_lnode *n) {
   n->next = NULL;
@@ -166,10 +194,15 @@ static void av_take_slot(av_limiter *l, av_lnode *n) {
 }
 
 enum av_admit av_limiter_admit(av_limiter *l, av_lnode *n, const char *key, uint64_t now) {
+  l->clock = now;
   av_lkey *k = av_key_get(l, key);
   if (!k) return AV_ADMIT_NO_MEMORY;
   n->key = k;
-  if (!k->head && av_room(l, k, now)) {
+  k->used = now;
+  /* a total rate is shared: with others already waiting for its next
+   * token, a newcomer waits behind them (FIFO across hosts) */
+  bool behind = l->rate.n > 0 && l->queued > 0;
+  if (!k->head && !behind && av_room(l, k, now)) {
     av_take_slot(l, n);
     return AV_ADMIT_RUN;
   }
@@ -188,12 +221,14 @@ void av_limiter_unqueue(av_limiter *l, av_lnode *n) {
 void av_limiter_report(av_limiter *l, const av_lnode *n, enum av_outcome out, double latency, uint64_t started,
                        double pause, uint64_t now) {
   av_lkey *k = n->key;
-  if (out == AV_OUT_SAMPLE) {
-    av_adapt_measure(&k->adapt, latency);
-    av_adapt_measure(&l->total, latency);
-  }
-  if (l->auto_host.on) av_adapt_update(&k->adapt, &l->auto_host, out, latency, started, n->host_in_flight, now);
-  if (l->auto_total.on) av_adapt_update(&l->total, &l->auto_total, out, latency, started, n->total_in_flight, now);
+  l->clock = now;
+  if (out == AV_OUT_SAMPLE) av_adapt_measure(&k->adapt, latency);
+  /* how much slower than its host's best: the total, over several hosts,
+   * judges each answer by its own host's (a fast host's best is no
+   * measure of a slow one) */
+  double slow = out == AV_OUT_SAMPLE && k->adapt.lat_min > 0 ? latency / k->adapt.lat_min : 1;
+  if (l->auto_host.on) av_adapt_update(&k->adapt, &l->auto_host, out, slow, started, n->host_in_flight, now);
+  if (l->auto_total.on) av_adapt_update(&l->total, &l->auto_total, out, slow, started, n->total_in_flight, now);
   /* Retry-After: the host said when; an adaptive limit listens */
   if (out == AV_OUT_DROP && pause >= 0 && (l->auto_host.on || l->auto_total.on)) {
     uint64_t until = now + (uint64_t)(fmin(pause, AV_PAUSE_MAX) * 1e9);

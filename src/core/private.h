@@ -635,8 +635,9 @@ void av_adapt_init(av_adapt *a, const av_adapt_conf *c);
 /* Record the latency of an answered request (always: limits() shows it). */
 void av_adapt_measure(av_adapt *a, double latency);
 /* Move the limit for a request that started at `started` (ns), with
- * `in_flight` running under this limit when it started, and ended now. */
-void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, double latency,
+ * `in_flight` running under this limit when it started, and ended now;
+ * `slow` is its latency over its host's best (1: as fast as can be). */
+void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, double slow,
                      uint64_t started, double in_flight, uint64_t now);
 /* The whole limit now (>= 1). */
 lua_Integer av_adapt_limit(const av_adapt *a);
@@ -668,6 +669,7 @@ typedef struct av_limiter {
   av_lkey **buckets;          /* keys by hash */
   size_t nbuckets, nkeys;
   av_lkey *waiting;           /* keys that have waiters */
+  uint64_t clock;             /* ns: the last time admit or report was told */
 } av_limiter;
 
 /* A key's state, for session:limits(). */

@@ -299,7 +299,12 @@ double av_request_retry_after(const av_request *req) {
       if (n == 0 || n >= sizeof value) return -1;
       memcpy(value, v, n);
       value[n] = '\0';
-      if (strspn(value, "0123456789") == n) return n > 9 ? 1e9 : strtod(value, NULL);
+      if (strspn(value, "0123456789") == n) {
+        /* seconds; leading zeros are legal ("0005"): the value, not the digits, is capped */
+        const char *d = value;
+        while (*d == '0' && d[1]) d++;
+        return strlen(d) > 9 ? 1e9 : strtod(d, NULL);
+      }
       time_t at = curl_getdate(value, NULL);
       if (at == -1) return -1;
       time_t now = time(NULL);

@@ -93,7 +93,10 @@ static enum av_outcome av_session_outcome(const av_request *req, double *pause) 
     *pause = av_request_retry_after(req);
     return AV_OUT_DROP;
   }
-  return req->status >= 500 || req->status == 0 ? AV_OUT_NONE : AV_OUT_SAMPLE;
+  /* a latency only from a success: a 404 or a 422 answered at once says
+   * nothing of the server's queue, and as the best seen it would make
+   * every real answer look slow */
+  return req->status >= 200 && req->status < 300 ? AV_OUT_SAMPLE : AV_OUT_NONE;
 }
 
 /* The request layer's report: a running request gave its slot up. */
@@ -215,6 +218,9 @@ static bool av_known_fields(lua_State *L, int t, const char *name, const char *c
 #define AV_AUTO_INITIAL 4
 #define AV_AUTO_MIN 1
 #define AV_AUTO_MAX 200
+/* The most min, max and initial may be: the limit is a double, cast back
+ * to an integer, which must be defined (2^63 as a double is not). */
+#define AV_AUTO_CAP 1000000
 
 /* `limit` or `limit_per_host` at arg: a whole number >= 0 (dflt for nil),
  * "auto", or { initial, min, max, algorithm }. Returns 0 when it is good,
@@ -236,12 +242,12 @@ static int av_limit_arg(lua_State *L, int arg, const char *name, lua_Integer dfl
   if (!av_known_fields(L, arg, name, known, "initial, min, max, algorithm", &nret)) return nret;
   lua_Integer min, max, initial;
   lua_getfield(L, arg, "min");
-  if (!av_whole_arg(L, -1, AV_AUTO_MIN, 1, LUA_MAXINTEGER, &min))
-    return av_field_refuse(L, -1, name, "min", "a whole number >= 1");
+  if (!av_whole_arg(L, -1, AV_AUTO_MIN, 1, AV_AUTO_CAP, &min))
+    return av_field_refuse(L, -1, name, "min", "a whole number from 1 to 1000000");
   lua_getfield(L, arg, "max");
   int at = lua_gettop(L); /* the value, before the rule is pushed */
-  if (!av_whole_arg(L, at, min > AV_AUTO_MAX ? min : AV_AUTO_MAX, 1, LUA_MAXINTEGER, &max) || max < min)
-    return av_field_refuse(L, at, name, "max", lua_pushfstring(L, "a whole number >= min (%I)", min));
+  if (!av_whole_arg(L, at, min > AV_AUTO_MAX ? min : AV_AUTO_MAX, 1, AV_AUTO_CAP, &max) || max < min)
+    return av_field_refuse(L, at, name, "max", lua_pushfstring(L, "a whole number from min (%I) to 1000000", min));
   lua_getfield(L, arg, "initial");
   at = lua_gettop(L);
   lua_Integer start = AV_AUTO_INITIAL < min ? min : AV_AUTO_INITIAL > max ? max : AV_AUTO_INITIAL;
@@ -432,7 +438,9 @@ static int av_session_request(lua_State *L) {
       c->pool_at = av_loop_now_ms(s->loop) + (uint64_t)c->req.pool_ms;
       av_deadline_set(&c->req.op, (uint64_t)c->req.pool_ms);
     }
-    av_session_arm(s); /* it may be one a clock holds back */
+    /* it may be one a clock holds back, or one queued behind older
+     * waiters of a shared rate: the oldest that fit go now, in order */
+    av_session_wake(s);
     break;
   case AV_ADMIT_NO_MEMORY:
     av_request_fail(&c->req, "invalid", "out of memory");
