@@ -11,7 +11,7 @@
 #include "server.h"
 
 /* Seconds of arrival jitter forgiven (see av_rate_take). */
-#define AV_RATE_JITTER 0.010
+#define AV_RATE_JITTER 0.025
 
 void av_rate_init(struct av_rate *rate, unsigned n, double seconds)
 {
