@@ -201,11 +201,16 @@ static inline void avc_traceback(lua_State *L, lua_State *L1, const char *msg, i
   lua_getglobal(L, "debug");
   lua_getfield(L, -1, "traceback");
   lua_remove(L, -2);
-  if (msg) lua_pushstring(L, msg); else lua_pushnil(L);
-  lua_pushinteger(L, level + 1); /* + the traceback function's own level */
+  lua_pushstring(L, msg ? msg : ""); /* a nil message: no traceback at all on 5.1 */
+  lua_pushinteger(L, level + 1);      /* + the traceback function's own level */
   if (lua_pcall(L, 2, 1, 0) != 0 || lua_type(L, -1) != LUA_TSTRING) {
     lua_pop(L, 1);
     lua_pushstring(L, msg ? msg : "");
+  } else if (!msg) { /* "\nstack traceback:...": drop the empty message's line */
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    lua_pushlstring(L, s + 1, len - 1);
+    lua_remove(L, -2);
   }
 }
 #define luaL_traceback avc_traceback
