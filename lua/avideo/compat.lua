@@ -4,8 +4,8 @@
 -- all four. On 5.4 each name is the library's own function.
 --
 -- Numbers on 5.1 and LuaJIT are doubles: `tointeger` and `math_type` call
--- a number an integer when it is whole and within 2^53 (where doubles are
--- exact), so JSON integers beyond 2^53 lose exactness there, and whole-
+-- a number an integer when it is whole and below 2^53 in magnitude (where
+-- doubles are exact: 2^53 + 1 reads as 2^53), so JSON integers beyond 2^53 lose exactness there, and whole-
 -- number checks (limits, counts) are `x == floor(x)` within that range.
 local M = {}
 
@@ -21,7 +21,7 @@ M.unpack = table.unpack or unpack
 
 local EXACT = 2 ^ 53
 M.tointeger = math.tointeger or function(x)
-  if type(x) == "number" and x == floor(x) and x >= -EXACT and x <= EXACT then return x end
+  if type(x) == "number" and x == floor(x) and x > -EXACT and x < EXACT then return x end
   return nil
 end
 M.math_type = math.type or function(x)

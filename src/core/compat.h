@@ -73,9 +73,11 @@ static inline int avc_setiuservalue(lua_State *L, int idx, int n) {
 #ifndef LUA_LOADED_TABLE
 #define LUA_LOADED_TABLE "_LOADED"
 #endif
-/* Whole numbers are doubles here: exact up to 2^53, so that is the limit
- * of what counts as an integer (and of integer-valued arguments). */
-#define LUA_MAXINTEGER ((lua_Integer)9007199254740992LL)
+/* Whole numbers are doubles here: exact below 2^53 (2^53 + 1 already reads
+ * as 2^53), so that is the limit of what counts as an integer (and of
+ * integer-valued arguments). */
+#define AVC_EXACT 9007199254740992.0
+#define LUA_MAXINTEGER ((lua_Integer)9007199254740991LL)
 #define lua_rawlen(L, i) lua_objlen(L, i)
 #define lua_pushglobaltable(L) lua_pushvalue(L, LUA_GLOBALSINDEX)
 #define lua_getlocaledecpoint() (localeconv()->decimal_point[0])
@@ -91,11 +93,11 @@ static inline int avc_absindex(lua_State *L, int idx) {
 }
 #define lua_absindex avc_absindex
 
-/* A number with an exact integer value in [-2^53, 2^53]. */
+/* A number with an exact integer value, below 2^53 in magnitude. */
 static inline int avc_isinteger(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TNUMBER) return 0;
   lua_Number n = lua_tonumber(L, idx);
-  return n == floor(n) && n >= -9007199254740992.0 && n <= 9007199254740992.0;
+  return n == floor(n) && n > -AVC_EXACT && n < AVC_EXACT;
 }
 #define lua_isinteger avc_isinteger
 
@@ -106,7 +108,7 @@ static inline lua_Integer avc_tointegerx(lua_State *L, int idx, int *isnum) {
   lua_Integer i = 0;
   if (lua_isnumber(L, idx)) {
     lua_Number n = lua_tonumber(L, idx);
-    if (n == floor(n) && n >= -9007199254740992.0 && n <= 9007199254740992.0) {
+    if (n == floor(n) && n > -AVC_EXACT && n < AVC_EXACT) {
       i = (lua_Integer)n;
       ok = 1;
     }
