@@ -83,3 +83,16 @@ foreach(v ${AVIDEO_SPEC_LUAS})
                  "LUA=${AVIDEO_LUA_EXE_${id}}")
   endforeach()
 endforeach()
+
+# Neovim (LuaJIT-based) loads the LuaJIT module and runs avideo on its own
+# loop: spec/nvim/neovim_spec.lua, itself run by busted under this build's Lua.
+find_program(AVIDEO_NVIM nvim)
+if(TARGET avideo_core_luajit AND AVIDEO_NVIM)
+  add_test(NAME neovim_spec
+           COMMAND ${AVIDEO_SPEC_WRAPPER} ${LUA54} ${BUSTED} ${AVIDEO_SPEC_ARGS} --output=utfTerminal
+                   ${CMAKE_CURRENT_SOURCE_DIR}/nvim/neovim_spec.lua
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(neovim_spec PROPERTIES ENVIRONMENT "${AVIDEO_SPEC_ENV}" TIMEOUT 120)
+  set_property(TEST neovim_spec APPEND PROPERTY ENVIRONMENT
+               "AVIDEO_LUAJIT_CPATH=${CMAKE_BINARY_DIR}/lua-luajit")
+endif()
