@@ -3,6 +3,21 @@
 # module never links liblua), AVIDEO_LUA_ABI (the tree's version dir: 5.1
 # for LuaJIT) and AVIDEO_LUA_EXE (the interpreter that runs the specs).
 set(AVIDEO_LUA "5.4" CACHE STRING "Lua to build for: 5.4, 5.3, 5.1 or luajit")
+
+# luarocks (avideo-*.rockspec) passes the header dir of the Lua it builds
+# for: that Lua is the one, whatever AVIDEO_LUA says.
+if(AVIDEO_LUAROCKS_LUA_INCDIR)
+  file(STRINGS "${AVIDEO_LUAROCKS_LUA_INCDIR}/lua.h" num REGEX "^#define[ \t]+LUA_VERSION_NUM[ \t]+[0-9]+")
+  string(REGEX MATCH "[0-9]+$" num "${num}")
+  if(EXISTS "${AVIDEO_LUAROCKS_LUA_INCDIR}/luajit.h")
+    set(AVIDEO_LUA luajit CACHE STRING "" FORCE)
+  elseif(num MATCHES "^50[134]$")
+    string(REGEX REPLACE "^50" "5." ver ${num})
+    set(AVIDEO_LUA ${ver} CACHE STRING "" FORCE)
+  else()
+    message(FATAL_ERROR "avideo builds for Lua 5.1, 5.3, 5.4 and LuaJIT, not the Lua in ${AVIDEO_LUAROCKS_LUA_INCDIR}")
+  endif()
+endif()
 set_property(CACHE AVIDEO_LUA PROPERTY STRINGS 5.4 5.3 5.1 luajit)
 
 if(AVIDEO_LUA STREQUAL "luajit")
