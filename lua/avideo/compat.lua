@@ -9,7 +9,7 @@
 -- number checks (limits, counts) are `x == floor(x)` within that range.
 local M = {}
 
-local floor = math.floor
+local floor, pcall = math.floor, pcall
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_running = coroutine.status, coroutine.running
 
@@ -76,7 +76,7 @@ if M.lua51 and not M.luajit then
   function M.pcall(fn, ...)
     local me = co_running()
     if me == nil then return pcall(fn, ...) end -- the main thread never waits
-    local co = co_create(fn)
+    local co = co_create(function(...) return fn(...) end) -- 5.1: C functions too
     outer[co] = me
     return finish(co, co_resume(co, ...))
   end
