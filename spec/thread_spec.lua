@@ -201,7 +201,7 @@ describe("avideo.run_in_thread", function()
       bounded(10, function()
         invalid("result #1: a function cannot be copied back", run_in_thread, function() return print end)
         invalid("result #2.co: a thread cannot be copied back", run_in_thread, function()
-          return 1, { co = coroutine.create(print) }
+          return 1, { co = coroutine.create(function() end) }
         end)
         invalid("result #1: a table with a metatable", run_in_thread, function()
           return setmetatable({}, {})
@@ -283,7 +283,7 @@ describe("avideo.run_in_thread", function()
     local function machine_busy()
       local f = io.open("/proc/stat")
       if not f then return nil end
-      local line = f:read("l")
+      local line = f:read("*l")
       f:close()
       local v = {}
       for x in line:gmatch("%d+") do v[#v + 1] = tonumber(x) end
