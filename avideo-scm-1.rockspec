@@ -1,5 +1,6 @@
--- luarocks make --deps-mode=none  (Lua 5.4; Debian's luarocks defaults to
--- 5.3: add --lua-version 5.4, or run `luarocks config lua_version 5.4` once)
+-- luarocks make --deps-mode=none  (Lua 5.4, 5.3, 5.1 or LuaJIT: the Lua
+-- luarocks builds for; Debian's luarocks defaults to 5.3: add
+-- --lua-version 5.4, or run `luarocks config lua_version 5.4` once)
 -- builds avideo.core with the project's CMake (module only: no server,
 -- benchmarks or tests) and installs it with the Lua modules into the tree.
 -- --deps-mode=none because the dependencies come from the system: lua-cjson
@@ -15,9 +16,9 @@ source = {
 }
 
 description = {
-  summary = "Async HTTP for Lua 5.4 on libuv and libcurl, in the words of aiohttp and asyncio",
+  summary = "Async HTTP for Lua 5.4, 5.3, 5.1 and LuaJIT on libuv and libcurl, in the words of aiohttp and asyncio",
   detailed = [[
-avideo gives Lua 5.4 requests.get, aiohttp.ClientSession, asyncio.gather and
+avideo gives Lua (5.4, 5.3, 5.1, LuaJIT) requests.get, aiohttp.ClientSession, asyncio.gather and
 TCPConnector(limit_per_host=...): a C core on libuv and libcurl's
 multi_socket interface and a thin Lua layer. Embeddable: hosts can drive it
 from their own event loop (libuv, luv, or any loop that polls a descriptor).
@@ -25,7 +26,7 @@ from their own event loop (libuv, luv, or any loop that polls a descriptor).
 }
 
 dependencies = {
-  "lua >= 5.4, < 5.5",
+  "lua >= 5.1, < 5.5",
   "lua-cjson",
 }
 
@@ -37,7 +38,7 @@ build = {
     -- luarocks' module dirs for this rock; it deploys them into the tree
     AVIDEO_LUA_CDIR = "$(LIBDIR)",
     AVIDEO_LUA_LDIR = "$(LUADIR)",
-    -- the Lua luarocks builds for: the build refuses any but 5.4
+    -- the Lua luarocks builds for: the build picks that version (cmake/lua_version.cmake)
     AVIDEO_LUAROCKS_LUA_INCDIR = "$(LUA_INCDIR)",
     AVIDEO_TESTS = "OFF",
     AVIDEO_BUILD_SERVER = "OFF",

@@ -3,9 +3,9 @@
 # the sources (what git tracks, or would: nothing built), into a scratch
 # tree, then require the installed module from another directory.
 #   check_luarocks.sh SOURCE_DIR
-# Debian's luarocks defaults to the Lua it depends on (5.1 or 5.3): the
-# user picks 5.4 once (`luarocks config lua_version 5.4`, here in a scratch
-# HOME); the build refuses any other Lua with that advice.
+# Debian's luarocks defaults to the Lua it depends on (5.1 or 5.3), and the
+# build is for the Lua luarocks builds for: the user picks 5.4 once
+# (`luarocks config lua_version 5.4`, here in a scratch HOME).
 set -eu
 src=$1
 tmp=$(mktemp -d)

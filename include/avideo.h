@@ -36,6 +36,10 @@
 #include <lua.h>
 #include <uv.h>
 
+#ifndef LUA_OK /* Lua 5.1 */
+#define LUA_OK 0
+#endif
+
 #if defined(__GNUC__)
 #define AVIDEO_API __attribute__((visibility("default")))
 #else
@@ -69,7 +73,12 @@ static inline int avideo__callf(lua_State *L) {
 static inline int avideo__call(lua_State *L, const char *name, int nargs, int nresults) {
   lua_pushcfunction(L, avideo__callf);
   lua_pushstring(L, name);
+#if LUA_VERSION_NUM >= 503
   lua_rotate(L, -nargs - 2, 2); /* function, name, args... */
+#else
+  lua_insert(L, -nargs - 2); /* name, args..., function */
+  lua_insert(L, -nargs - 2); /* function, name, args... */
+#endif
   return lua_pcall(L, nargs + 1, nresults, 0);
 }
 
@@ -79,8 +88,9 @@ static inline int avideo__call(lua_State *L, const char *name, int nargs, int nr
 static inline int avideo_set_loop(lua_State *L, uv_loop_t *loop) {
   if (loop) lua_pushlightuserdata(L, loop); else lua_pushnil(L);
   lua_setfield(L, LUA_REGISTRYINDEX, AVIDEO_HOST_LOOP_KEY);
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  int loaded = lua_getfield(L, -1, "avideo") == LUA_TTABLE;
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED"); /* LUA_LOADED_TABLE: 5.3+ only */
+  lua_getfield(L, -1, "avideo");
+  int loaded = lua_type(L, -1) == LUA_TTABLE;
   lua_pop(L, 2);
   if (!loaded) return LUA_OK; /* the loop attaches when it is created */
   if (loop) lua_pushlightuserdata(L, loop); else lua_pushnil(L);

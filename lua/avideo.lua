@@ -29,6 +29,9 @@ local M = {
   timeout = sync.timeout,
   run_in_thread = thread.run_in_thread,
   file = require("avideo.file").new,
+  -- pcall that a task may wait inside: Lua's own on 5.2+ and LuaJIT; on
+  -- PUC 5.1, whose pcall cannot yield, a coroutine-based one (compat.lua)
+  pcall = require("avideo.compat").pcall,
   -- the emulator for a program's own tests (avideo/testing.lua)
   testing = require "avideo.testing",
   -- recording a run as a picture or a log (avideo/trace.lua)

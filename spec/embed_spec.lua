@@ -224,7 +224,7 @@ describe("examples/embed/luv_interop.lua", function()
       if style == "fd" then args[#args + 1] = "--fd" end
       for i, a in ipairs(args) do args[i] = quote(a) end
       local pipe = assert(io.popen("timeout 60 " .. table.concat(args, " ") .. " 2>&1"))
-      local out = pipe:read("a")
+      local out = pipe:read("*a")
       local ok = pipe:close()
       assert.is_true(ok, out)
       assert.matches("style: " .. style, out, 1, true)

@@ -62,7 +62,7 @@ describe("avideo.run_in_thread", function()
         name = "n", [1.5] = "float key", [true] = "bool key", [-7] = "negative key",
         empty = {}, bytes = "a\0b\0",
       }
-      local big = ("x"):rep(1 << 20) .. "\0end"
+      local big = ("x"):rep(1024 * 1024) .. "\0end"
       bounded(10, function()
         local r = table.pack(run_in_thread(function(...)
           local types = {}
@@ -125,7 +125,8 @@ describe("avideo.run_in_thread", function()
     it("gives the worker its own globals, and the caller's package.path", function()
       local dir = os.tmpname()
       os.remove(dir)
-      assert.is_true(os.execute("mkdir -p " .. dir))
+      local made = os.execute("mkdir -p " .. dir)
+      assert.is_true(made == true or made == 0) -- 0: Lua 5.1's os.execute
       local f = assert(io.open(dir .. "/avideo_spec_worker_mod.lua", "w"))
       f:write("return { answer = 42 }\n")
       f:close()
@@ -200,7 +201,7 @@ describe("avideo.run_in_thread", function()
       bounded(10, function()
         invalid("result #1: a function cannot be copied back", run_in_thread, function() return print end)
         invalid("result #2.co: a thread cannot be copied back", run_in_thread, function()
-          return 1, { co = coroutine.create(print) }
+          return 1, { co = coroutine.create(function() end) }
         end)
         invalid("result #1: a table with a metatable", run_in_thread, function()
           return setmetatable({}, {})
@@ -240,7 +241,8 @@ describe("avideo.run_in_thread", function()
         ok, e = pcall(run_in_thread, function() error("exact", 0) end)
         assert.matches("^exact\nworker thread stack traceback:", e)
         ok, e = pcall(run_in_thread, function() local t; return t.x end)
-        assert.matches("attempt to index a nil value", e, 1, true)
+        -- (5.4: "a nil value (local 't')"; 5.1 and LuaJIT: "local 't' (a nil value)")
+        assert.matches("attempt to index .*a nil value", e)
         ok, e = pcall(run_in_thread, function() error({}) end)
         assert.matches("^%(error object is a table value%)", e)
         ok, e = pcall(run_in_thread, function()
@@ -262,7 +264,7 @@ describe("avideo.run_in_thread", function()
   it("blocks outside avideo.run and returns the results", function()
     local a, b = run_in_thread(function(x) return x * 2, _VERSION end, 21)
     assert.are.equal(42, a)
-    assert.are.equal("Lua 5.4", b)
+    assert.are.equal(_VERSION, b) -- a worker is a state of the caller's Lua
     assert.is_false(sched.running())
   end)
 
@@ -281,7 +283,7 @@ describe("avideo.run_in_thread", function()
     local function machine_busy()
       local f = io.open("/proc/stat")
       if not f then return nil end
-      local line = f:read("l")
+      local line = f:read("*l")
       f:close()
       local v = {}
       for x in line:gmatch("%d+") do v[#v + 1] = tonumber(x) end

@@ -7,6 +7,8 @@ local errors = require "avideo.errors"
 local items_check = require "avideo.items"
 local progress = require "avideo.progress"
 local sched = require "avideo.scheduler"
+local compat = require "avideo.compat"
+local pack = compat.pack
 
 local is_task, callable = items_check.is_task, items_check.callable
 
@@ -126,15 +128,15 @@ local function parse(first, ...)
     items, opts = first, (...)
     if opts ~= nil and type(opts) ~= "table" then errors.bad_argument("avideo.gather", "opts", "table", opts) end
   else
-    items = table.pack(first, ...)
+    items = pack(first, ...)
   end
   opts = opts or {}
   local n = items.n or #items
   local has_tasks = items_check.check("avideo.gather", items, n)
   local limit = opts.limit
   if limit ~= nil then
-    -- math.tointeger, not `% 1`: 2^63 or inf must be refused, not become nil
-    limit = type(limit) == "number" and math.tointeger(limit) or nil
+    -- tointeger, not `% 1`: 2^63 or inf must be refused, not become nil
+    limit = type(limit) == "number" and compat.tointeger(limit) or nil
     if not limit or limit < 0 then
       errors.raise("invalid", "gather limit must be a whole number >= 0 (0 = no limit)")
     end
@@ -153,8 +155,8 @@ local function gather(...)
   local items, n, return_exceptions, limit, has_tasks, report = parse(...)
   local parent = sched.waiting_task("avideo.gather")
   if parent == nil then
-    local args = table.pack(...)
-    return sched.run(function() return gather(table.unpack(args, 1, args.n)) end)
+    local args = pack(...)
+    return sched.run(function() return gather(compat.unpack(args, 1, args.n)) end)
   end
   local results = {}
   if n == 0 then return results end

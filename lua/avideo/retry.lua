@@ -19,6 +19,7 @@
 -- yields (5.2+ and LuaJIT; a 5.1 port needs coxpcall).
 local errors = require "avideo.errors"
 local sched = require "avideo.scheduler"
+local compat = require "avideo.compat"
 
 local raise, is_error = errors.raise, errors.is_error
 local floor, huge, random = math.floor, math.huge, math.random
@@ -200,7 +201,7 @@ function M.send(p, attempt, self, method, url, headers, body, timeout, max_body,
   local deadline = total and total > 0 and now() + total
   local retries, this = 0, timeout
   while true do
-    local ok, r = pcall(attempt, self, method, url, headers, body, this, max_body, carry)
+    local ok, r = compat.pcall(attempt, self, method, url, headers, body, this, max_body, carry)
     local wait
     if retries + 1 < p.attempts then
       if ok and p.statuses[r.status] then

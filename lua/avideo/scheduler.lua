@@ -8,11 +8,12 @@
 -- loop, advanced one non-blocking turn at a time (see docs/embedding.md).
 local core = require "avideo.core"
 local errors = require "avideo.errors"
+local compat = require "avideo.compat"
 
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
-local co_status, co_running, co_close = coroutine.status, coroutine.running, coroutine.close
-local co_isyieldable = coroutine.isyieldable
-local pack, unpack = table.pack, table.unpack
+local co_status, co_running, co_close = coroutine.status, compat.running, compat.co_close
+local co_isyieldable = compat.isyieldable
+local pack, unpack = compat.pack, compat.unpack
 local is_error = errors.is_error
 
 local M = {}
@@ -199,7 +200,7 @@ function M.leave_unread(task)
   if task.status ~= "failed" or task.retrieved or task.reporter then return end
   failures = failures + 1
   unretrieved[task] = true
-  task.reporter = setmetatable({ task = task, order = failures }, Reporter)
+  task.reporter = compat.setmetatable_gc({ task = task, order = failures }, Reporter)
 end
 
 -- The trace being recorded (avideo/trace.lua), or nil: one test per task.
@@ -229,7 +230,7 @@ local function finish(task, ok, err)
       -- unwinds the stack. An error object without a traceback of its own
       -- gets it without the message line.
       task.status = "failed"
-      local tb = debug.traceback(co, nil, 0)
+      local tb = compat.traceback(co, 0)
       if is_error(err) and not err.traceback then err.traceback = tb end
       task.traceback = tostring(err) .. "\n" .. tb
     end

@@ -15,7 +15,9 @@ local new_response = response.new
 local waiting_task, await_op = sched.waiting_task, sched.await_op
 local YIELD, RESUME, refuse_foreign, check_cancel = sched.YIELD, sched.RESUME, sched.refuse_foreign, sched.check_cancel
 local current_task = sched.current
-local co_yield, co_running, co_isyieldable = coroutine.yield, coroutine.running, coroutine.isyieldable
+local compat = require "avideo.compat"
+local co_yield, co_running, co_isyieldable = coroutine.yield, compat.running, compat.isyieldable
+local tointeger, math_type, int_text = compat.tointeger, compat.math_type, compat.int_text
 local setmetatable = setmetatable
 local raise, bad_argument = errors.raise, errors.bad_argument
 
@@ -52,10 +54,10 @@ local show = errors.show
 
 local function check_count(v, name, default)
   if v == nil then return default end
-  if type(v) ~= "number" or v < 0 or not math.tointeger(v) then
+  if type(v) ~= "number" or v < 0 or not tointeger(v) then
     raise("invalid", ("%s must be a whole number >= 0 (0 = no limit), got %s"):format(name, show(v)))
   end
-  return math.tointeger(v)
+  return tointeger(v)
 end
 
 local function check_seconds(v, name)
@@ -151,10 +153,10 @@ local FIELD_WORD = { params = "param", data = "data field" }
 
 -- A number as text: a float as the shortest text that reads back equal
 -- (0.1, not the 0.10000000000000001 of %.17g), as requests and aiohttp
--- write it; integers as integers (math.type: Lua 5.3+, marked for a 5.1
--- port). nil for NaN and the infinities.
+-- write it; integers as integers (on 5.1 and LuaJIT: whole numbers within
+-- 2^53, see compat.lua). nil for NaN and the infinities.
 local function number_text(v)
-  if math.type(v) == "integer" then return tostring(v) end
+  if math_type(v) == "integer" then return int_text(v) end
   if v ~= v or v == math.huge or v == -math.huge then return nil end
   for digits = 15, 16 do
     local s = ("%." .. digits .. "g"):format(v)
@@ -469,8 +471,8 @@ end
 -- send() for data = fn: the task calls fn for each piece of the body as
 -- libcurl is ready to send it (fn may wait: it runs in the task), until fn
 -- returns nil; then it waits for the response as send() does. An error in
--- fn ends the transfer and is raised as it is. The pcall lets fn yield:
--- Lua 5.2+ and LuaJIT (a 5.1 port needs coxpcall here).
+-- fn ends the transfer and is raised as it is. compat.pcall lets fn yield
+-- on every version (PUC 5.1's pcall cannot).
 local function send_pulled(self, method, url, headers, fn, timeout, max_body, raise_status)
   local task = waiting_task(call_names[method])
   if task == nil then
@@ -483,7 +485,7 @@ local function send_pulled(self, method, url, headers, fn, timeout, max_body, ra
   if task.cancel_pending then check_cancel(task) end
   if type(op) ~= "userdata" then error(op, 0) end -- start_request's error
   while op:wants_body() do
-    local ok, piece = pcall(fn)
+    local ok, piece = compat.pcall(fn)
     if ok and piece ~= nil and type(piece) ~= "string" then
       ok, piece = false, errors.new("invalid", "a body function must return strings, then nil at the end; got "
         .. type(piece), { url = url, method = method })

@@ -1,6 +1,8 @@
 --- Semaphores and timeouts: asyncio.Semaphore and asyncio.wait_for.
 local errors = require "avideo.errors"
 local sched = require "avideo.scheduler"
+local compat = require "avideo.compat"
+local pack, unpack = compat.pack, compat.unpack
 
 local M = {}
 
@@ -38,7 +40,7 @@ function Semaphore:acquire()
   self.tail = self.tail + 1
   self.waiters[self.tail] = w
   task.unwait = function() w.gone = true end
-  local ok, err = pcall(sched.suspend, task)
+  local ok, err = compat.pcall(sched.suspend, task)
   if not ok then
     w.gone = true
     if w.granted then self:release() end -- granted, then cancelled before it ran
@@ -71,10 +73,10 @@ end
 function Semaphore:with(fn, ...)
   check(self, "with")
   self:acquire()
-  local r = table.pack(pcall(fn, ...))
+  local r = pack(compat.pcall(fn, ...))
   self:release()
   if not r[1] then error(r[2], 0) end
-  return table.unpack(r, 2, r.n)
+  return unpack(r, 2, r.n)
 end
 
 --- Units free now, and tasks waiting.
@@ -109,7 +111,7 @@ function M.timeout(s, fn, ...)
     fired = true
     task:cancel("timed out")
   end)
-  local r = table.pack(pcall(fn, ...))
+  local r = pack(compat.pcall(fn, ...))
   watchdog:cancel()
   if fired then
     -- the cancel may still be pending if fn swallowed it: consume it
@@ -117,7 +119,7 @@ function M.timeout(s, fn, ...)
     errors.raise("timeout", ("total timeout: not done within %g s (avideo.timeout)"):format(s), { phase = "total" })
   end
   if not r[1] then error(r[2], 0) end
-  return table.unpack(r, 2, r.n)
+  return unpack(r, 2, r.n)
 end
 
 return M

@@ -61,7 +61,8 @@ end
 local function exited(pid)
   local f = io.open("/proc/" .. pid .. "/stat", "r")
   if not f then return true end
-  local state = (f:read("a") or ""):match("^%d+ %b() (%a)")
+  -- "*a": Lua 5.1 and LuaJIT know no "a"
+  local state = (f:read("*a") or ""):match("^%d+ %b() (%a)")
   f:close()
   return state == nil or state == "Z" or state == "X"
 end
@@ -142,7 +143,7 @@ function M.server(opts)
     pipe:close()
     error("avideo.testing.server: avideo-server did not start: " .. tostring(line) .. " " .. rest:gsub("\n", " "), 2)
   end
-  return setmetatable({ url = "http://" .. host .. ":" .. port, host = host, port = tonumber(port), pid = pid,
+  return require("avideo.compat").setmetatable_gc({ url = "http://" .. host .. ":" .. port, host = host, port = tonumber(port), pid = pid,
     closed = false, _pipe = pipe }, Server)
 end
 

@@ -110,7 +110,7 @@ end
 local env = os.getenv("AVIDEO_TRACE")
 if env and env ~= "" then
   M.start(env)
-  M._sentinel = setmetatable({}, { __gc = function()
+  M._sentinel = require("avideo.compat").setmetatable_gc({}, { __gc = function()
     if current then pcall(M.stop) end
   end })
 end

@@ -7,6 +7,7 @@
 local errors = require "avideo.errors"
 local items_check = require "avideo.items"
 local sched = require "avideo.scheduler"
+local compat = require "avideo.compat"
 
 local is_task = items_check.is_task
 local OPTIONS = { timeout = true, return_when = true }
@@ -89,7 +90,7 @@ local function wait(list, opts)
     me.unwait = function() st.over = true end
     -- pcall: whatever ends the wait (a wake, a cancel that comes while it
     -- is queued to run), the watchers and the timer go
-    local ok, err = pcall(sched.suspend, me)
+    local ok, err = compat.pcall(sched.suspend, me)
     st.over = true
     for i = 1, n do
       local t = tasks[i]

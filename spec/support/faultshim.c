@@ -16,6 +16,8 @@
 #include <lua.h>
 #include <uv.h>
 
+#include "compat.h" /* built for each Lua the specs run under */
+
 enum { AV_FAULT_POLL_START, AV_FAULT_POLL_INIT, AV_FAULT_MULTI_ADD, AV_FAULT_N };
 
 static const char *const av_fault_names[AV_FAULT_N] = {"uv_poll_start", "uv_poll_init_socket",

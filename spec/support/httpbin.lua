@@ -20,7 +20,7 @@ end
 local function read_file(path)
   local f = io.open(path, "r")
   if not f then return "" end
-  local text = f:read("a") or ""
+  local text = f:read("*a") or ""
   f:close()
   return text
 end
@@ -52,7 +52,7 @@ function M.start()
   local pipe = assert(io.popen("echo $$; exec env -u LD_PRELOAD setsid setpriv --pdeathsig TERM "
     .. "/usr/bin/python3 -m gunicorn --bind 127.0.0.1:0 --workers 2 --graceful-timeout 2 "
     .. "--error-logfile " .. log .. " httpbin:app </dev/null >/dev/null 2>&1", "r"))
-  local shell_pid = tonumber(pipe:read("l"))
+  local shell_pid = tonumber(pipe:read("*l"))
   local bin = { stopped = false }
   -- gunicorn says "Listening at: http://127.0.0.1:PORT (MASTER_PID)"; the
   -- master's pid is that of the shell unless setsid had to fork

@@ -64,7 +64,7 @@ http {
 end
 
 function M.start(opts)
-  local dir = assert(io.popen("mktemp -d"):read("l"))
+  local dir = assert(io.popen("mktemp -d"):read("*l"))
   assert(os.execute("mkdir -p " .. dir .. "/files " .. dir .. "/tmp"))
   for name, bytes in pairs(opts and opts.files or {}) do
     assert(os.execute(("truncate -s %d %s/files/%s"):format(bytes, dir, name)))
@@ -78,7 +78,7 @@ function M.start(opts)
     -- nginx's to carry
     local pipe = assert(io.popen(("echo $$; exec env -u LD_PRELOAD setpriv --pdeathsig KILL /usr/sbin/nginx -p %s -c %s/nginx.conf 2>>%s/error.log")
       :format(dir, dir, dir)))
-    local pid = tonumber(pipe:read("l"))
+    local pid = tonumber(pipe:read("*l"))
     -- ready when it answers; gone when the port was taken meanwhile
     local url = "http://127.0.0.1:" .. port
     local socket = require "socket"
@@ -104,7 +104,7 @@ function M.start(opts)
     pipe:close()
   end
   local log = io.open(dir .. "/error.log")
-  error("nginx did not start: " .. (log and log:read("a") or "no log"), 2)
+  error("nginx did not start: " .. (log and log:read("*a") or "no log"), 2)
 end
 
 return M

@@ -17,21 +17,21 @@ function M.start()
   -- pipe nobody drains would block it
   local log = os.tmpname()
   local pipe = assert(io.popen("echo $$; exec /usr/bin/python3 " .. dir .. "peer.py 2>" .. log, "r"))
-  local pid = tonumber(pipe:read("l"))
-  local line = pipe:read("l")
+  local pid = tonumber(pipe:read("*l"))
+  local line = pipe:read("*l")
   local port = (line or ""):match("^peer listening on http://127%.0%.0%.1:(%d+)$")
   if not port then
     pipe:close()
     local f = io.open(log)
-    local why = f and f:read("a") or ""
+    local why = f and f:read("*a") or ""
     if f then f:close() end
     os.remove(log)
     error("test peer did not start: " .. tostring(line) .. " " .. why, 2)
   end
-  local hole = (pipe:read("l") or ""):match("^blackhole (%d+)$")
-  local tls, cert = (pipe:read("l") or ""):match("^tls (%d+) (.+)$")
-  local small = (pipe:read("l") or ""):match("^small%-buffer (%d+)$")
-  local connect = (pipe:read("l") or ""):match("^connect%-proxy (%d+)$")
+  local hole = (pipe:read("*l") or ""):match("^blackhole (%d+)$")
+  local tls, cert = (pipe:read("*l") or ""):match("^tls (%d+) (.+)$")
+  local small = (pipe:read("*l") or ""):match("^small%-buffer (%d+)$")
+  local connect = (pipe:read("*l") or ""):match("^connect%-proxy (%d+)$")
   local peer = { pid = pid, port = tonumber(port), blackhole = "http://127.0.0.1:" .. tostring(hole) .. "/",
                  tls = "https://127.0.0.1:" .. tostring(tls), tls_cert = cert,
                  small_buffer = "http://127.0.0.1:" .. tostring(small),

@@ -27,13 +27,32 @@ end
 local function exited(pid)
   local f = io.open("/proc/" .. pid .. "/stat", "r")
   if not f then return true end
-  local stat = f:read("a") or ""
+  local stat = f:read("*a") or ""
   f:close()
   local state = stat:match("^%d+ %b() (%a)")
   return state == nil or state == "Z" or state == "X"
 end
 
 M.exited = exited
+
+-- How an exited process ended, as io.popen's close says it ({ok, how,
+-- code}), read from /proc while it is a zombie (field 52: waitpid's
+-- status). For Lua 5.1 and LuaJIT, whose close gives no status.
+local function zombie_status(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return nil end
+  local rest = (f:read("*a") or ""):match("^%d+ %b() (.*)$")
+  f:close()
+  local fields = {}
+  for w in (rest or ""):gmatch("%S+") do fields[#fields + 1] = w end
+  local st = tonumber(fields[50])
+  if not st then return nil end
+  if st % 128 == 0 then
+    local code = math.floor(st / 256) % 256
+    return { ok = code == 0 or nil, how = "exit", code = code }
+  end
+  return { how = "signal", code = st % 128 }
+end
 
 --- Wait (at most `timeout` seconds) for process pid to exit, then
 -- SIGKILL it; true when it had to be killed. The caller then closes the
@@ -70,11 +89,11 @@ function M.start(opts)
   local env = "env -u LD_PRELOAD "
   if os.getenv("ASAN_OPTIONS") then env = env .. "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 " end
   local pipe = assert(io.popen("echo $$; exec " .. env .. table.concat(quoted, " ") .. " 2>&1", "r"))
-  local pid = tonumber(pipe:read("l"))
-  local line = pipe:read("l")
+  local pid = tonumber(pipe:read("*l"))
+  local line = pipe:read("*l")
   local host, port = (line or ""):match("^avideo%-server listening on http://([%d%.]+):(%d+)$")
   if not port then
-    local rest = pipe:read("a")
+    local rest = pipe:read("*a")
     pipe:close()
     error("avideo-server did not start: " .. tostring(line) .. "\n" .. tostring(rest), 2)
   end
@@ -86,10 +105,12 @@ function M.start(opts)
     if server.stopped then return server.status end
     server.stopped = true
     server.hung = M.reap(pid, timeout or M.stop_timeout)
-    local rest = pipe:read("a")
+    local rest = pipe:read("*a")
+    local zombie = zombie_status(pid)
     local ok, how, code = pipe:close()
     server.output = rest
     server.status = { ok = ok, how = how, code = code }
+    if how == nil and zombie then server.status = zombie end
     return server.status
   end
   function server.stop()

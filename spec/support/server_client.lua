@@ -16,7 +16,7 @@ local function run(args)
   for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
   -- The sanitizer build preloads libasan for lua5.4; curl deadlocks with it.
   local pipe = assert(io.popen("env -u LD_PRELOAD " .. table.concat(quoted, " ") .. " 2>&1", "r"))
-  local out = pipe:read("a")
+  local out = pipe:read("*a")
   pipe:close()
   return out
 end

@@ -309,6 +309,12 @@ static bool av_jd_number(av_jd *d) {
   }
   d->p = p;
   if (is_int && digits <= 19) {
+#if LUA_VERSION_NUM < 503
+    if (neg && m == 0) { /* numbers are doubles: "-0" is -0.0, as tonumber says */
+      lua_pushnumber(d->L, -0.0);
+      return true;
+    }
+#endif
     if (!neg && m <= (uint64_t)INT64_MAX) {
       lua_pushinteger(d->L, (lua_Integer)m);
       return true;

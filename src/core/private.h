@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "avideo.h"
+#include "compat.h" /* the 5.4 calls on Lua 5.3, 5.1 and LuaJIT */
 
 /* Metatable names of the core's userdata. */
 #define AV_LOOP_MT "avideo.loop"

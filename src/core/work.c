@@ -126,7 +126,8 @@ static int av_work_main(lua_State *W) {
     return 0;
   }
   int fn = lua_gettop(W); /* 3 */
-  /* only _ENV may be an upvalue; it becomes the worker's own globals */
+  /* only _ENV may be an upvalue; it becomes the worker's own globals (5.1
+   * has no _ENV: a loaded chunk's environment is the globals already) */
   const char *name;
   for (int i = 1; (name = lua_getupvalue(W, fn, i)) != NULL; i++) {
     lua_pop(W, 1);
@@ -135,7 +136,7 @@ static int av_work_main(lua_State *W) {
       av_job_fail(job, "invalid", msg, strlen(msg));
       return 0;
     }
-    lua_rawgeti(W, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_pushglobaltable(W);
     lua_setupvalue(W, fn, i);
   }
   luaL_checkstack(W, job->nargs + 1, "too many arguments for a worker thread");
