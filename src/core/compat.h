@@ -229,4 +229,31 @@ static inline int avc_loadbufferx(lua_State *L, const char *buf, size_t len, con
 
 #endif /* < 5.2 */
 
+#if LUA_VERSION_NUM < 503
+/* t[n] onto the stack (5.3's lua_geti), with metamethods as 5.1's gettable. */
+static inline int avc_geti(lua_State *L, int idx, lua_Integer n) {
+  idx = lua_absindex(L, idx);
+  lua_pushinteger(L, n);
+  lua_gettable(L, idx);
+  return lua_type(L, -1);
+}
+#define lua_geti avc_geti
+#endif
+
+/* The FILE of an io library file at idx (a luaL_checkudata error if it is
+ * not one), or NULL when it is closed. 5.2+: a luaL_Stream; 5.1 a FILE *
+ * in the userdata; LuaJIT the same (its IOFileUD starts with the FILE *). */
+#include <stdio.h>
+#if LUA_VERSION_NUM >= 502
+static inline FILE *avc_checkfile(lua_State *L, int idx) {
+  luaL_Stream *s = luaL_checkudata(L, idx, LUA_FILEHANDLE);
+  return s->closef ? s->f : NULL;
+}
+#else
+#include <lualib.h>
+static inline FILE *avc_checkfile(lua_State *L, int idx) {
+  return *(FILE **)luaL_checkudata(L, idx, LUA_FILEHANDLE);
+}
+#endif
+
 #endif

@@ -855,8 +855,8 @@ static int av_request_read(lua_State *L) {
  * whole body at each call (the caller stops after one). */
 static int av_request_save_into(lua_State *L) {
   av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
-  luaL_Stream *file = luaL_checkudata(L, 2, LUA_FILEHANDLE);
-  if (!file->closef) return luaL_error(L, "attempt to use a closed file");
+  FILE *file = avc_checkfile(L, 2);
+  if (!file) return luaL_error(L, "attempt to use a closed file");
   const char *data;
   size_t len;
   if (!req->stream) {
@@ -884,7 +884,7 @@ static int av_request_save_into(lua_State *L) {
     data = b->data + req->body_off;
     req->body_off = b->len = 0;
   }
-  if (len > 0 && fwrite(data, 1, len, file->f) != len) {
+  if (len > 0 && fwrite(data, 1, len, file) != len) {
     lua_pushnil(L);
     lua_pushnil(L);
     lua_pushstring(L, strerror(errno));
