@@ -34,7 +34,8 @@
 -- extension) and reports trace_write_seconds, the CPU the file's writing
 -- took at the end (part of the run's CPU too).
 -- Prints "RESULT requests=N finished=F errors=0 ..."; any failed request
--- raises out of gather, so the script fails.
+-- raises out of gather, so the script fails. Runs under LuaJIT too (the
+-- avideo-luajit row): sessions are closed with :close(), not <close>.
 local avideo = require "avideo"
 
 local function usage()
@@ -100,7 +101,7 @@ end
 
 if hold then
   avideo.run(function()
-    local session <close> = new_session()
+    local session = new_session()
     local done = 0
     local tasks = {}
     for t = 1, n do
@@ -125,7 +126,7 @@ if cancel then
     io.stderr:flush()
   end
   avideo.run(function()
-    local session <close> = new_session()
+    local session = new_session()
     local base_tasks = avideo.stats().tasks
     local t0 = avideo.now()
     local g = avideo.spawn(avideo.gather, get_tasks(session), gather_opts)
@@ -158,6 +159,7 @@ if cancel then
              { "queue_seconds", ("%.4f"):format(queued_at - t0) },
              { "cancel_seconds", ("%.4f"):format(c1 - c0) },
              { "settle_seconds", ("%.4f"):format(c2 - c0) }, { "left_queued", session:stats().queued } }
+    session:close()
   end)
   progress("the run ended")
   return
@@ -172,8 +174,9 @@ local finished = avideo.run(function()
     collectgarbage("stop")
     before = collectgarbage("count")
   end
-  local session <close> = new_session()
+  local session = new_session()
   local got = #avideo.gather(get_tasks(session), gather_opts)
+  session:close()
   if count_alloc then
     lua_bytes = (collectgarbage("count") - before) * 1024
     collectgarbage("restart")

@@ -138,10 +138,24 @@ def build(args, wanted):
     if err:
         return {t: "cmake configure failed: " + err for t in wanted}
     for target in wanted:
+        if target == "avideo_core_luajit":
+            continue
         err = cmake("--build", args.build_dir, "--target", target, "-j2")
         if err:
             problems[target] = "build failed: " + err
+    if "avideo_core_luajit" in wanted:
+        # the module for LuaJIT: a build dir of its own (-DAVIDEO_LUA=luajit)
+        jit_dir = luajit_build_dir(args)
+        err = (cmake("-S", ROOT, "-B", jit_dir, "-DCMAKE_BUILD_TYPE=Release", "-DAVIDEO_LUA=luajit",
+                     "-DAVIDEO_TESTS=OFF", "-DAVIDEO_BUILD_BENCH=OFF", "-DAVIDEO_BUILD_SERVER=OFF")
+               or cmake("--build", jit_dir, "--target", "avideo_core", "-j2"))
+        if err:
+            problems["avideo_core_luajit"] = "build failed: " + err
     return problems
+
+
+def luajit_build_dir(args):
+    return os.path.join(args.build_dir, "luajit")
 
 
 def make_context(args):
@@ -158,6 +172,8 @@ def make_context(args):
     wants_avideo = any(c in args.only for c in bench_cases.AVIDEO_CLIENTS)
     if wants_avideo and not args.module_build:
         wanted.append("avideo_core")
+    if "avideo-luajit" in args.only:
+        wanted.append("avideo_core_luajit")
     if ("scenario" in args.sections or args.memory_server == "emulator") and not args.server_binary:
         wanted.append("avideo-server")
     problems = build(args, wanted)
@@ -176,6 +192,7 @@ def make_context(args):
     env["LUA_PATH"] = f"{lua_dir}/?.lua;{lua_dir}/?/init.lua;;"
     env["LUA_CPATH"] = f"{module_lib}/?.so;;"
     ctx.avideo_env = env
+    ctx.avideo_luajit_env = dict(env, LUA_CPATH=f"{os.path.join(luajit_build_dir(args), 'lib')}/?.so;;")
     if not os.path.exists(os.path.join(lua_dir, "avideo.lua")):
         ctx.avideo_problem = "module not there yet: no lua/avideo.lua"
     elif "avideo_core" in problems:  # an older core.so may be there: not that one

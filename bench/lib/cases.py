@@ -56,6 +56,9 @@ CLIENTS = {c.name: c for c in [
            lambda ctx, url, n, limit: ["lua5.4", _script(ctx, "avideo_get.lua"), url, n, limit,
                                        "--limit-per-host"],
            env=lambda ctx: ctx.avideo_env),
+    Client("avideo-luajit", "avideo (LuaJIT)",
+           lambda ctx, url, n, limit: ["luajit", _script(ctx, "avideo_get.lua"), url, n, limit],
+           env=lambda ctx: ctx.avideo_luajit_env, cost_label="avideo gather{limit=C}, LuaJIT"),
     Client("wrk", "wrk (raw sockets)",
            lambda ctx, url, n, limit: ["wrk", "-t1", f"-c{limit}", f"-d{ctx.args.wrk_seconds}s",
                                        "--timeout", "10s", url],
@@ -70,7 +73,7 @@ CLIENTS = {c.name: c for c in [
     Client("lua-http", "lua-http (Lua 5.3)",
            lambda ctx, url, n, limit: ["lua5.3", _script(ctx, "luahttp_get.lua"), url, n, limit]),
 ]}
-AVIDEO_CLIENTS = ("avideo", "avideo-talk", "avideo-traced")  # the same module and script
+AVIDEO_CLIENTS = ("avideo", "avideo-talk", "avideo-traced", "avideo-luajit")  # the same script
 BASELINES = ("floor", "c")  # always run in the cost section: the ratios are against them
 
 

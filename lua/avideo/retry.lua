@@ -15,8 +15,8 @@
 -- * Retry-After (seconds or an HTTP date) replaces the backoff of a
 --   retried status, capped at max_backoff;
 -- * `methods` gates every retry, connect failures included.
--- Portable to Lua 5.1/LuaJIT as is, but for the pcall around a request that
--- yields (5.2+ and LuaJIT; a 5.1 port needs coxpcall).
+-- The pcall around a request that waits is compat.pcall: PUC 5.1's own
+-- cannot yield.
 local errors = require "avideo.errors"
 local sched = require "avideo.scheduler"
 local compat = require "avideo.compat"

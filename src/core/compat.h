@@ -67,7 +67,6 @@ static inline int avc_setiuservalue(lua_State *L, int idx, int n) {
 #if LUA_VERSION_NUM < 502 /* PUC 5.1 and LuaJIT */
 
 #include <locale.h>
-#include <math.h>
 #include <stdint.h>
 
 #ifndef LUA_LOADED_TABLE
@@ -97,7 +96,7 @@ static inline int avc_absindex(lua_State *L, int idx) {
 static inline int avc_isinteger(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TNUMBER) return 0;
   lua_Number n = lua_tonumber(L, idx);
-  return n == floor(n) && n > -AVC_EXACT && n < AVC_EXACT;
+  return n > -AVC_EXACT && n < AVC_EXACT && (lua_Number)(int64_t)n == n; /* in range first: no UB */
 }
 #define lua_isinteger avc_isinteger
 
@@ -108,7 +107,7 @@ static inline lua_Integer avc_tointegerx(lua_State *L, int idx, int *isnum) {
   lua_Integer i = 0;
   if (lua_isnumber(L, idx)) {
     lua_Number n = lua_tonumber(L, idx);
-    if (n == floor(n) && n > -AVC_EXACT && n < AVC_EXACT) {
+    if (n > -AVC_EXACT && n < AVC_EXACT && (lua_Number)(int64_t)n == n) {
       i = (lua_Integer)n;
       ok = 1;
     }
