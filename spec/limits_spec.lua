@@ -8,6 +8,7 @@ local avideo = require "avideo"
 local support = require "support.server"
 local client = require "support.server_client"
 local settled = require "support.settled"
+local video_id = require "support.video_id"
 
 local slow = os.getenv("AVIDEO_SLOW") == "1" -- valgrind: everything is slower
 
@@ -25,21 +26,10 @@ local function video_url(server) return server.url .. "/videos/" .. ID end
 
 local raises = require "support.raises"
 
--- Yield until cond() holds; fails after `limit` seconds.
-local function wait_until(cond, what, limit)
-  local t0 = avideo.now()
-  while not cond() do
-    assert.is_true(avideo.now() - t0 < (limit or 5), "timed out waiting for " .. what)
-    avideo.sleep(0.001)
-  end
-end
+local wait_until = require "support.wait_until"
 
 describe("session limits against avideo-server", function()
-  setup(function()
-    local server = support.start { time_scale = 0 }
-    ID = client.get_json(server.url .. "/videos/?n=1")[1]
-    assert(support.stop_clean(server))
-  end)
+  setup(function() ID = video_id() end)
   after_each(function()
     support.stop_scoped()
     settled()

@@ -5,6 +5,7 @@ local avideo = require "avideo"
 local support = require "support.server"
 local client = require "support.server_client"
 local settled = require "support.settled"
+local video_id = require "support.video_id"
 local raises = require "support.raises"
 
 local slow = os.getenv("AVIDEO_SLOW") == "1" and 2 or 1
@@ -26,11 +27,7 @@ end
 
 describe("rate limits", function()
   local ID
-  setup(function()
-    local server = support.start { time_scale = 0 }
-    ID = client.get_json(server.url .. "/videos/?n=1")[1]
-    assert(support.stop_clean(server))
-  end)
+  setup(function() ID = video_id() end)
   after_each(function()
     support.stop_scoped()
     settled()

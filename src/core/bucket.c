@@ -19,6 +19,12 @@ bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now) {
 
 void av_bucket_take(av_bucket *b) { b->tokens -= 1; }
 
+bool av_bucket_full(const av_bucket *b, const av_rate *r, uint64_t now) {
+  if (b->at == 0) return true;
+  double refilled = now > b->at ? (double)(now - b->at) / av_bucket_per_token_ns(r) : 0;
+  return b->tokens + refilled >= r->n;
+}
+
 uint64_t av_bucket_ready_at(const av_bucket *b, const av_rate *r) {
   double missing = 1 - b->tokens;
   if (missing <= 0) return b->at;

@@ -98,10 +98,7 @@ static bool av_keys_grow(av_limiter *l) {
  * (Retry-After) still running, or a rate bucket not full again. */
 static bool av_key_fresh(const av_limiter *l, const av_lkey *k) {
   if (k->paused_until > l->clock) return true;
-  if (l->rate_per_host.n <= 0 || k->bucket.at == 0) return false;
-  double per_token_ns = l->rate_per_host.per * 1e9 / l->rate_per_host.n;
-  double tokens = k->bucket.tokens + (double)(l->clock > k->bucket.at ? l->clock - k->bucket.at : 0) / per_token_ns;
-  return tokens < l->rate_per_host.n;
+  return l->rate_per_host.n > 0 && !av_bucket_full(&k->bucket, &l->rate_per_host, l->clock);
 }
 
 static void av_key_free(av_limiter *l, av_lkey *k) {

@@ -601,6 +601,8 @@ typedef struct av_bucket {
 bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now);
 /* Take a token (av_bucket_ready said there is one). */
 void av_bucket_take(av_bucket *b);
+/* Whether b would be full at now (nothing taken that is not back). */
+bool av_bucket_full(const av_bucket *b, const av_rate *r, uint64_t now);
 /* When (ns) the next token is there, after av_bucket_ready said no. */
 uint64_t av_bucket_ready_at(const av_bucket *b, const av_rate *r);
 
