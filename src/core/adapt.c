@@ -1,26 +1,36 @@
 /* An adaptive concurrency limit: `limit_per_host = "auto"` (and `limit`).
  * Pure arithmetic, run in C as each request ends (docs/architecture.md,
- * "Adaptive limits", says why these rules).
+ * "Adaptive limits", says why these rules and what they were tuned on).
  *
  * "gradient" (the default), after Netflix's Gradient2 and TCP Vegas: the
- * best latency seen is the server without a queue. A request answered
- * within AV_TOLERANCE of it says there is room: the limit grows, by half a
- * slot a sample at first (x1.5 a round trip) until the first cut, then by
- * one slot a round trip. A slower answer means the server queues: the
- * limit becomes the number that was in flight when that request started
- * (what the server could not take at once) times the gradient
- * tolerance * best / latency, kept within [0.5, 0.9].
+ * best latency seen is the server without a queue. An answer within
+ * AV_TOLERANCE of it says there is room: the limit grows. A slower answer
+ * means the server queues: the limit is cut to what is known to work.
  * "aimd" ignores latency: it grows the same way and only failures cut it.
  * Either way a 429, 503, timeout or reset halves the limit. One cut per
  * congestion: requests sent before the last cut cut nothing more, as TCP
  * reacts once per window. The limit grows only while it is used (at least
- * half of it in flight), so an idle host's limit does not drift up. */
+ * half of it in flight), so an idle host's limit does not drift up.
+ *
+ * Growth is a limited slow start (RFC 3742's idea): x2 a round trip while
+ * small, then at most AV_STEP_MAX more a round trip, because a latency
+ * signal comes one round trip late and what was added meanwhile all
+ * queues. After a cut it probes one slot a round trip up to the knee (what
+ * was in flight when the queue showed), and slow starts again once past
+ * it (the server grew). */
 #include <math.h>
 
 #include "private.h"
 
-/* A latency up to this times the best is "no queue". */
-#define AV_TOLERANCE 1.5
+/* A latency up to this times the best, or up to AV_SLACK more than it,
+ * is "no queue": the slack keeps a sub-millisecond server's jitter (a
+ * busy machine's scheduling) from reading as queueing. */
+#define AV_TOLERANCE 1.3
+#define AV_SLACK 0.002
+/* An answer this close to the best proves the in-flight count it was
+ * sent under: a cut goes no lower than that (if it is below the cut's
+ * own bound). */
+#define AV_PROVEN 1.1
 /* The best latency is the smaller of the last two windows of this many
  * samples: a server that became slower for good is believed after two. */
 #define AV_WINDOW 250
@@ -28,10 +38,10 @@
 #define AV_RECENT_WEIGHT 0.2
 /* A failure's cut, and a slow answer's cut bounds. */
 #define AV_DROP_CUT 0.5
-/* Slow start's growth a sample: x1.5 a round trip. */
-#define AV_SLOW_START 0.5
 #define AV_CUT_MIN 0.5
 #define AV_CUT_MAX 0.9
+/* Slow start adds at most this many slots a round trip. */
+#define AV_STEP_MAX 6
 
 void av_adapt_init(av_adapt *a, const av_adapt_conf *c) {
   *a = (av_adapt){.limit = c->initial};
@@ -49,21 +59,30 @@ void av_adapt_measure(av_adapt *a, double latency) {
   }
 }
 
-/* Cut to factor * base (at most the limit). */
-static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, uint64_t started,
-                         uint64_t now) {
+double av_adapt_slowness(const av_adapt *a, double latency) {
+  if (!(a->lat_min > 0) || latency <= a->lat_min + AV_SLACK) return 1;
+  return latency / a->lat_min;
+}
+
+/* Cut to factor * base (at most the limit); a latency cut keeps what the
+ * answers since the last cut proved, up to AV_CUT_MAX * base. */
+static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, bool keep_proven,
+                         uint64_t started, uint64_t now) {
   if (started < a->last_cut) return; /* sent under the old limit: already paid for */
-  a->w_max = a->limit;
-  a->limit = fmin(a->limit, base) * factor;
+  double to = base * factor;
+  if (keep_proven && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
+  a->w_max = fmin(a->limit, base); /* the knee: what was in flight when the queue showed */
+  a->limit = fmin(a->limit, to);
   if (a->limit < c->min) a->limit = c->min;
   a->last_cut = now;
+  a->proven = 0;
 }
 
 static void av_adapt_grow(av_adapt *a, const av_adapt_conf *c, double in_flight) {
   if (2 * in_flight < a->limit) return; /* not used: no evidence there is room */
   double step;
-  if (a->w_max == 0) step = AV_SLOW_START;  /* slow start */
-  else step = 1 / a->limit;       /* probe: one more a round trip */
+  if (a->w_max == 0 || a->limit > a->w_max + 1) step = fmin(1, AV_STEP_MAX / a->limit); /* slow start */
+  else step = 1 / a->limit; /* up to the knee: one more a round trip */
   a->limit += step;
   if (a->limit > c->max) a->limit = c->max;
 }
@@ -71,12 +90,14 @@ static void av_adapt_grow(av_adapt *a, const av_adapt_conf *c, double in_flight)
 void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, double slow,
                      uint64_t started, double in_flight, uint64_t now) {
   if (out == AV_OUT_DROP) {
-    av_adapt_cut(a, c, a->limit, AV_DROP_CUT, started, now);
+    av_adapt_cut(a, c, a->limit, AV_DROP_CUT, false, started, now);
   } else if (out == AV_OUT_SAMPLE) {
-    if (c->algorithm == AV_ALGO_GRADIENT && slow > AV_TOLERANCE)
-      av_adapt_cut(a, c, in_flight, fmin(AV_CUT_MAX, fmax(AV_CUT_MIN, AV_TOLERANCE / slow)), started, now);
-    else
-      av_adapt_grow(a, c, in_flight);
+    if (c->algorithm == AV_ALGO_GRADIENT && slow > AV_TOLERANCE) {
+      av_adapt_cut(a, c, in_flight, fmin(AV_CUT_MAX, fmax(AV_CUT_MIN, AV_TOLERANCE / slow)), true, started, now);
+      return;
+    }
+    if (slow <= AV_PROVEN && started >= a->last_cut && in_flight > a->proven) a->proven = in_flight;
+    av_adapt_grow(a, c, in_flight);
   }
 }
 

@@ -223,7 +223,7 @@ void av_limiter_report(av_limiter *l, const av_lnode *n, enum av_outcome out, do
   /* how much slower than its host's best: the total, over several hosts,
    * judges each answer by its own host's (a fast host's best is no
    * measure of a slow one) */
-  double slow = out == AV_OUT_SAMPLE && k->adapt.lat_min > 0 ? latency / k->adapt.lat_min : 1;
+  double slow = out == AV_OUT_SAMPLE ? av_adapt_slowness(&k->adapt, latency) : 1;
   if (l->auto_host.on) av_adapt_update(&k->adapt, &l->auto_host, out, slow, started, n->host_in_flight, now);
   if (l->auto_total.on) av_adapt_update(&l->total, &l->auto_total, out, slow, started, n->total_in_flight, now);
   /* Retry-After: the host said when; an adaptive limit listens */

@@ -630,6 +630,7 @@ typedef struct av_adapt {
   double lat_recent;          /* moving average (s), 0 before a sample */
   uint32_t win_n;             /* samples in that window */
   double w_max;               /* the limit before the last cut; 0: none yet (slow start) */
+  double proven;              /* most in flight under which an answer came near the best, since the last cut */
   uint64_t last_cut;          /* uv_hrtime of the last cut */
 } av_adapt;
 
@@ -637,6 +638,9 @@ typedef struct av_adapt {
 void av_adapt_init(av_adapt *a, const av_adapt_conf *c);
 /* Record the latency of an answered request (always: limits() shows it). */
 void av_adapt_measure(av_adapt *a, double latency);
+/* How much slower than a's best latency (1: no queue, within the
+ * tolerated jitter). */
+double av_adapt_slowness(const av_adapt *a, double latency);
 /* Move the limit for a request that started at `started` (ns), with
  * `in_flight` running under this limit when it started, and ended now;
  * `slow` is its latency over its host's best (1: as fast as can be). */
