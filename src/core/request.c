@@ -69,7 +69,7 @@ static int av_request_reached(const av_request *req) {
 static void av_request_never_ran(av_request *req) {
   if (req->ended) return;
   req->ended = uv_hrtime();
-  av_buf *trace = req->owner->trace ? *req->owner->trace : NULL;
+  av_trace *trace = req->owner->trace ? *req->owner->trace : NULL;
   if (trace) av_trace_request(trace, req, 0, 0, 0);
 }
 
@@ -102,7 +102,7 @@ static void av_request_clock(av_request *req) {
   req->t_sent = av_us((uint64_t)sent);
   req->t_first_byte = av_us((uint64_t)first);
   req->ended = uv_hrtime();
-  av_buf *trace = req->owner->trace ? *req->owner->trace : NULL;
+  av_trace *trace = req->owner->trace ? *req->owner->trace : NULL;
   if (trace) {
     curl_off_t down = 0, up = 0;
     curl_easy_getinfo(h, CURLINFO_SIZE_DOWNLOAD_T, &down);

@@ -99,6 +99,17 @@ static enum av_outcome av_session_outcome(const av_request *req, double *pause) 
   return req->status >= 200 && req->status < 300 ? AV_OUT_SAMPLE : AV_OUT_NONE;
 }
 
+static void av_session_trace_limit(void *ud, const char *key, lua_Integer limit) {
+  av_trace_limit(ud, key, limit, uv_hrtime());
+}
+
+/* While a trace is on, record the limits that moved: n's key's (NULL:
+ * every key's) and the total. Off, one pointer test. */
+static void av_session_trace_limits(av_session *s, const av_lnode *n) {
+  av_trace *trace = *s->owner.trace;
+  if (trace) av_limiter_show(&s->lim, n, trace->epoch, av_session_trace_limit, trace);
+}
+
 /* The request layer's report: a running request gave its slot up. */
 static void av_session_ended(av_request *req) {
   av_session *s = av_session_of(req);
@@ -107,6 +118,7 @@ static void av_session_ended(av_request *req) {
   enum av_outcome out = av_session_outcome(req, &pause);
   double latency = req->ended > req->started ? (double)(req->ended - req->started) / 1e9 : 0;
   av_limiter_report(&s->lim, node, out, latency, req->started, pause, uv_hrtime());
+  av_session_trace_limits(s, node);
   av_limiter_release(&s->lim, node);
   if (!s->loop->closing) av_session_wake(s);
 }
@@ -347,6 +359,7 @@ static int av_session_new(lua_State *L) {
   s->lim.auto_host = auto_host;
   s->lim.rate = rate;
   s->lim.rate_per_host = rate_per_host;
+  s->lim.total_given = !lua_isnoneornil(L, 2);
   av_limiter_init(&s->lim);
   s->owner.read_bufsize = (long)bufsize;
   if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->owner.headers, -1)) {
@@ -379,10 +392,13 @@ static int av_session_set_limit(lua_State *L) {
   if (host) {
     s->lim.limit_per_host = n;
     s->lim.auto_host.on = false;
+    s->lim.host_set = true;
   } else {
     s->lim.limit = n;
     s->lim.auto_total.on = false;
+    s->lim.total_set = s->lim.total_given = true;
   }
+  av_session_trace_limits(s, NULL);
   if (!s->closed && !s->loop->closing) av_session_wake(s);
   lua_pushboolean(L, 1);
   return 1;
@@ -406,12 +422,14 @@ static void av_session_limit_row(void *ud, const av_lkey_info *k) {
     lua_pushnumber(L, k->latency_recent);
     lua_setfield(L, -2, "latency_recent");
   }
-  lua_setfield(L, -2, k->name);
+  lua_setfield(L, -2, k->name ? k->name : "total");
 }
 
 /* session:limits() -> { ["scheme://host:port"] = { limit, in_flight,
  * queued, latency_min, latency_recent }, ... } for the hosts the limiter
- * tracks; latencies in seconds, absent until measured. */
+ * tracks; latencies in seconds, absent until measured. With `limit` given
+ * (or set, or "auto"), also total = { limit, in_flight, queued }: no host
+ * key is without "://". */
 static int av_session_limits(lua_State *L) {
   av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
   lua_newtable(L);
@@ -429,7 +447,9 @@ static int av_session_request(lua_State *L) {
   const char *key;
   av_call *c = (av_call *)av_request_new(L, sizeof *c, s->loop, loopidx, &av_call_vt, &s->owner, &s->origin, &key);
   if (!c) return 3;
-  switch (av_limiter_admit(&s->lim, &c->node, key, uv_hrtime())) {
+  enum av_admit admit = av_limiter_admit(&s->lim, &c->node, key, uv_hrtime());
+  if (admit != AV_ADMIT_NO_MEMORY) av_session_trace_limits(s, &c->node); /* a new host's first */
+  switch (admit) {
   case AV_ADMIT_RUN:
     av_session_start(s, c);
     break;
