@@ -494,6 +494,9 @@ struct av_request {
   uint64_t created;           /* uv_hrtime() when it was made: the call */
   uint64_t started;           /* uv_hrtime() when it got its slot */
   uint64_t ended;             /* uv_hrtime() when its transfer ended, 0 before */
+  uint64_t paused_at;         /* uv_hrtime() when we last paused it for a slow reader */
+  uint64_t paused_ns;         /* how long it was paused so in all: the reader's
+                               * pace, which the adaptive limit leaves out */
   /* the final hop's phases from libcurl (each since the hop began, as
    * curl's -w time_*), and the time spent on the hops before it: µs,
    * saturating at UINT32_MAX (71 minutes) */

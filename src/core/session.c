@@ -99,6 +99,14 @@ static enum av_outcome av_session_outcome(const av_request *req, double *pause) 
   return req->status >= 200 && req->status < 300 ? AV_OUT_SAMPLE : AV_OUT_NONE;
 }
 
+/* The server's part of a request's time (s): from its slot to its end,
+ * less the time its transfer was paused for a slow reader of a stream
+ * (the reader's pace is no server's queue). */
+static double av_session_latency(const av_request *req) {
+  uint64_t took = req->ended > req->started ? req->ended - req->started : 0;
+  return took > req->paused_ns ? (double)(took - req->paused_ns) / 1e9 : 0;
+}
+
 static void av_session_trace_limit(void *ud, const char *key, lua_Integer limit) {
   av_trace_limit(ud, key, limit, uv_hrtime());
 }
@@ -116,7 +124,7 @@ static void av_session_ended(av_request *req) {
   av_lnode *node = &((av_call *)req)->node;
   double pause;
   enum av_outcome out = av_session_outcome(req, &pause);
-  double latency = req->ended > req->started ? (double)(req->ended - req->started) / 1e9 : 0;
+  double latency = av_session_latency(req);
   av_limiter_report(&s->lim, node, out, latency, req->started, pause, uv_hrtime());
   av_session_trace_limits(s, node);
   av_limiter_release(&s->lim, node);
