@@ -243,6 +243,12 @@ void av_limiter_release(av_limiter *l, av_lnode *n) {
   av_key_maybe_free(l, k);
 }
 
+void av_limiter_unstart(av_limiter *l, av_lnode *n) {
+  if (l->rate.n > 0) av_bucket_give(&l->bucket, &l->rate);
+  if (l->rate_per_host.n > 0) av_bucket_give(&n->key->bucket, &l->rate_per_host);
+  av_limiter_release(l, n);
+}
+
 av_lnode *av_limiter_next(av_limiter *l, uint64_t now) {
   lua_Integer total = av_total_limit(l);
   if (!l->waiting || (total != 0 && l->in_flight >= total)) return NULL;

@@ -617,6 +617,8 @@ typedef struct av_bucket {
 bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now);
 /* Take a token (av_bucket_ready said there is one). */
 void av_bucket_take(av_bucket *b);
+/* Give back a token taken for a start that failed. */
+void av_bucket_give(av_bucket *b, const av_rate *r);
 /* Whether b would be full at now (nothing taken that is not back). */
 bool av_bucket_full(const av_bucket *b, const av_rate *r, uint64_t now);
 /* When (ns) the next token is there, after av_bucket_ready said no. */
@@ -718,6 +720,9 @@ void av_limiter_report(av_limiter *l, const av_lnode *n, enum av_outcome out, do
                        double pause, uint64_t now);
 /* Give n's slot back. */
 void av_limiter_release(av_limiter *l, av_lnode *n);
+/* Give n's slot back, and the rate tokens it took: its start failed
+ * before anything was sent (out of memory, a handle that cannot start). */
+void av_limiter_unstart(av_limiter *l, av_lnode *n);
 /* The oldest waiter whose key has room at time now, taken out of its
  * queue with a slot; NULL if none may start. */
 av_lnode *av_limiter_next(av_limiter *l, uint64_t now);

@@ -63,9 +63,10 @@ static void av_session_unalarm(av_session *s, av_call *c) {
   if (s->alarm == c) s->alarm = NULL;
 }
 
-/* Start c, which has its slot; a start that fails gives the slot back. */
+/* Start c, which has its slot; a start that fails gives the slot back,
+ * and its rate tokens: nothing was sent. */
 static void av_session_start(av_session *s, av_call *c) {
-  if (!av_request_run(&c->req)) av_limiter_release(&s->lim, &c->node);
+  if (!av_request_run(&c->req)) av_limiter_unstart(&s->lim, &c->node);
 }
 
 /* Start the longest-waiting requests whose keys have room, then set the
