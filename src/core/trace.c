@@ -104,15 +104,24 @@ static void av_field_int(lua_State *L, const char *name, lua_Integer v) {
   lua_setfield(L, -2, name);
 }
 
+/* Copy the fixed part of the record at *p (size bytes) into rec and step
+ * past it; false at the end of b. */
+static bool av_trace_next(const av_buf *b, const char **p, void *rec, size_t size) {
+  if (!b || !b->data) return false;
+  if (!*p) *p = b->data;
+  if (*p + size > b->data + b->len) return false;
+  memcpy(rec, *p, size);
+  *p += size;
+  return true;
+}
+
 /* Push the limit samples as a list of { at, limit, key } (key absent:
  * the total). */
 static void av_trace_push_limits(lua_State *L, const av_buf *b) {
   lua_newtable(L);
-  const char *p = b ? b->data : NULL, *end = p ? p + b->len : NULL;
-  for (int i = 1; p && p + sizeof(av_trace_limit_rec) <= end; i++) {
-    av_trace_limit_rec r;
-    memcpy(&r, p, sizeof r);
-    p += sizeof r;
+  const char *p = NULL;
+  av_trace_limit_rec r;
+  for (int i = 1; av_trace_next(b, &p, &r, sizeof r); i++) {
     lua_createtable(L, 0, 3);
     av_field_num(L, "at", (lua_Number)r.at / 1e9);
     av_field_int(L, "limit", (lua_Integer)r.limit);
@@ -122,14 +131,11 @@ static void av_trace_push_limits(lua_State *L, const av_buf *b) {
 }
 
 int av_trace_push(lua_State *L, const av_trace *t) {
-  const av_buf *trace = t ? &t->requests : NULL;
   lua_newtable(L);
-  const char *p = trace ? trace->data : NULL, *end = p ? p + trace->len : NULL;
+  const char *p = NULL;
   static const char *const phases[] = {"dns", "connect", "tls", "sent", "first_byte"};
-  for (int i = 1; p && p + sizeof(av_trace_rec) <= end; i++) {
-    av_trace_rec r;
-    memcpy(&r, p, sizeof r);
-    p += sizeof r;
+  av_trace_rec r;
+  for (int i = 1; av_trace_next(t ? &t->requests : NULL, &p, &r, sizeof r); i++) {
     lua_createtable(L, 0, 20);
     /* seconds on avideo.now()'s clock */
     av_field_num(L, "created", (lua_Number)r.created / 1e9);
