@@ -60,8 +60,10 @@ describe("adaptive limits and slow stream readers", function()
         lowest))
       -- the reader's pace would make it ~4x the best: measured near it
       assert.is_true(seen.latency_recent < 1.5 * slack * seen.latency_min, seen.latency_recent)
-      -- counting it would cut the limit at every round, down to 1
-      assert.is_true(lowest >= best.limit, lowest)
+      -- counting it cuts the limit at every round, down to 1 (measured);
+      -- left out, it dips at most as latency jitters (4 under ASan on a
+      -- busy machine) and ends above where "auto" starts
+      assert.is_true(lowest >= 3, lowest)
       assert.is_true(seen.limit >= 4, seen.limit)
     end)
   end)
