@@ -1,5 +1,6 @@
 -- session:set_limit / set_limit_per_host (a fixed limit changed at
--- runtime) and session:limits() (what the limiter sees per host), against
+-- runtime) and session:limits() (what the limiter sees per host, and in
+-- total), against
 -- the real avideo-server.
 local avideo = require "avideo"
 local support = require "support.server"
@@ -89,6 +90,33 @@ describe("limits changed at runtime", function()
       assert.is_true(slow.latency_min >= 0.1 and slow.latency_min < 0.5, slow.latency_min)
       assert.is_true(quick.latency_min < 0.1, quick.latency_min)
       assert.are.equal(slow.latency_min, slow.latency_recent) -- one sample
+    end)
+  end)
+
+  it("shows the total under \"total\" when limit is given, set at run time or adaptive", function()
+    local server = support.start_scoped { time_scale = 0.5 }
+    avideo.run(function()
+      local s <close> = avideo.session { limit = 2 }
+      assert.are.same({ total = { limit = 2, in_flight = 0, queued = 0 } }, s:limits())
+      local tasks = {}
+      for i = 1, 5 do tasks[i] = avideo.spawn(s.get, s, server.url .. "/videos/" .. ID) end
+      wait_until(function() return s:stats().queued == 3 end, "the queue")
+      local seen = s:limits()
+      assert.are.same({ limit = 2, in_flight = 2, queued = 3 }, seen.total)
+      assert.are.same({ limit = 0, in_flight = 2, queued = 3 }, seen[server.url]) -- no limit per host
+      s:set_limit(4)
+      assert.are.same({ limit = 4, in_flight = 4, queued = 1 }, s:limits().total)
+      for _, t in ipairs(tasks) do t:wait() end
+      -- the default (limit not given) shows hosts only, as before
+      local plain <close> = avideo.session()
+      assert.are.same({}, plain:limits())
+      plain:set_limit(0)
+      assert.are.same({ total = { limit = 0, in_flight = 0, queued = 0 } }, plain:limits())
+      local auto <close> = avideo.session { limit = "auto" }
+      auto:get(server.url .. "/videos/" .. ID)
+      local total = auto:limits().total
+      assert.is_true(total.limit >= 4, total.limit) -- "auto" starts at 4
+      assert.are.same({ 0, 0 }, { total.in_flight, total.queued })
     end)
   end)
 

@@ -119,7 +119,7 @@ describe("avideo-server under valgrind #server", function()
     assert.are.equal("", report)
   end)
 
-  it("leaks nothing with other capacities and a rate limit answering 429s", function()
+  it("leaks nothing with other capacities, changed at run time, and a rate limit answering 429s", function()
     local log = os.tmpname()
     local server = support.start_scoped {
       time_scale = 0.02,
@@ -134,6 +134,20 @@ describe("avideo-server under valgrind #server", function()
     local statuses = {}
     for _, r in ipairs(client.parallel(burst)) do statuses[r.status] = (statuses[r.status] or 0) + 1 end
     assert.is_true((statuses[429] or 0) > 0 and (statuses[200] or 0) > 0)
+    -- capacities changed with requests queued: grown, shrunk, and refused
+    client.sleep(1.1) -- the rate's tokens back
+    local socks = {}
+    for i = 1, 12 do
+      socks[i] = client.connect(server, 10)
+      socks[i]:send(("GET /videos/%s HTTP/1.1\r\nHost: x\r\n\r\n"):format(ids[i % 5 + 1]))
+    end
+    assert.are.equal(200, client.request("POST", server.url .. "/capacity?video=8&transcript=1").status)
+    assert.are.equal(200, client.request("POST", server.url .. "/capacity?video=1").status)
+    assert.are.equal(400, client.request("POST", server.url .. "/capacity?video=0").status)
+    for _, sock in ipairs(socks) do
+      assert.are.equal(200, (client.read_response(sock)))
+      sock:close()
+    end
     local ok, why = support.stop_clean(server)
     local f = io.open(log, "r")
     local report = f and f:read("a") or ""

@@ -45,13 +45,16 @@ local function run_workload()
   end)
 end
 
-local function traced(name)
+-- Trace `workload` (run_workload by default, whose request count is
+-- checked) into dir/name; returns the file's path.
+local function traced(name, workload)
   local path = dir .. "/" .. name
+  local run = workload or run_workload
   avideo.trace.start(path)
-  run_workload()
+  run()
   local written, count = avideo.trace.stop()
   assert.equal(path, written)
-  assert.equal(#ids + 1, count)
+  if not workload then assert.equal(#ids + 1, count) end
   return path
 end
 
@@ -210,6 +213,90 @@ describe("an SVG waterfall", function()
   end)
 end)
 
+describe("limits in a trace", function()
+  -- An adaptive host limit and total, then the total set at run time.
+  local function adaptive_run()
+    avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = "auto", limit = "auto", timeout = 10 }
+      local tasks = {}
+      for i, id in ipairs(ids) do tasks[i] = function() return s:get(server.url .. "/videos/" .. id).status end end
+      for _ = 1, 3 do avideo.gather(tasks) end
+      s:set_limit(7)
+    end)
+  end
+
+  -- The "limit ..." counter events of a chrome trace, by name.
+  local function limit_counters(path)
+    local by_name = {}
+    for _, e in ipairs(json.decode(read(path)).traceEvents) do
+      if e.ph == "C" and e.name:match("^limit ") then
+        by_name[e.name] = by_name[e.name] or {}
+        table.insert(by_name[e.name], e)
+      end
+    end
+    return by_name
+  end
+
+  it("are counters in a chrome trace, per host and the total, one sample per change", function()
+    local counters = limit_counters(traced("limits.json", adaptive_run))
+    local host, total = counters["limit " .. server.url], counters["limit total"]
+    assert.is_not_nil(host, "a counter for the host")
+    assert.is_not_nil(total, "a counter for the total")
+    assert.equal(4, host[1].args.limit) -- "auto" starts at 4
+    for _, series in ipairs { host, total } do
+      for i = 2, #series do
+        assert.are_not.equal(series[i - 1].args.limit, series[i].args.limit) -- only changes
+        assert.is_true(series[i].ts >= series[i - 1].ts)
+      end
+    end
+    assert.is_true(#host > 1 and #host <= 3 * #ids, #host) -- it moved, and not a sample per request
+    print(("\nlimit samples: host %d, total %d, for %d requests"):format(#host, #total, 3 * #ids))
+    assert.equal(7, total[#total].args.limit) -- set_limit(7)
+    -- a fixed limit never set at run time is not shown
+    local fixed = limit_counters(traced("fixed.json"))
+    assert.is_nil(next(fixed))
+  end)
+
+  it("are shown again in the next trace, though unchanged", function()
+    avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = 2, timeout = 10 }
+      s:set_limit_per_host(3)
+      for n = 1, 2 do
+        local path = dir .. "/again" .. n .. ".json"
+        avideo.trace.start(path)
+        -- at once: a fixed limit forgets an idle host (and shows its
+        -- limit again when it comes back)
+        avideo.gather(function() s:get(server.url .. "/videos/" .. ids[1]) end,
+          function() s:get(server.url .. "/videos/" .. ids[2]) end)
+        avideo.trace.stop()
+        local host = limit_counters(path)["limit " .. server.url]
+        assert.equal(1, #host) -- once, at its first request: then it stayed
+        assert.equal(3, host[1].args.limit)
+      end
+    end)
+  end)
+
+  it("are a step line under the SVG waterfall", function()
+    local path = traced("limits.svg", adaptive_run)
+    local text = read(path)
+    assert.equal(1, select(2, text:gsub('<g class="limits">', "")))
+    local lines = {}
+    for points in text:gmatch('<polyline class="limit"[^>]-points="([^"]*)"') do lines[#lines + 1] = points end
+    assert.equal(2, #lines) -- the total and the host
+    for _, points in ipairs(lines) do
+      local _, n = points:gsub(",", "")
+      assert.is_true(n >= 3, points)
+    end
+    assert.matches("total: 7", text, 1, true)
+    -- well-formed, and no band without a limit that moved
+    local py = assert(io.popen(("python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' %q 2>&1")
+      :format(path)))
+    assert.equal("", py:read("a"))
+    py:close()
+    assert.is_nil(read(traced("fixed.svg")):find('class="limits"', 1, true))
+  end)
+end)
+
 describe("the README's waterfalls", function()
   it("are made by examples/waterfalls.lua: all at once at 100, ten waves at 10", function()
     local out = assert(io.popen(("timeout 60 lua5.4 %s/examples/waterfalls.lua --url %s --out %s 2>&1")
@@ -283,6 +370,8 @@ describe("tracing", function()
 
   it("costs nothing when off: no records are kept", function()
     avideo.get(server.url .. "/videos?n=1", { timeout = 10 })
-    assert.same({}, require("avideo.scheduler").loop:trace_take())
+    local requests, limits = require("avideo.scheduler").loop:trace_take()
+    assert.same({}, requests)
+    assert.same({}, limits)
   end)
 end)

@@ -9,8 +9,10 @@
 --
 -- What is recorded: every request that ends (the core appends a record:
 -- its call, slot and end times, libcurl's phases, sizes, the header lines
--- sent and received), every task, sleep and run_in_thread job. Off, the
--- cost is one test per request in C and one per task in Lua.
+-- sent and received), every task, sleep and run_in_thread job, and the
+-- limits that move (adaptive, or set at run time: a sample per host and
+-- for the total each time one changes). Off, the cost is one test per
+-- request in C and one per task in Lua.
 local core = require "avideo.core"
 local errors = require "avideo.errors"
 local sched = require "avideo.scheduler"
@@ -22,7 +24,9 @@ local BY_EXTENSION = { json = "chrome", har = "har", svg = "svg" }
 
 local function invalid(fmt, ...) errors.raise("invalid", fmt:format(...)) end
 
--- The recording in progress: { path, format, t0, wall0, tasks, spans, records }.
+-- The recording in progress: { path, format, t0, wall0, tasks, spans },
+-- then requests and limits (the core's records and limit samples: { at,
+-- limit, key }, key nil for the total) once it stops.
 local current
 
 -- Lua-side events (tasks, sleeps, threads): kept in plain tables.
@@ -94,7 +98,7 @@ function M.stop()
   local r = current
   current = nil
   sched.set_tracer(nil)
-  r.requests = sched.loop:trace_take()
+  r.requests, r.limits = sched.loop:trace_take()
   sched.loop:trace(false)
   r.t1 = core.now()
   local text = require(FORMATS[r.format]).render(r)

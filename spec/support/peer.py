@@ -203,6 +203,9 @@ async def drip(request):
 
 
 async def big(request):
+    """bytes=N of "x", after ms=M milliseconds (0 by default): a server
+    whose own part is steady, however slowly the body is read."""
+    await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
     return web.Response(body=b"x" * int(request.query["bytes"]))
 
 

@@ -19,6 +19,11 @@ bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now) {
 
 void av_bucket_take(av_bucket *b) { b->tokens -= 1; }
 
+void av_bucket_give(av_bucket *b, const av_rate *r) {
+  /* capped: a bucket that refilled meanwhile is full, not fuller */
+  b->tokens = b->tokens + 1 > r->n ? r->n : b->tokens + 1;
+}
+
 bool av_bucket_full(const av_bucket *b, const av_rate *r, uint64_t now) {
   if (b->at == 0) return true;
   double refilled = now > b->at ? (double)(now - b->at) / av_bucket_per_token_ns(r) : 0;

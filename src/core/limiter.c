@@ -24,6 +24,8 @@ struct av_lkey {
   av_bucket bucket;           /* rate_per_host's */
   uint64_t paused_until;      /* ns: Retry-After, under an adaptive limit */
   uint64_t used;              /* ns: its last admit (the least recently used idle key goes first) */
+  lua_Integer shown;          /* the limit a trace was last shown ... */
+  uint32_t shown_epoch;       /* ... in this trace, 0: none (av_limiter_show) */
   uint32_t hash;
   char name[];                /* "scheme://host:port" */
 };
@@ -241,6 +243,12 @@ void av_limiter_release(av_limiter *l, av_lnode *n) {
   av_key_maybe_free(l, k);
 }
 
+void av_limiter_unstart(av_limiter *l, av_lnode *n) {
+  if (l->rate.n > 0) av_bucket_give(&l->bucket, &l->rate);
+  if (l->rate_per_host.n > 0) av_bucket_give(&n->key->bucket, &l->rate_per_host);
+  av_limiter_release(l, n);
+}
+
 av_lnode *av_limiter_next(av_limiter *l, uint64_t now) {
   lua_Integer total = av_total_limit(l);
   if (!l->waiting || (total != 0 && l->in_flight >= total)) return NULL;
@@ -274,6 +282,38 @@ void av_limiter_each(av_limiter *l, void (*fn)(void *ud, const av_lkey_info *inf
                            k->adapt.lat_recent};
       fn(ud, &info);
     }
+  }
+  if (l->total_given || l->auto_total.on) {
+    av_lkey_info info = {NULL, av_total_limit(l), l->in_flight, l->queued, 0, 0};
+    fn(ud, &info);
+  }
+}
+
+/* Whether a limit now differs from what the trace epoch was last shown;
+ * if so it is shown now. */
+static bool av_show_moved(lua_Integer *shown, uint32_t *shown_epoch, lua_Integer now, uint32_t epoch) {
+  if (*shown_epoch == epoch && *shown == now) return false;
+  *shown = now;
+  *shown_epoch = epoch;
+  return true;
+}
+
+static void av_show_key(av_limiter *l, av_lkey *k, uint32_t epoch,
+                        void (*fn)(void *ud, const char *key, lua_Integer limit), void *ud) {
+  lua_Integer now = av_host_limit(l, k);
+  if (av_show_moved(&k->shown, &k->shown_epoch, now, epoch)) fn(ud, k->name, now);
+}
+
+void av_limiter_show(av_limiter *l, const av_lnode *n, uint32_t epoch,
+                     void (*fn)(void *ud, const char *key, lua_Integer limit), void *ud) {
+  if (l->auto_host.on || l->host_set) {
+    if (n && n->key) av_show_key(l, n->key, epoch, fn, ud);
+    for (size_t i = 0; !n && i < l->nbuckets; i++)
+      for (av_lkey *k = l->buckets[i]; k; k = k->bnext) av_show_key(l, k, epoch, fn, ud);
+  }
+  if (l->auto_total.on || l->total_set) {
+    lua_Integer now = av_total_limit(l);
+    if (av_show_moved(&l->total_shown, &l->total_shown_epoch, now, epoch)) fn(ud, NULL, now);
   }
 }
 

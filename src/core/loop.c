@@ -17,7 +17,10 @@ static void av_close_walk_cb(uv_handle_t *h, void *arg) {
 /* Cancel every op still owned by the loop, then close libcurl and libuv.
  * Ops' own finalizers may run later: they see op->loop == NULL. */
 static void av_loop_trace_free(av_core_loop *cl) {
-  if (cl->trace) av_buf_free(cl->trace);
+  if (cl->trace) {
+    av_buf_free(&cl->trace->requests);
+    av_buf_free(&cl->trace->limits);
+  }
   free(cl->trace);
   cl->trace = NULL;
 }
@@ -172,18 +175,22 @@ static int av_loop_trace(lua_State *L) {
   av_core_loop *cl = (av_core_loop *)av_loop_check(L, 1);
   bool on = lua_toboolean(L, 2);
   cl->trace_headers = lua_toboolean(L, 3);
-  if (on && !cl->trace && !(cl->trace = calloc(1, sizeof *cl->trace))) return luaL_error(L, "out of memory");
+  if (on && !cl->trace) {
+    if (!(cl->trace = calloc(1, sizeof *cl->trace))) return luaL_error(L, "out of memory");
+    if (++cl->trace_epochs == 0) cl->trace_epochs = 1; /* 0 means "never shown" */
+    cl->trace->epoch = cl->trace_epochs;
+  }
   if (!on) av_loop_trace_free(cl);
   return 0;
 }
 
-/* loop:trace_take() -> the records made since the last take (a list of
- * tables: trace.c), or an empty list when no trace is on */
+/* loop:trace_take() -> the requests and the limit samples recorded since
+ * the last take (two lists of tables: trace.c), empty when no trace is on */
 static int av_loop_trace_take(lua_State *L) {
   av_core_loop *cl = (av_core_loop *)av_loop_check(L, 1);
   av_trace_push(L, cl->trace);
-  if (cl->trace) cl->trace->len = 0;
-  return 1;
+  if (cl->trace) cl->trace->requests.len = cl->trace->limits.len = 0;
+  return 2;
 }
 
 /* core.now() -> monotonic seconds */

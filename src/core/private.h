@@ -401,12 +401,21 @@ bool av_client_set_cookie(av_client *c, const char *cookie, uint64_t id);
  * True when Digest credentials are set. */
 bool av_client_apply(const av_client *c, av_easy *e, bool https, bool credentials);
 
+/* A trace being recorded (trace.c): the requests that ended, and the
+ * limits as they moved. Made when a trace starts, freed when it stops. */
+typedef struct av_trace {
+  av_buf requests;            /* one record per ended request, its strings after it */
+  av_buf limits;              /* one sample per limit change, its key after it */
+  uint32_t epoch;             /* this trace's number in its loop (>= 1): a limit
+                               * is shown once in each trace, then as it changes */
+} av_trace;
+
 /* What a request takes from its owner (a session), and how it tells the
  * owner that it gave its slot up. */
 typedef struct av_request_owner {
   av_transport *transport;
   av_client client;           /* the settings of requests that give none of their own */
-  av_buf **trace;             /* where ended requests are recorded while a trace is on (*trace), or NULL */
+  av_trace **trace;           /* where ended requests are recorded while a trace is on (*trace), or NULL */
   const bool *trace_headers;  /* whether records keep the header lines */
   CURLSH *jar;                /* the cookie jar (av_transport_jar), or NULL for none */
   struct curl_slist *headers; /* default headers */
@@ -485,6 +494,9 @@ struct av_request {
   uint64_t created;           /* uv_hrtime() when it was made: the call */
   uint64_t started;           /* uv_hrtime() when it got its slot */
   uint64_t ended;             /* uv_hrtime() when its transfer ended, 0 before */
+  uint64_t paused_at;         /* uv_hrtime() when we last paused it for a slow reader */
+  uint64_t paused_ns;         /* how long it was paused so in all: the reader's
+                               * pace, which the adaptive limit leaves out */
   /* the final hop's phases from libcurl (each since the hop began, as
    * curl's -w time_*), and the time spent on the hops before it: µs,
    * saturating at UINT32_MAX (71 minutes) */
@@ -517,9 +529,13 @@ struct av_request {
 /* Append req's trace record (trace.c): it has ended, with down and up
  * body bytes moved and its first `reached` phases reached; its header
  * lines too if the owner's trace_headers says so. */
-void av_trace_request(av_buf *trace, const av_request *req, int64_t down, int64_t up, int reached);
-/* Push the records in trace as a list of tables (fields: trace.c). */
-int av_trace_push(lua_State *L, const av_buf *trace);
+void av_trace_request(av_trace *trace, const av_request *req, int64_t down, int64_t up, int reached);
+/* Append a sample: the limit of key ("scheme://host:port"; NULL: the
+ * total) is `limit` (0 = none) from time at (uv_hrtime) on. */
+void av_trace_limit(av_trace *trace, const char *key, lua_Integer limit, uint64_t at);
+/* Push the records in trace (NULL: none) as two lists of tables, the
+ * requests and the limit samples (fields: trace.c); returns 2. */
+int av_trace_push(lua_State *L, const av_trace *trace);
 
 /* The smallest buffer a streamed response pauses at (read_bufsize may
  * raise it): big enough for libcurl to keep a fast download going. */
@@ -601,6 +617,8 @@ typedef struct av_bucket {
 bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now);
 /* Take a token (av_bucket_ready said there is one). */
 void av_bucket_take(av_bucket *b);
+/* Give back a token taken for a start that failed. */
+void av_bucket_give(av_bucket *b, const av_rate *r);
 /* Whether b would be full at now (nothing taken that is not back). */
 bool av_bucket_full(const av_bucket *b, const av_rate *r, uint64_t now);
 /* When (ns) the next token is there, after av_bucket_ready said no. */
@@ -677,11 +695,15 @@ typedef struct av_limiter {
   size_t nbuckets, nkeys;
   av_lkey *waiting;           /* keys that have waiters */
   uint64_t clock;             /* ns: the last time admit or report was told */
+  bool total_given;           /* `limit` was given, or set at run time: limits() shows it */
+  bool total_set, host_set;   /* set at run time (set_limit): a trace shows them */
+  lua_Integer total_shown;    /* the total a trace was last shown ... */
+  uint32_t total_shown_epoch; /* ... in this trace (av_trace.epoch), 0: none */
 } av_limiter;
 
 /* A key's state, for session:limits(). */
 typedef struct av_lkey_info {
-  const char *name;           /* "scheme://host:port" */
+  const char *name;           /* "scheme://host:port"; NULL: the total */
   lua_Integer limit;          /* its limit now (0 = none) */
   lua_Integer in_flight;
   size_t queued;
@@ -702,6 +724,9 @@ void av_limiter_report(av_limiter *l, const av_lnode *n, enum av_outcome out, do
                        double pause, uint64_t now);
 /* Give n's slot back. */
 void av_limiter_release(av_limiter *l, av_lnode *n);
+/* Give n's slot back, and the rate tokens it took: its start failed
+ * before anything was sent (out of memory, a handle that cannot start). */
+void av_limiter_unstart(av_limiter *l, av_lnode *n);
 /* The oldest waiter whose key has room at time now, taken out of its
  * queue with a slot; NULL if none may start. */
 av_lnode *av_limiter_next(av_limiter *l, uint64_t now);
@@ -711,8 +736,15 @@ av_lnode *av_limiter_next(av_limiter *l, uint64_t now);
 av_lnode *av_limiter_alarm(av_limiter *l, uint64_t now, uint64_t *at);
 /* Any waiter, taken out of its queue without a slot; NULL if none. */
 av_lnode *av_limiter_drop(av_limiter *l);
-/* Call fn for each key (session:limits()). */
+/* Call fn for each key, then for the total when it was given or adapts
+ * (session:limits()). */
 void av_limiter_each(av_limiter *l, void (*fn)(void *ud, const av_lkey_info *info), void *ud);
+/* For the trace numbered epoch: call fn with each limit that moves (it
+ * adapts, or was set at run time) and differs from what fn was last given
+ * in this epoch: n's key's (n NULL: every key's), then the total's (key
+ * NULL). No allocation: what was shown is kept in the key. */
+void av_limiter_show(av_limiter *l, const av_lnode *n, uint32_t epoch,
+                     void (*fn)(void *ud, const char *key, lua_Integer limit), void *ud);
 /* Free the keys (nothing may be queued or in flight). */
 void av_limiter_free(av_limiter *l);
 
@@ -722,7 +754,8 @@ void av_limiter_free(av_limiter *l);
 typedef struct av_core_loop {
   av_loop loop;               /* first: the userdata is an av_loop */
   av_transport transport;
-  av_buf *trace;              /* records of ended requests while a trace is on, else NULL */
+  av_trace *trace;            /* what a trace records while one is on, else NULL */
+  uint32_t trace_epochs;      /* traces started (av_trace.epoch) */
   bool trace_headers;         /* ... with their header lines (HAR's) */
 } av_core_loop;
 

@@ -39,6 +39,7 @@ static size_t av_receive_stream(av_request *req, const char *p, size_t len) {
   if (!req->stream_ready) return len;
   if (b->len - req->body_off >= req->stream_limit) {
     req->paused = true;
+    req->paused_at = uv_hrtime();
     av_xfer_paused(req->owner->transport, req->easy, true);
     return CURL_WRITEFUNC_PAUSE;
   }

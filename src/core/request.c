@@ -69,7 +69,7 @@ static int av_request_reached(const av_request *req) {
 static void av_request_never_ran(av_request *req) {
   if (req->ended) return;
   req->ended = uv_hrtime();
-  av_buf *trace = req->owner->trace ? *req->owner->trace : NULL;
+  av_trace *trace = req->owner->trace ? *req->owner->trace : NULL;
   if (trace) av_trace_request(trace, req, 0, 0, 0);
 }
 
@@ -102,7 +102,8 @@ static void av_request_clock(av_request *req) {
   req->t_sent = av_us((uint64_t)sent);
   req->t_first_byte = av_us((uint64_t)first);
   req->ended = uv_hrtime();
-  av_buf *trace = req->owner->trace ? *req->owner->trace : NULL;
+  if (req->paused) req->paused_ns += req->ended - req->paused_at; /* ended paused: closed or cancelled */
+  av_trace *trace = req->owner->trace ? *req->owner->trace : NULL;
   if (trace) {
     curl_off_t down = 0, up = 0;
     curl_easy_getinfo(h, CURLINFO_SIZE_DOWNLOAD_T, &down);
@@ -788,6 +789,7 @@ static int av_request_method(lua_State *L) {
 static void av_request_unpause(av_request *req) {
   if (!req->paused || !req->easy || req->resp_body.len - req->body_off >= req->stream_limit) return;
   req->paused = false;
+  req->paused_ns += uv_hrtime() - req->paused_at;
   av_xfer_paused(req->owner->transport, req->easy, false);
   req->last_read = av_loop_now_ms(req->op.loop); /* sock_read counts from now, not from the pause */
   curl_easy_pause(req->easy->h, CURLPAUSE_CONT);

@@ -63,9 +63,10 @@ static void av_session_unalarm(av_session *s, av_call *c) {
   if (s->alarm == c) s->alarm = NULL;
 }
 
-/* Start c, which has its slot; a start that fails gives the slot back. */
+/* Start c, which has its slot; a start that fails gives the slot back,
+ * and its rate tokens: nothing was sent. */
 static void av_session_start(av_session *s, av_call *c) {
-  if (!av_request_run(&c->req)) av_limiter_release(&s->lim, &c->node);
+  if (!av_request_run(&c->req)) av_limiter_unstart(&s->lim, &c->node);
 }
 
 /* Start the longest-waiting requests whose keys have room, then set the
@@ -99,14 +100,34 @@ static enum av_outcome av_session_outcome(const av_request *req, double *pause) 
   return req->status >= 200 && req->status < 300 ? AV_OUT_SAMPLE : AV_OUT_NONE;
 }
 
+/* The server's part of a request's time (s): from its slot to its end,
+ * less the time its transfer was paused for a slow reader of a stream
+ * (the reader's pace is no server's queue). */
+static double av_session_latency(const av_request *req) {
+  uint64_t took = req->ended > req->started ? req->ended - req->started : 0;
+  return took > req->paused_ns ? (double)(took - req->paused_ns) / 1e9 : 0;
+}
+
+static void av_session_trace_limit(void *ud, const char *key, lua_Integer limit) {
+  av_trace_limit(ud, key, limit, uv_hrtime());
+}
+
+/* While a trace is on, record the limits that moved: n's key's (NULL:
+ * every key's) and the total. Off, one pointer test. */
+static void av_session_trace_limits(av_session *s, const av_lnode *n) {
+  av_trace *trace = *s->owner.trace;
+  if (trace) av_limiter_show(&s->lim, n, trace->epoch, av_session_trace_limit, trace);
+}
+
 /* The request layer's report: a running request gave its slot up. */
 static void av_session_ended(av_request *req) {
   av_session *s = av_session_of(req);
   av_lnode *node = &((av_call *)req)->node;
   double pause;
   enum av_outcome out = av_session_outcome(req, &pause);
-  double latency = req->ended > req->started ? (double)(req->ended - req->started) / 1e9 : 0;
+  double latency = av_session_latency(req);
   av_limiter_report(&s->lim, node, out, latency, req->started, pause, uv_hrtime());
+  av_session_trace_limits(s, node);
   av_limiter_release(&s->lim, node);
   if (!s->loop->closing) av_session_wake(s);
 }
@@ -347,6 +368,7 @@ static int av_session_new(lua_State *L) {
   s->lim.auto_host = auto_host;
   s->lim.rate = rate;
   s->lim.rate_per_host = rate_per_host;
+  s->lim.total_given = !lua_isnoneornil(L, 2);
   av_limiter_init(&s->lim);
   s->owner.read_bufsize = (long)bufsize;
   if (!lua_isnoneornil(L, 4) && !av_headers_append(L, 4, &s->owner.headers, -1)) {
@@ -379,10 +401,13 @@ static int av_session_set_limit(lua_State *L) {
   if (host) {
     s->lim.limit_per_host = n;
     s->lim.auto_host.on = false;
+    s->lim.host_set = true;
   } else {
     s->lim.limit = n;
     s->lim.auto_total.on = false;
+    s->lim.total_set = s->lim.total_given = true;
   }
+  av_session_trace_limits(s, NULL);
   if (!s->closed && !s->loop->closing) av_session_wake(s);
   lua_pushboolean(L, 1);
   return 1;
@@ -406,12 +431,14 @@ static void av_session_limit_row(void *ud, const av_lkey_info *k) {
     lua_pushnumber(L, k->latency_recent);
     lua_setfield(L, -2, "latency_recent");
   }
-  lua_setfield(L, -2, k->name);
+  lua_setfield(L, -2, k->name ? k->name : "total");
 }
 
 /* session:limits() -> { ["scheme://host:port"] = { limit, in_flight,
  * queued, latency_min, latency_recent }, ... } for the hosts the limiter
- * tracks; latencies in seconds, absent until measured. */
+ * tracks; latencies in seconds, absent until measured. With `limit` given
+ * (or set, or "auto"), also total = { limit, in_flight, queued }: no host
+ * key is without "://". */
 static int av_session_limits(lua_State *L) {
   av_session *s = luaL_checkudata(L, 1, AV_SESSION_MT);
   lua_newtable(L);
@@ -429,7 +456,9 @@ static int av_session_request(lua_State *L) {
   const char *key;
   av_call *c = (av_call *)av_request_new(L, sizeof *c, s->loop, loopidx, &av_call_vt, &s->owner, &s->origin, &key);
   if (!c) return 3;
-  switch (av_limiter_admit(&s->lim, &c->node, key, uv_hrtime())) {
+  enum av_admit admit = av_limiter_admit(&s->lim, &c->node, key, uv_hrtime());
+  if (admit != AV_ADMIT_NO_MEMORY) av_session_trace_limits(s, &c->node); /* a new host's first */
+  switch (admit) {
   case AV_ADMIT_RUN:
     av_session_start(s, c);
     break;

@@ -1,8 +1,9 @@
 /* Trace records (avideo.trace): when a trace is on, each request that
  * ends appends one record to the loop's trace buffer: its clock (call,
  * slot, end), libcurl's phases, status, sizes, and the header lines sent
- * and received. Lua takes them (loop:trace_take) and writes the file.
- * When no trace is on, a request pays one pointer test. */
+ * and received; and a limit that moves appends a sample when it changes
+ * (the session says when). Lua takes them (loop:trace_take) and writes
+ * the file. When no trace is on, a request pays one pointer test. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +28,30 @@ static bool av_trace_str(av_buf *b, const char *s, uint32_t *len) {
   return av_buf_append(b, s ? s : "", n);
 }
 
-void av_trace_request(av_buf *trace, const av_request *req, int64_t down, int64_t up, int reached) {
+/* One limit sample's fixed part; its key follows it in the buffer. */
+typedef struct av_trace_limit_rec {
+  uint64_t at;                /* uv_hrtime */
+  int64_t limit;
+  uint32_t len;               /* the key's */
+  uint8_t total;              /* the total's, not a key's */
+} av_trace_limit_rec;
+
+void av_trace_limit(av_trace *trace, const char *key, lua_Integer limit, uint64_t at) {
+  av_trace_limit_rec r;
+  memset(&r, 0, sizeof r);
+  r.at = at;
+  r.limit = (int64_t)limit;
+  r.total = key == NULL;
+  r.len = key ? (uint32_t)strlen(key) : 0;
+  size_t was = trace->limits.len;
+  /* out of memory: the sample is dropped whole */
+  if (!av_buf_append(&trace->limits, (const char *)&r, sizeof r) ||
+      !av_buf_append(&trace->limits, key ? key : "", r.len))
+    trace->limits.len = was;
+}
+
+void av_trace_request(av_trace *tr, const av_request *req, int64_t down, int64_t up, int reached) {
+  av_buf *trace = &tr->requests;
   bool headers = req->owner->trace_headers && *req->owner->trace_headers;
   av_trace_rec r;
   memset(&r, 0, sizeof r);
@@ -80,14 +104,38 @@ static void av_field_int(lua_State *L, const char *name, lua_Integer v) {
   lua_setfield(L, -2, name);
 }
 
-int av_trace_push(lua_State *L, const av_buf *trace) {
+/* Copy the fixed part of the record at *p (size bytes) into rec and step
+ * past it; false at the end of b. */
+static bool av_trace_next(const av_buf *b, const char **p, void *rec, size_t size) {
+  if (!b || !b->data) return false;
+  if (!*p) *p = b->data;
+  if (*p + size > b->data + b->len) return false;
+  memcpy(rec, *p, size);
+  *p += size;
+  return true;
+}
+
+/* Push the limit samples as a list of { at, limit, key } (key absent:
+ * the total). */
+static void av_trace_push_limits(lua_State *L, const av_buf *b) {
   lua_newtable(L);
-  const char *p = trace ? trace->data : NULL, *end = p ? p + trace->len : NULL;
+  const char *p = NULL;
+  av_trace_limit_rec r;
+  for (int i = 1; av_trace_next(b, &p, &r, sizeof r); i++) {
+    lua_createtable(L, 0, 3);
+    av_field_num(L, "at", (lua_Number)r.at / 1e9);
+    av_field_int(L, "limit", (lua_Integer)r.limit);
+    if (!r.total) av_field_str(L, "key", &p, r.len);
+    lua_rawseti(L, -2, i);
+  }
+}
+
+int av_trace_push(lua_State *L, const av_trace *t) {
+  lua_newtable(L);
+  const char *p = NULL;
   static const char *const phases[] = {"dns", "connect", "tls", "sent", "first_byte"};
-  for (int i = 1; p && p + sizeof(av_trace_rec) <= end; i++) {
-    av_trace_rec r;
-    memcpy(&r, p, sizeof r);
-    p += sizeof r;
+  av_trace_rec r;
+  for (int i = 1; av_trace_next(t ? &t->requests : NULL, &p, &r, sizeof r); i++) {
     lua_createtable(L, 0, 20);
     /* seconds on avideo.now()'s clock */
     av_field_num(L, "created", (lua_Number)r.created / 1e9);
@@ -111,5 +159,6 @@ int av_trace_push(lua_State *L, const av_buf *trace) {
     av_field_str(L, "headers_received", &p, r.len_received);
     lua_rawseti(L, -2, i);
   }
-  return 1;
+  av_trace_push_limits(L, t ? &t->limits : NULL);
+  return 2;
 }

@@ -1,8 +1,10 @@
 /* The overload model of one endpoint: `capacity` slots and a FIFO queue.
  * A request that takes a slot sleeps
  *   scale * (min_delay + factor * min(waiting, 10))
- * where waiting is the queue length behind it at that moment. Pure
- * bookkeeping: timers and connections are request.c's business. */
+ * where waiting is the queue length behind it at that moment. The
+ * capacity may change at run time (POST /capacity): busy may then be above
+ * it until the extra requests are done. Pure bookkeeping: timers and
+ * connections are request.c's business. */
 #include "server.h"
 
 /* Beyond this many waiting, the delay grows no more. */
@@ -66,12 +68,24 @@ void av_gate_remove(struct av_gate *gate, struct av_waiter *waiter)
 struct av_waiter *av_gate_release(struct av_gate *gate, double *delay)
 {
   struct av_waiter *head = gate->head;
-  if (head == NULL) {
+  /* Past a capacity that shrank, the slot is gone rather than passed on. */
+  if (head == NULL || gate->busy > gate->capacity) {
     gate->busy--;
     return NULL;
   }
   /* The slot passes straight to the head: busy stays the same. */
   av_gate_remove(gate, head);
+  *delay = av_gate_delay(gate);
+  return head;
+}
+
+struct av_waiter *av_gate_admit(struct av_gate *gate, double *delay)
+{
+  struct av_waiter *head = gate->head;
+  if (head == NULL || gate->busy >= gate->capacity)
+    return NULL;
+  av_gate_remove(gate, head);
+  gate->busy++;
   *delay = av_gate_delay(gate);
   return head;
 }

@@ -8,8 +8,7 @@
 
 #include "server.h"
 
-/* Most slots a gate may have; most requests --rate-limit counts. */
-#define AV_CAPACITY_MAX 100000
+/* Most requests --rate-limit counts. */
 #define AV_RATE_MAX 1000000
 
 static void av_main_usage(FILE *out)
@@ -36,7 +35,8 @@ static void av_main_usage(FILE *out)
     "  --help                    show this help and exit\n"
     "\n"
     "Serves GET /videos/?n=N, GET /videos/{id}, GET /videos/{id}/transcript\n"
-    "and PATCH /videos/{id} as compact JSON over HTTP/1.1.\n"
+    "and PATCH /videos/{id} as compact JSON over HTTP/1.1; GET /stats what\n"
+    "it has seen; POST /capacity?video=N&transcript=M changes the capacities.\n"
     "Request bodies are limited to 1 MiB (413 beyond), request line and\n"
     "headers to 16 KiB.\n"
     "When ready, prints \"avideo-server listening on http://HOST:PORT\".\n"

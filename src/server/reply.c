@@ -60,11 +60,14 @@ bool av_replies_init(struct av_replies *replies, size_t videos)
     av_reply_prepare(av_reply_detail("Method Not Allowed"), "GET");
   replies->get_patch =
     av_reply_prepare(av_reply_detail("Method Not Allowed"), "GET, PATCH");
+  replies->get_post =
+    av_reply_prepare(av_reply_detail("Method Not Allowed"), "GET, POST");
   replies->too_large = av_reply_prepare(
     av_reply_detail("Request body too large (limit 1 MiB)"), NULL);
   replies->success = av_reply_prepare(json_string("success"), NULL);
   if (replies->videos && replies->not_found && replies->video_not_found &&
-      replies->get_only && replies->get_patch && replies->too_large &&
+      replies->get_only && replies->get_patch && replies->get_post &&
+      replies->too_large &&
       replies->success)
     return true;
   av_replies_free(replies);
@@ -75,6 +78,7 @@ void av_replies_free(struct av_replies *replies)
 {
   struct MHD_Response *fixed[] = { replies->not_found, replies->video_not_found,
                                    replies->get_only, replies->get_patch,
+                                   replies->get_post,
                                    replies->too_large, replies->success };
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
     if (fixed[i])

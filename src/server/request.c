@@ -167,6 +167,15 @@ void av_request_defer(struct av_request *req, struct av_gate *gate)
   av_request_watch(req);
 }
 
+void av_request_set_capacity(struct av_gate *gate, unsigned capacity)
+{
+  double delay;
+  struct av_waiter *next;
+  gate->capacity = capacity;
+  while ((next = av_gate_admit(gate, &delay)))
+    av_request_sleep(av_container_of(next, struct av_request, waiter), delay);
+}
+
 void av_request_complete(struct av_request *req)
 {
   struct av_server *server = req->server;

@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,6 +210,61 @@ static enum MHD_Result av_routes_stats(struct av_server *server,
   return av_reply_json(conn, MHD_HTTP_OK, stats);
 }
 
+/* One ?name=N of POST /capacity into *out (unchanged when absent); a 400
+ * body when it is not a whole number from 1 to AV_CAPACITY_MAX. */
+static json_t *av_routes_capacity_arg(struct MHD_Connection *conn,
+                                      const char *name, unsigned *out,
+                                      bool *given)
+{
+  const char *value = NULL;
+  size_t len = 0;
+  if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, name,
+                                    strlen(name), &value, &len) != MHD_YES)
+    return NULL;
+  size_t i = 0;
+  unsigned long long n = 0;
+  for (; value && i < len && i < 7 && isdigit((unsigned char)value[i]); i++)
+    n = n * 10 + (unsigned)(value[i] - '0');
+  if (i == 0 || i != len || n < 1 || n > AV_CAPACITY_MAX) {
+    char why[160];
+    snprintf(why, sizeof why,
+             "%s must be a whole number from 1 to %d, got '%.40s'", name,
+             AV_CAPACITY_MAX, value ? value : "");
+    return json_pack("{s:s}", "detail", why);
+  }
+  *out = (unsigned)n;
+  *given = true;
+  return NULL;
+}
+
+/* GET /capacity: the slots of videos and transcripts. POST
+ * /capacity?video=N&transcript=M changes either or both first (all or
+ * nothing), so a test changes the capacity mid-run. */
+static enum MHD_Result av_routes_capacity(struct av_server *server,
+                                          struct MHD_Connection *conn,
+                                          bool post)
+{
+  struct av_gate *video = &server->gates.video;
+  struct av_gate *transcript = &server->gates.transcript;
+  unsigned v = video->capacity, t = transcript->capacity;
+  bool given = false;
+  if (post) {
+    json_t *bad = av_routes_capacity_arg(conn, "video", &v, &given);
+    if (bad == NULL)
+      bad = av_routes_capacity_arg(conn, "transcript", &t, &given);
+    if (bad == NULL && !given)
+      bad = json_pack("{s:s}", "detail",
+                      "give video=N and/or transcript=N, each 1 to 100000");
+    if (bad)
+      return av_reply_json(conn, MHD_HTTP_BAD_REQUEST, bad);
+    av_request_set_capacity(video, v);
+    av_request_set_capacity(transcript, t);
+  }
+  return av_reply_json(conn, MHD_HTTP_OK,
+                       json_pack("{s:I,s:I}", "video", (json_int_t)v,
+                                 "transcript", (json_int_t)t));
+}
+
 /* --rate-limit: 0 when the client may go on, else its Retry-After. */
 static unsigned av_routes_rate(struct av_server *server,
                                struct MHD_Connection *conn)
@@ -283,7 +339,13 @@ static enum MHD_Result av_routes_dispatch(struct av_server *server,
     return get ? av_routes_stats(server, conn)
                : av_reply_queue(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
                                 replies->get_only);
-  /* /stats is the tests' window on the server: never rate limited. */
+  if (strcmp(url, "/capacity") == 0) {
+    if (get || strcmp(method, MHD_HTTP_METHOD_POST) == 0)
+      return av_routes_capacity(server, conn, !get);
+    return av_reply_queue(conn, MHD_HTTP_METHOD_NOT_ALLOWED, replies->get_post);
+  }
+  /* /stats and /capacity are the tests' window on the server and their
+   * control: never rate limited. */
   unsigned retry_after = av_routes_rate(server, conn);
   if (retry_after)
     return av_reply_too_many(conn, retry_after);

@@ -23,6 +23,8 @@
 #define AV_HEADER_LIMIT ((size_t)16 << 10)
 /* Most videos --videos accepts: the store keeps them all in memory. */
 #define AV_VIDEOS_MAX 100000
+/* Most slots a gate may have (--video-capacity, POST /capacity). */
+#define AV_CAPACITY_MAX 100000
 
 #define av_container_of(ptr, type, member) \
   ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -134,9 +136,12 @@ bool av_gate_take(struct av_gate *gate, double *delay);
 void av_gate_push(struct av_gate *gate, struct av_waiter *waiter);
 /* Take a queued waiter out (it left). */
 void av_gate_remove(struct av_gate *gate, struct av_waiter *waiter);
-/* Give a slot back. If someone waits, the head takes the slot: it is
- * returned with its *delay; else NULL. */
+/* Give a slot back. If someone waits and busy is within the capacity, the
+ * head takes the slot: it is returned with its *delay; else NULL. */
 struct av_waiter *av_gate_release(struct av_gate *gate, double *delay);
+/* After the capacity grew: the head takes a free slot (returned with its
+ * *delay), or NULL when none is free or nobody waits. */
+struct av_waiter *av_gate_admit(struct av_gate *gate, double *delay);
 
 /* ---- rate.c: --rate-limit, a token bucket per client address ---- */
 
@@ -170,6 +175,7 @@ struct av_replies {
   struct MHD_Response *video_not_found; /* 404 unknown id */
   struct MHD_Response *get_only;        /* 405, Allow: GET */
   struct MHD_Response *get_patch;       /* 405, Allow: GET, PATCH */
+  struct MHD_Response *get_post;        /* 405, Allow: GET, POST */
   struct MHD_Response *too_large;       /* 413 */
   struct MHD_Response *success;         /* 200 "success" */
   struct MHD_Response **videos;         /* 200 per video, built on demand */
@@ -306,6 +312,10 @@ void av_request_complete(struct av_request *req);
 /* Shutdown: every suspended request leaves its gate and is resumed to be
  * dropped. */
 void av_request_abort_all(struct av_server *server);
+/* POST /capacity: gate has `capacity` slots from now on. Waiters take the
+ * new slots of a larger one at once; past a smaller one, requests holding
+ * a slot finish and nobody gets one until busy is below it. */
+void av_request_set_capacity(struct av_gate *gate, unsigned capacity);
 
 /* ---- routes.c: the API ---- */
 

@@ -3,7 +3,8 @@
 --   1 "requests": one track per connection slot in use, so the picture
 --     looks like the talk's; one complete event per request, "METHOD URL",
 --     with its phases nested (redirect, dns, connect, tls, waiting,
---     receiving), and the counters "in flight" and "queued";
+--     receiving), the counters "in flight" and "queued", and a counter
+--     "limit KEY" per host (and "limit total") whose limit moved;
 --   2 "queue": the wait of each request for a slot (and those that never
 --     got one), on as many tracks as waited at once;
 --   3 "tasks": tasks, with their sleeps and run_in_thread jobs nested.
@@ -91,6 +92,15 @@ local function requests(events, r)
   end
 end
 
+-- The limits that moved: one counter per host and one for the total,
+-- a sample at each change.
+local function limits(events, r)
+  for _, l in ipairs(r.limits or {}) do
+    events[#events + 1] = { name = "limit " .. (l.key or "total"), ph = "C", pid = 1, tid = 0,
+      ts = us(l.at, r.t0), args = { limit = l.limit } }
+  end
+end
+
 local function tasks(events, r)
   local t0, t1 = r.t0, r.t1
   local lane_of, n = lanes.assign(r.tasks, function(t) return t.start, t.finish or t1 end)
@@ -110,6 +120,7 @@ end
 function M.render(r)
   local events = {}
   requests(events, r)
+  limits(events, r)
   tasks(events, r)
   return json.encode({ traceEvents = events, displayTimeUnit = "ms",
     otherData = { producer = "avideo", started = r.wall0 } })

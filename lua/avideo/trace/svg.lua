@@ -4,7 +4,9 @@
 -- the status (or the error) after it, a time axis and a legend. Each
 -- request is one <g class="request"> group. Past MAX_ROWS requests, rows
 -- hold several requests each (drawn over one another, lighter), so 10,000
--- requests still make a picture of readable size.
+-- requests still make a picture of readable size. When a limit moved
+-- (adaptive, or set at run time), a band under the rows draws it as a step
+-- line on the same time axis, one per host and the total (<g class="limits">).
 local M = {}
 
 local MAX_ROWS = 400
@@ -17,6 +19,10 @@ local COLOURS = {
 }
 local COLOUR = {}
 for _, c in ipairs(COLOURS) do COLOUR[c[1]] = c[2] end
+
+-- The limits band: its height, and at most this many lines in it.
+local LIMIT_BAND, LIMIT_LINES = 90, 6
+local LIMIT_COLOURS = { "#e65100", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457", "#5d4037" }
 
 local function esc(s)
   return (tostring(s):gsub("[&<>\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" }))
@@ -60,6 +66,54 @@ local function phases(q)
   return out
 end
 
+-- The limit samples as lines, the total's first, then the hosts' in the
+-- order they appear: { name, points = { {t, limit}, ... } }, and the
+-- highest limit (the band's top).
+local function limit_lines(samples)
+  local lines, by_name, top = {}, {}, 1
+  for _, l in ipairs(samples or {}) do
+    local name = l.key or "total"
+    local line = by_name[name]
+    if not line then
+      line = { name = name, points = {} }
+      by_name[name] = line
+      if l.key then lines[#lines + 1] = line else table.insert(lines, 1, line) end
+    end
+    line.points[#line.points + 1] = { l.at, l.limit }
+    if l.limit > top then top = l.limit end
+  end
+  return lines, top
+end
+
+-- Draw the limits band at y (its top): a step line per limit, held from
+-- each sample to the next and the last one to t_end.
+local function limits_band(w, lines, top, y, x, t_end)
+  w(('<g class="limits">\n<text x="10" y="%d" font-weight="bold">limit (0 to %d)</text>\n'):format(y + 12, top))
+  w(('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#e0e0e0"/>\n'):format(LABEL, y + LIMIT_BAND, WIDTH - RIGHT,
+    y + LIMIT_BAND))
+  local function ly(v) return y + LIMIT_BAND - v / top * (LIMIT_BAND - 8) end
+  for i = 1, math.min(#lines, LIMIT_LINES) do
+    local line, colour = lines[i], LIMIT_COLOURS[i]
+    local pts, last = {}, nil
+    for _, p in ipairs(line.points) do
+      if last then pts[#pts + 1] = fmt(x(p[1])) .. "," .. fmt(ly(last)) end
+      pts[#pts + 1] = fmt(x(p[1])) .. "," .. fmt(ly(p[2]))
+      last = p[2]
+    end
+    pts[#pts + 1] = fmt(x(t_end)) .. "," .. fmt(ly(last))
+    local label = line.name
+    if #label > 40 then label = "…" .. label:sub(-39) end
+    w(('<text x="10" y="%d" fill="%s">%s: %d</text>\n'):format(y + 12 + 13 * i, colour, esc(label), last))
+    w(('<polyline class="limit" fill="none" stroke="%s" stroke-width="1.5" points="%s"><title>limit %s</title>'
+      .. '</polyline>\n'):format(colour, table.concat(pts, " "), esc(line.name)))
+  end
+  if #lines > LIMIT_LINES then
+    w(('<text x="10" y="%d" fill="#555555">and %d more</text>\n'):format(y + 12 + 13 * (LIMIT_LINES + 1),
+      #lines - LIMIT_LINES))
+  end
+  w('</g>\n')
+end
+
 --- The file's text for recording r (see avideo/trace.lua).
 function M.render(r)
   local list = {}
@@ -73,10 +127,15 @@ function M.render(r)
     if q.created < t_start then t_start = q.created end
     if q.ended > t_end then t_end = q.ended end
   end
+  local lines, top = limit_lines(r.limits)
+  for _, l in ipairs(r.limits or {}) do
+    if l.at > t_end then t_end = l.at end
+  end
   local span = math.max(t_end - t_start, 1e-3)
   local chart = WIDTH - LABEL - RIGHT
   local function x(t) return LABEL + (t - t_start) / span * chart end
-  local height = TOP + rows * ROW + 40
+  local band = #lines > 0 and LIMIT_BAND + 30 or 0
+  local height = TOP + rows * ROW + 40 + band
   local out = {}
   local function w(s) out[#out + 1] = s end
   w(('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
@@ -136,6 +195,7 @@ function M.render(r)
     end
     w('</g>\n')
   end
+  if #lines > 0 then limits_band(w, lines, top, TOP + rows * ROW + 20, x, t_end) end
   w('</svg>\n')
   return table.concat(out)
 end
