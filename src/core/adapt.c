@@ -16,8 +16,9 @@
  * small, then at most AV_STEP_MAX more a round trip, because a latency
  * signal comes one round trip late and what was added meanwhile all
  * queues. After a cut it probes one slot a round trip up to the knee (what
- * was in flight when the queue showed), and slow starts again once past
- * it (the server grew). */
+ * was in flight when the queue showed); past it the lead over the knee
+ * doubles a round trip (up to AV_STEP_MAX), so a server that grew is found
+ * in a few round trips and a probe that finds nothing overshoots little. */
 #include <math.h>
 
 #include "private.h"
@@ -66,11 +67,20 @@ double av_adapt_slowness(const av_adapt *a, double latency) {
 
 /* Cut to factor * base (at most the limit); a latency cut keeps what the
  * answers since the last cut proved, up to AV_CUT_MAX * base. */
-static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, bool keep_proven,
+/* Whether the limit is ramping: in the first slow start, or past the
+ * knee (the server grew). */
+static bool av_adapt_ramping(const av_adapt *a) { return a->w_max == 0 || a->limit > a->w_max + 1; }
+
+/* Cut to factor * base (at most the limit). A latency cut that ends a ramp
+ * keeps what the answers since the last cut proved, up to AV_CUT_MAX *
+ * base: the ramp's overshoot is not the server's capacity falling, and
+ * near the knee that proof is stale (a server that got slower cuts from
+ * its old limit). */
+static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, bool latency,
                          uint64_t started, uint64_t now) {
   if (started < a->last_cut) return; /* sent under the old limit: already paid for */
   double to = base * factor;
-  if (keep_proven && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
+  if (latency && av_adapt_ramping(a) && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
   a->w_max = fmin(a->limit, base); /* the knee: what was in flight when the queue showed */
   a->limit = fmin(a->limit, to);
   if (a->limit < c->min) a->limit = c->min;
@@ -80,10 +90,11 @@ static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, doubl
 
 static void av_adapt_grow(av_adapt *a, const av_adapt_conf *c, double in_flight) {
   if (2 * in_flight < a->limit) return; /* not used: no evidence there is room */
-  double step;
-  if (a->w_max == 0 || a->limit > a->w_max + 1) step = fmin(1, AV_STEP_MAX / a->limit); /* slow start */
-  else step = 1 / a->limit; /* up to the knee: one more a round trip */
-  a->limit += step;
+  double per_round_trip;
+  if (a->w_max == 0) per_round_trip = a->limit; /* slow start: x2 */
+  else if (a->limit > a->w_max + 1) per_round_trip = a->limit - a->w_max; /* past the knee: the lead doubles */
+  else per_round_trip = 1; /* up to the knee: one more */
+  a->limit += fmin(per_round_trip, AV_STEP_MAX) / a->limit;
   if (a->limit > c->max) a->limit = c->max;
 }
 
