@@ -49,6 +49,17 @@ local function run(cmd)
   return out
 end
 
+describe("the progress line", function()
+  it("names at most three adaptive limits, then how many more", function()
+    local line = require("avideo.progress").line
+    local st = { what = "gather", done = 1, total = 9, failed = 0, in_flight = 2, queued = 3, rate = 1, eta = 8,
+      finished = false, limits = {} }
+    assert.equal("gather: 1/9 done, 2 in flight, 3 queued, 1.0/s, ETA 8.0 s", line(st))
+    st.limits = { { key = "a", limit = 10 }, { key = "b", limit = 40 }, { key = "c", limit = 3 }, { key = "d", limit = 1 } }
+    assert.equal("gather: 1/9 done, 2 in flight, 3 queued, limits 10 40 3 +1, 1.0/s, ETA 8.0 s", line(st))
+  end)
+end)
+
 for _, kind in ipairs { "gather", "as_completed" } do
   describe(kind .. " progress", function()
     it("redraws one line on a terminal and ends it", function()
@@ -111,6 +122,34 @@ for _, kind in ipairs { "gather", "as_completed" } do
         if not st.finished and st.done > 0 then assert.is_true(st.eta >= 0) end
       end
       assert.is_true(saw_flight)
+    end)
+
+    it("shows what an adaptive limit found while it runs", function()
+      local states = {}
+      avideo.run(function()
+        local s <close> = avideo.session { limit_per_host = "auto", timeout = 10 }
+        local ids = s:get(server.url .. "/videos?n=40"):json()
+        local items = {}
+        for i, id in ipairs(ids) do items[i] = function() return s:get(server.url .. "/videos/" .. id).status end end
+        local opts = { progress = function(st) states[#states + 1] = st end }
+        if kind == "gather" then
+          avideo.gather(items, opts)
+        else
+          for _ in avideo.as_completed(items, opts) do end
+        end
+      end)
+      local seen
+      for _, st in ipairs(states) do
+        for _, l in ipairs(st.limits) do
+          assert.equal(server.url, l.key)
+          assert.is_true(l.limit >= 1)
+          seen = st
+        end
+      end
+      assert.is_truthy(seen, "no state showed the limit")
+      seen.what = "gather"
+      assert.matches(", limit %d+, ", require("avideo.progress").line(seen))
+      assert.same({}, states[#states].limits) -- nothing in flight at the end
     end)
 
     it("refuses anything but true or a function", function()

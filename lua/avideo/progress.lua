@@ -7,7 +7,9 @@
 -- in_flight (requests inside libcurl, of every session), queued (running
 -- items not in flight: waiting for a slot, or doing something else),
 -- rate (items a second), eta (seconds, nil until one item ended),
--- elapsed (seconds).
+-- elapsed (seconds), limits (what the adaptive limits of the live
+-- sessions found, for keys in use: a list of { key, limit }, key a host
+-- or "total", sorted; empty without "auto").
 local core = require "avideo.core"
 local errors = require "avideo.errors"
 local sched = require "avideo.scheduler"
@@ -25,6 +27,21 @@ local function duration(s)
   return ("%dm%02ds"):format(math.floor(s / 60), math.floor(s % 60))
 end
 
+-- The adaptive limits in use now, sorted by key.
+local function adaptive_limits()
+  local list = {}
+  for session in pairs(sched.adaptive) do
+    if not session.closed then
+      for key, row in pairs(session:limits()) do
+        local adapts = key == "total" and session.limit == "auto" or key ~= "total" and session.limit_per_host == "auto"
+        if adapts and row.in_flight + row.queued > 0 then list[#list + 1] = { key = key, limit = row.limit } end
+      end
+    end
+  end
+  table.sort(list, function(a, b) return a.key < b.key end)
+  return list
+end
+
 function Progress:state(finished)
   local elapsed = core.now() - self.t0
   local running = self.started - self.done
@@ -35,7 +52,7 @@ function Progress:state(finished)
     done = self.done, total = self.total, failed = self.failed, running = running,
     in_flight = in_flight, queued = running - in_flight, rate = rate,
     eta = (self.done > 0 and rate > 0) and (self.total - self.done) / rate or nil,
-    elapsed = elapsed, finished = finished or false,
+    elapsed = elapsed, finished = finished or false, limits = adaptive_limits(),
   }
 end
 
@@ -45,8 +62,15 @@ function M.line(st)
   if st.finished then
     return text .. (" in %s (%.1f/s)"):format(duration(st.elapsed), st.rate)
   end
-  return text .. (", %d in flight, %d queued, %.1f/s, ETA %s"):format(st.in_flight, st.queued, st.rate,
-    duration(st.eta))
+  text = text .. (", %d in flight, %d queued"):format(st.in_flight, st.queued)
+  local limits = st.limits or {}
+  if #limits > 0 then -- what "auto" found: at most three, then how many more
+    local shown = {}
+    for i = 1, math.min(3, #limits) do shown[i] = tostring(limits[i].limit) end
+    if #limits > 3 then shown[#shown + 1] = ("+%d"):format(#limits - 3) end
+    text = text .. (#limits == 1 and ", limit " or ", limits ") .. table.concat(shown, " ")
+  end
+  return text .. (", %.1f/s, ETA %s"):format(st.rate, duration(st.eta))
 end
 
 function Progress:report(finished)

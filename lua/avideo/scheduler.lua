@@ -720,4 +720,8 @@ end
 
 M.now = core.now
 
+-- The live sessions whose limits adapt ("auto"), weakly: the progress
+-- line shows what they found (session.lua registers them).
+M.adaptive = setmetatable({}, { __mode = "k" })
+
 return M

@@ -359,7 +359,7 @@ function Session.new(loop, opts)
   local core, limit, per_host = loop:session(opts.limit, opts.limit_per_host, headers, opts.read_bufsize,
     opts.ssl ~= false, ca_file, settings, opts.cookie_jar ~= false, opts.rate, opts.rate_per_host)
   if not core then raise(limit, per_host) end -- here: the kind and the message
-  return setmetatable({
+  local self = setmetatable({
     _core = core,
     _headers = headers,
     _timeout = merge_timeout({ total = DEFAULT_TOTAL_TIMEOUT }, opts.timeout, "avideo.session"),
@@ -372,6 +372,8 @@ function Session.new(loop, opts)
     limit_per_host = per_host,
     closed = false,
   }, Session)
+  if limit == "auto" or per_host == "auto" then sched.adaptive[self] = true end
+  return self
 end
 
 local function check_session(self, fn)
