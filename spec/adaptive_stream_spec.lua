@@ -67,4 +67,34 @@ describe("adaptive limits and slow stream readers", function()
       assert.is_true(seen.limit >= 4, seen.limit)
     end)
   end)
+
+  it("learn nothing from a stream closed or dropped before its end", function()
+    avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = "auto" }
+      for i = 1, 4 do
+        local r = s:get(("%s/big?bytes=%d&ms=%d"):format(peer.url, SIZE, SERVER_MS), { stream = true })
+        assert.is_truthy(r:read()) -- a piece, then no more: not a whole answer
+        if i % 2 == 0 then r:close() end
+        r = nil -- luacheck: ignore (dropped: collected below)
+        collectgarbage()
+      end
+      local row = s:limits()[peer.url]
+      -- no sample: its latency, the time to a first piece, would become
+      -- the best, and every whole download would then look slow
+      assert.is_nil(row and row.latency_min)
+    end)
+  end)
+
+  it("take a timeout spent waiting for the reader as the reader's", function()
+    avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = { initial = 8 } }
+      local r = s:get(("%s/big?bytes=%d"):format(peer.url, SIZE), { stream = true, timeout = { total = 0.3 } })
+      assert.is_truthy(r:read())
+      avideo.sleep(0.5) -- paused for us past the total timeout
+      local ok, err = pcall(function() while r:read() do end end)
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(err, "timeout"), tostring(err))
+      assert.equal(8, s:limits()[peer.url].limit) -- not halved: the server was not slow
+    end)
+  end)
 end)

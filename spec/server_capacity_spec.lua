@@ -188,6 +188,9 @@ describe("avideo-server capacities and rate limit #server", function()
       { "?video=", "got ''" },
       { "", "give video=N and/or transcript=N, each 1 to 100000" },
       { "?videos=3", "give video=N and/or transcript=N" },
+      -- not UTF-8: shown as ASCII, and nothing changes (transcript too)
+      { "?video=%FF&transcript=5", "video must be a whole number from 1 to 100000, got '?'" },
+      { "?video=" .. ("9"):rep(60), "got '" .. ("9"):rep(40) .. "...'" },
     }
     for _, case in ipairs(cases) do
       local r = client.request("POST", server.url .. "/capacity" .. case[1])
@@ -197,6 +200,9 @@ describe("avideo-server capacities and rate limit #server", function()
       assert.is_truthy(detail:find(case[2], 1, true), case[1] .. ": " .. detail)
     end
     assert.are.same({ video = 10, transcript = 20 }, client.get_json(server.url .. "/capacity"))
+    -- leading zeros are a number like any other
+    assert.are.equal(200, client.request("POST", server.url .. "/capacity?video=00000005").status)
+    assert.are.same({ video = 5, transcript = 20 }, client.get_json(server.url .. "/capacity"))
     local r = client.request("PUT", server.url .. "/capacity")
     assert.are.equal(405, r.status)
     assert.are.equal("GET, POST", r.headers["allow"])

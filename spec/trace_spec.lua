@@ -257,6 +257,29 @@ describe("limits in a trace", function()
     assert.is_nil(next(fixed))
   end)
 
+  it("name their session when two sessions' limits moved", function()
+    local counters = limit_counters(traced("two.json", function()
+      avideo.run(function()
+        local a <close> = avideo.session { limit_per_host = "auto", timeout = 10 }
+        local b <close> = avideo.session { limit_per_host = "auto", timeout = 10 }
+        local tasks = {}
+        for i, id in ipairs(ids) do
+          local s = i % 2 == 0 and a or b
+          tasks[i] = function() return s:get(server.url .. "/videos/" .. id).status end
+        end
+        avideo.gather(tasks)
+      end)
+    end))
+    local names = {}
+    for name in pairs(counters) do names[#names + 1] = name end
+    table.sort(names)
+    assert.equal(2, #names, table.concat(names, ", "))
+    for _, name in ipairs(names) do
+      assert.matches("^limit " .. server.url:gsub("%p", "%%%0") .. " %(session %d+%)$", name)
+    end
+    assert.are_not.equal(names[1], names[2])
+  end)
+
   it("are shown again in the next trace, though unchanged", function()
     avideo.run(function()
       local s <close> = avideo.session { limit_per_host = 2, timeout = 10 }

@@ -26,7 +26,7 @@ local function invalid(fmt, ...) errors.raise("invalid", fmt:format(...)) end
 
 -- The recording in progress: { path, format, t0, wall0, tasks, spans },
 -- then requests and limits (the core's records and limit samples: { at,
--- limit, key }, key nil for the total) once it stops.
+-- limit, session, key, name }, key nil for the total) once it stops.
 local current
 
 -- Lua-side events (tasks, sleeps, threads): kept in plain tables.
@@ -93,12 +93,25 @@ end
 
 --- Stop recording and write the file; returns its path and the number of
 -- requests in it.
+-- Name each limit sample's line: its key (or "total"), and its session's
+-- number when more than one session's limits moved.
+local function name_limits(limits)
+  local sessions, n = {}, 0
+  for _, l in ipairs(limits) do
+    if not sessions[l.session] then sessions[l.session], n = true, n + 1 end
+  end
+  for _, l in ipairs(limits) do
+    l.name = (l.key or "total") .. (n > 1 and (" (session %d)"):format(l.session) or "")
+  end
+end
+
 function M.stop()
   if not current then invalid("avideo.trace.stop: no trace is being recorded") end
   local r = current
   current = nil
   sched.set_tracer(nil)
   r.requests, r.limits = sched.loop:trace_take()
+  name_limits(r.limits)
   sched.loop:trace(false)
   r.t1 = core.now()
   local text = require(FORMATS[r.format]).render(r)

@@ -29,8 +29,9 @@
 #define AV_TOLERANCE 1.3
 #define AV_SLACK 0.002
 /* An answer this close to the best proves the in-flight count it was
- * sent under: a cut goes no lower than that (if it is below the cut's
- * own bound). */
+ * sent under: a cut that ends a ramp goes no lower than that (if it is
+ * below the cut's own bound). The proof lasts until a cut or the end of
+ * the best latency's window. */
 #define AV_PROVEN 1.1
 /* The best latency is the smaller of the last two windows of this many
  * samples: a server that became slower for good is believed after two. */
@@ -57,16 +58,20 @@ void av_adapt_measure(av_adapt *a, double latency) {
     a->lat_min = a->win_min;
     a->win_min = 0;
     a->win_n = 0;
+    a->proven = 0; /* what a window ago proved is stale too */
   }
 }
 
 double av_adapt_slowness(const av_adapt *a, double latency) {
-  if (!(a->lat_min > 0) || latency <= a->lat_min + AV_SLACK) return 1;
-  return latency / a->lat_min;
+  if (!(a->lat_min > 0) || latency <= a->lat_min) return 1;
+  /* latency / best, but with the excess over the best measured against
+   * what is tolerated: for a best over AV_SLACK / (AV_TOLERANCE - 1) that
+   * is the same, below it the slack stretches it (continuous: a fast
+   * server's answer just past the slack is just past the tolerance) */
+  double tolerated = fmax((AV_TOLERANCE - 1) * a->lat_min, AV_SLACK);
+  return 1 + (AV_TOLERANCE - 1) * (latency - a->lat_min) / tolerated;
 }
 
-/* Cut to factor * base (at most the limit); a latency cut keeps what the
- * answers since the last cut proved, up to AV_CUT_MAX * base. */
 /* Whether the limit is ramping: in the first slow start, or past the
  * knee (the server grew). */
 static bool av_adapt_ramping(const av_adapt *a) { return a->w_max == 0 || a->limit > a->w_max + 1; }

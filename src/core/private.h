@@ -204,6 +204,7 @@ struct av_loop {
   uv_timer_t deadline_timer;  /* earliest op deadline */
   bool closed;
   bool closing;               /* shutting down: start nothing new */
+  uint32_t sessions_made;     /* a number for each new session (session.c) */
   /* ops finished and waiting to be handed to Lua */
   av_op *ready_head, *ready_tail;
   size_t n_ready;
@@ -518,7 +519,7 @@ struct av_request {
   bool stream;
   bool stream_ready;          /* its header block is in: result() and read() work */
   bool paused;                /* we paused the transfer: the reader lags */
-  bool closed;                /* op:close() ended it */
+  bool closed;                /* op:close(), or its collection, ended it early */
   bool body_made;             /* the response body is a Lua string in user value AV_UV_BODY */
   bool no_credentials;        /* a hop went to another origin: no auth from here on */
   bool auth_retry;            /* libcurl sent this hop's request again (an auth challenge) */
@@ -532,7 +533,7 @@ struct av_request {
 void av_trace_request(av_trace *trace, const av_request *req, int64_t down, int64_t up, int reached);
 /* Append a sample: the limit of key ("scheme://host:port"; NULL: the
  * total) is `limit` (0 = none) from time at (uv_hrtime) on. */
-void av_trace_limit(av_trace *trace, const char *key, lua_Integer limit, uint64_t at);
+void av_trace_limit(av_trace *trace, uint32_t session, const char *key, lua_Integer limit, uint64_t at);
 /* Push the records in trace (NULL: none) as two lists of tables, the
  * requests and the limit samples (fields: trace.c); returns 2. */
 int av_trace_push(lua_State *L, const av_trace *trace);

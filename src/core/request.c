@@ -968,7 +968,9 @@ static int av_request_gc(lua_State *L) {
     av_deadline_clear(&req->op);
     req->op.vt->cancel(&req->op);
   } else if (req->op.loop && req->phase == AV_REQ_RUNNING && req->easy && !req->op.loop->closed) {
-    /* a streamed response dropped unread: its transfer ends, its slot frees */
+    /* a streamed response dropped unread: its transfer ends, its slot
+     * frees (closed: an adaptive limit takes no sample from it) */
+    req->closed = true;
     av_deadline_clear(&req->op);
     av_request_detach(req);
     req->phase = AV_REQ_DONE;

@@ -26,6 +26,7 @@ typedef struct av_session {
    * next token, a Retry-After pause): the loop's deadline heap wakes the
    * queue, no timer of our own and no Lua. NULL: no waiter waits for time. */
   av_call *alarm;
+  uint32_t number;            /* its loop's nth session: a trace tells sessions' limits apart */
   bool closed;
 } av_session;
 
@@ -86,9 +87,14 @@ static void av_session_wake(av_session *s) {
  * server had too much (429, 503, a timeout, a reset), or nothing. */
 static enum av_outcome av_session_outcome(const av_request *req, double *pause) {
   *pause = -1;
+  /* a stream its reader closed or dropped early: no whole answer */
+  if (req->closed) return AV_OUT_NONE;
   if (req->err_kind) {
     bool reset = req->err_phase && strcmp(req->err_phase, "reset") == 0;
-    return strcmp(req->err_kind, "timeout") == 0 || reset ? AV_OUT_DROP : AV_OUT_NONE;
+    bool timeout = strcmp(req->err_kind, "timeout") == 0;
+    /* a timeout that was mostly waiting for a slow reader is the reader's */
+    if (timeout && req->ended > req->started && req->paused_ns * 2 > req->ended - req->started) return AV_OUT_NONE;
+    return timeout || reset ? AV_OUT_DROP : AV_OUT_NONE;
   }
   if (req->status == 429 || req->status == 503) {
     *pause = av_request_retry_after(req);
@@ -108,15 +114,23 @@ static double av_session_latency(const av_request *req) {
   return took > req->paused_ns ? (double)(took - req->paused_ns) / 1e9 : 0;
 }
 
+typedef struct av_session_tracing {
+  av_trace *trace;
+  uint32_t session;
+} av_session_tracing;
+
 static void av_session_trace_limit(void *ud, const char *key, lua_Integer limit) {
-  av_trace_limit(ud, key, limit, uv_hrtime());
+  av_session_tracing *t = ud;
+  av_trace_limit(t->trace, t->session, key, limit, uv_hrtime());
 }
 
 /* While a trace is on, record the limits that moved: n's key's (NULL:
  * every key's) and the total. Off, one pointer test. */
 static void av_session_trace_limits(av_session *s, const av_lnode *n) {
   av_trace *trace = *s->owner.trace;
-  if (trace) av_limiter_show(&s->lim, n, trace->epoch, av_session_trace_limit, trace);
+  if (!trace) return;
+  av_session_tracing t = {trace, s->number};
+  av_limiter_show(&s->lim, n, trace->epoch, av_session_trace_limit, &t);
 }
 
 /* The request layer's report: a running request gave its slot up. */
@@ -362,6 +376,7 @@ static int av_session_new(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, idx, 1);
   s->loop = lp;
+  s->number = ++lp->sessions_made;
   s->lim.limit = limit;
   s->lim.limit_per_host = per_host;
   s->lim.auto_total = auto_total;

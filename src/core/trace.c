@@ -32,14 +32,16 @@ static bool av_trace_str(av_buf *b, const char *s, uint32_t *len) {
 typedef struct av_trace_limit_rec {
   uint64_t at;                /* uv_hrtime */
   int64_t limit;
+  uint32_t session;           /* its session's number in the loop */
   uint32_t len;               /* the key's */
   uint8_t total;              /* the total's, not a key's */
 } av_trace_limit_rec;
 
-void av_trace_limit(av_trace *trace, const char *key, lua_Integer limit, uint64_t at) {
+void av_trace_limit(av_trace *trace, uint32_t session, const char *key, lua_Integer limit, uint64_t at) {
   av_trace_limit_rec r;
   memset(&r, 0, sizeof r);
   r.at = at;
+  r.session = session;
   r.limit = (int64_t)limit;
   r.total = key == NULL;
   r.len = key ? (uint32_t)strlen(key) : 0;
@@ -109,22 +111,23 @@ static void av_field_int(lua_State *L, const char *name, lua_Integer v) {
 static bool av_trace_next(const av_buf *b, const char **p, void *rec, size_t size) {
   if (!b || !b->data) return false;
   if (!*p) *p = b->data;
-  if (*p + size > b->data + b->len) return false;
+  if ((size_t)(*p - b->data) + size > b->len) return false; /* (no pointer past the end is made) */
   memcpy(rec, *p, size);
   *p += size;
   return true;
 }
 
-/* Push the limit samples as a list of { at, limit, key } (key absent:
- * the total). */
+/* Push the limit samples as a list of { at, limit, session, key } (key
+ * absent: the total). */
 static void av_trace_push_limits(lua_State *L, const av_buf *b) {
   lua_newtable(L);
   const char *p = NULL;
   av_trace_limit_rec r;
   for (int i = 1; av_trace_next(b, &p, &r, sizeof r); i++) {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     av_field_num(L, "at", (lua_Number)r.at / 1e9);
     av_field_int(L, "limit", (lua_Integer)r.limit);
+    av_field_int(L, "session", (lua_Integer)r.session);
     if (!r.total) av_field_str(L, "key", &p, r.len);
     lua_rawseti(L, -2, i);
   }

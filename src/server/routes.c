@@ -212,29 +212,37 @@ static enum MHD_Result av_routes_stats(struct av_server *server,
 
 /* One ?name=N of POST /capacity into *out (unchanged when absent); a 400
  * body when it is not a whole number from 1 to AV_CAPACITY_MAX. */
-static json_t *av_routes_capacity_arg(struct MHD_Connection *conn,
-                                      const char *name, unsigned *out,
-                                      bool *given)
+/* The query argument `name` of a POST /capacity, if given, into *out.
+ * False when it is given but bad, with a one-line reason in why. */
+static bool av_routes_capacity_arg(struct MHD_Connection *conn,
+                                   const char *name, unsigned *out,
+                                   bool *given, char *why, size_t why_size)
 {
   const char *value = NULL;
   size_t len = 0;
   if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, name,
                                     strlen(name), &value, &len) != MHD_YES)
-    return NULL;
+    return true;
   size_t i = 0;
   unsigned long long n = 0;
-  for (; value && i < len && i < 7 && isdigit((unsigned char)value[i]); i++)
-    n = n * 10 + (unsigned)(value[i] - '0');
-  if (i == 0 || i != len || n < 1 || n > AV_CAPACITY_MAX) {
-    char why[160];
-    snprintf(why, sizeof why,
-             "%s must be a whole number from 1 to %d, got '%.40s'", name,
-             AV_CAPACITY_MAX, value ? value : "");
-    return json_pack("{s:s}", "detail", why);
+  /* leading zeros are fine; past the maximum the value only grows */
+  for (; value && i < len && isdigit((unsigned char)value[i]); i++)
+    if (n <= AV_CAPACITY_MAX)
+      n = n * 10 + (unsigned)(value[i] - '0');
+  if (i > 0 && i == len && n >= 1 && n <= AV_CAPACITY_MAX) {
+    *out = (unsigned)n;
+    *given = true;
+    return true;
   }
-  *out = (unsigned)n;
-  *given = true;
-  return NULL;
+  /* the value shown as printable ASCII: JSON strings must be UTF-8 */
+  char shown[41];
+  size_t k = 0;
+  for (; value && k < len && k < sizeof shown - 1; k++)
+    shown[k] = value[k] >= 0x20 && value[k] < 0x7f ? value[k] : '?';
+  shown[k] = '\0';
+  snprintf(why, why_size, "%s must be a whole number from 1 to %d, got '%s%s'",
+           name, AV_CAPACITY_MAX, shown, value && len > k ? "..." : "");
+  return false;
 }
 
 /* GET /capacity: the slots of videos and transcripts. POST
@@ -249,14 +257,15 @@ static enum MHD_Result av_routes_capacity(struct av_server *server,
   unsigned v = video->capacity, t = transcript->capacity;
   bool given = false;
   if (post) {
-    json_t *bad = av_routes_capacity_arg(conn, "video", &v, &given);
-    if (bad == NULL)
-      bad = av_routes_capacity_arg(conn, "transcript", &t, &given);
-    if (bad == NULL && !given)
-      bad = json_pack("{s:s}", "detail",
-                      "give video=N and/or transcript=N, each 1 to 100000");
-    if (bad)
-      return av_reply_json(conn, MHD_HTTP_BAD_REQUEST, bad);
+    char why[200];
+    bool ok = av_routes_capacity_arg(conn, "video", &v, &given, why, sizeof why) &&
+              av_routes_capacity_arg(conn, "transcript", &t, &given, why, sizeof why);
+    if (ok && !given) {
+      snprintf(why, sizeof why, "give video=N and/or transcript=N, each 1 to %d", AV_CAPACITY_MAX);
+      ok = false;
+    }
+    if (!ok)
+      return av_reply_json(conn, MHD_HTTP_BAD_REQUEST, json_pack("{s:s}", "detail", why));
     av_request_set_capacity(video, v);
     av_request_set_capacity(transcript, t);
   }

@@ -96,7 +96,7 @@ end
 -- a sample at each change.
 local function limits(events, r)
   for _, l in ipairs(r.limits or {}) do
-    events[#events + 1] = { name = "limit " .. (l.key or "total"), ph = "C", pid = 1, tid = 0,
+    events[#events + 1] = { name = "limit " .. l.name, ph = "C", pid = 1, tid = 0,
       ts = us(l.at, r.t0), args = { limit = l.limit } }
   end
 end

@@ -72,7 +72,7 @@ end
 local function limit_lines(samples)
   local lines, by_name, top = {}, {}, 1
   for _, l in ipairs(samples or {}) do
-    local name = l.key or "total"
+    local name = l.name
     local line = by_name[name]
     if not line then
       line = { name = name, points = {} }
