@@ -4,6 +4,7 @@
 local avideo = require "avideo"
 
 local settled = require "support.settled"
+local wait_for = require "support.wait_until"
 local support = require "support.server"
 
 describe("avideo.run", function()
@@ -384,13 +385,17 @@ describe("avideo.gather", function()
   end)
 
   it("cancelling a gather cancels its children", function()
-    local seen = 0
+    local started, seen = 0, 0
+    local function child()
+      started = started + 1
+      local ok, e = pcall(avideo.sleep, 5)
+      if not ok then seen = seen + 1; error(e, 0) end
+    end
     avideo.run(function()
-      local g = avideo.spawn(avideo.gather, {
-        function() local ok, e = pcall(avideo.sleep, 5); if not ok then seen = seen + 1; error(e, 0) end end,
-        function() local ok, e = pcall(avideo.sleep, 5); if not ok then seen = seen + 1; error(e, 0) end end,
-      })
-      avideo.sleep(0.01)
+      local g = avideo.spawn(avideo.gather, { child, child })
+      -- both children sleeping, not a fixed 10 ms: under valgrind a child
+      -- may not have started by then, and one cancelled unstarted never runs
+      wait_for(function() return started == 2 end, "both children to start")
       g:cancel()
       local ok, e = pcall(g.wait, g)
       assert.is_false(ok)
