@@ -55,9 +55,13 @@ foreach(v ${AVIDEO_SPEC_LUAS})
     PREFIX "" OUTPUT_NAME faultshim C_VISIBILITY_PRESET default LIBRARY_OUTPUT_DIRECTORY ${dir})
 
   avideo_portable_args(${v} args)
+  set(wrapper ${AVIDEO_SPEC_WRAPPER})
+  if(v STREQUAL "luajit")
+    set(wrapper ${AVIDEO_SPEC_WRAPPER_LUAJIT})
+  endif()
   foreach(name ${AVIDEO_CORE_SPECS})
     add_test(NAME ${name}_spec@${v}
-             COMMAND ${AVIDEO_SPEC_WRAPPER} ${AVIDEO_LUA_EXE_${id}} ${BUSTED} ${args} --output=utfTerminal
+             COMMAND ${wrapper} ${AVIDEO_LUA_EXE_${id}} ${BUSTED} ${args} --output=utfTerminal
                      ${CMAKE_CURRENT_SOURCE_DIR}/${name}_spec.lua
              WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
     set_tests_properties(${name}_spec@${v} PROPERTIES ENVIRONMENT "${AVIDEO_SPEC_ENV}" TIMEOUT 300)
