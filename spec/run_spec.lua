@@ -901,8 +901,11 @@ describe("cancelling a large gather", function()
     assert.are.equal(0, r.tasks) -- every worker has ended, before the gather's own end
     if not slow then
       -- cancelling costs about half what queueing did (with a traceback
-      -- per request it was 5 to 6 times more)
-      assert.is_true(r.cancelling < 2 * r.queueing,
+      -- per request it was 5 to 6 times more). LuaJIT compiles the queueing
+      -- loop (0.02 to 0.03 s once earlier tests warmed it, 5 times 5.4's)
+      -- but not the cancel's error path: 3 to 4 times queueing there
+      local factor = require("avideo.compat").luajit and 6 or 2
+      assert.is_true(r.cancelling < factor * r.queueing,
         ("cancelling took %.3f s, queueing %.3f s"):format(r.cancelling, r.queueing))
     end
   end)
