@@ -1,7 +1,8 @@
 -- Embedding: avideo.start / step / backend_fd / backend_timeout (a host's
 -- own loop drives the scheduler), avideo.use_loop with luv, and the luv
 -- interop example run as a subprocess against the real avideo-server. The
--- C hosts (examples/embed/*.c) are ctest entries of their own.
+-- C hosts (examples/embed/*.c) are ctest entries of their own, for each Lua
+-- as this spec is (embed_host_uv@luajit, ...).
 local avideo = require "avideo"
 local support = require "support.server"
 local uv = require "luv"

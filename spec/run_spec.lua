@@ -4,6 +4,7 @@
 local avideo = require "avideo"
 
 local settled = require "support.settled"
+local wait_for = require "support.wait_until"
 local support = require "support.server"
 
 describe("avideo.run", function()
@@ -73,41 +74,59 @@ describe("avideo.run", function()
     assert.matches("coroutine.yield called directly", e.message)
   end)
 
+  -- PUC 5.1 cannot tell a C boundary before a yield crosses it: there a
+  -- wait inside C or a metamethod fails the task with Lua's own error.
+  local compat = require "avideo.compat"
+  local puc51 = compat.lua51 and not compat.luajit
+  local REFUSED = puc51 and "attempt to yield across" or "cannot wait here"
+
   it("refuses to wait inside a C function such as table.sort's comparator", function()
     local ok, e = pcall(avideo.run, function()
       table.sort({ 3, 2, 1 }, function(a, b) avideo.sleep(0.001); return a < b end)
     end)
     assert.is_false(ok)
-    assert.matches("cannot wait here", tostring(e))
+    assert.matches(REFUSED, tostring(e))
   end)
 
   it("refuses to wait inside metamethods called from C, and allows it where Lua can yield", function()
-    local seen = {}
-    avideo.run(function()
-      local obj = setmetatable({}, {
-        __tostring = function()
-          local ok, e = pcall(avideo.sleep, 0.001)
-          seen.tostring = not ok and e.message
-          return "obj"
-        end,
-        __index = function(_, k) avideo.sleep(0.001) return k .. "!" end,
-      })
-      assert.are.equal("obj", tostring(obj))
-      assert.are.equal("x!", obj.x) -- __index is called from Lua: it may wait
-      string.gsub("abc", "b", function()
-        local ok, e = pcall(avideo.sleep, 0.001)
-        seen.gsub = not ok and e.message
+    -- each case in a task of its own: "waited", or what refused the wait
+    local function wait_inside(case)
+      local ok, e = pcall(avideo.run, function()
+        local outcome = "waited"
+        case(function()
+          local waited, err = pcall(avideo.sleep, 0.001)
+          if not waited then outcome = tostring(err) end
+        end)
+        return outcome
       end)
-      setmetatable({}, { __gc = function()
-        local ok, e = pcall(avideo.sleep, 0.001)
-        seen.gc = not ok and e.message
-      end })
-      collectgarbage()
-      collectgarbage()
-    end)
-    for _, where in ipairs { "tostring", "gsub", "gc" } do
-      assert.is_string(seen[where], where)
-      assert.matches("cannot wait here", seen[where])
+      return ok and e or tostring(e)
+    end
+    local cases = {
+      tostring = function(wait)
+        assert.are.equal("obj", tostring(setmetatable({}, { __tostring = function() wait(); return "obj" end })))
+      end,
+      index = function(wait)
+        assert.are.equal("x!", setmetatable({}, { __index = function(_, k) wait(); return k .. "!" end }).x)
+      end,
+      gsub = function(wait) string.gsub("abc", "b", function() wait() end) end,
+      gc = function(wait)
+        -- garbage at once; 5.1 and LuaJIT run __gc for userdata only
+        if newproxy then
+          getmetatable(newproxy(true)).__gc = function() wait() end
+        else
+          setmetatable({}, { __gc = function() wait() end })
+        end
+        collectgarbage()
+        collectgarbage()
+      end,
+    }
+    -- 5.2+ calls __index as Lua code, which may yield; LuaJIT __tostring
+    -- too (its tostring is a Lua-level fast function)
+    local expected = { tostring = REFUSED, index = "waited", gsub = REFUSED, gc = REFUSED }
+    if compat.luajit then expected.tostring = "waited" end
+    if puc51 then expected.index = REFUSED end
+    for name, case in pairs(cases) do
+      assert.matches(expected[name], wait_inside(case), 1, true, name)
     end
   end)
 
@@ -384,13 +403,17 @@ describe("avideo.gather", function()
   end)
 
   it("cancelling a gather cancels its children", function()
-    local seen = 0
+    local started, seen = 0, 0
+    local function child()
+      started = started + 1
+      local ok, e = pcall(avideo.sleep, 5)
+      if not ok then seen = seen + 1; error(e, 0) end
+    end
     avideo.run(function()
-      local g = avideo.spawn(avideo.gather, {
-        function() local ok, e = pcall(avideo.sleep, 5); if not ok then seen = seen + 1; error(e, 0) end end,
-        function() local ok, e = pcall(avideo.sleep, 5); if not ok then seen = seen + 1; error(e, 0) end end,
-      })
-      avideo.sleep(0.01)
+      local g = avideo.spawn(avideo.gather, { child, child })
+      -- both children sleeping, not a fixed 10 ms: under valgrind a child
+      -- may not have started by then, and one cancelled unstarted never runs
+      wait_for(function() return started == 2 end, "both children to start")
       g:cancel()
       local ok, e = pcall(g.wait, g)
       assert.is_false(ok)
@@ -416,7 +439,10 @@ describe("tasks", function()
       local ok, e = pcall(s.wait, s)
       assert.is_false(ok)
       assert.is_true(avideo.is_error(e, "cancelled"))
-      assert.is_true(avideo.now() - t0 < 0.05)
+      -- at once: not the 10 s sleep (under valgrind, LuaJIT has taken
+      -- over 50 ms here)
+      local took = avideo.now() - t0
+      assert.is_true(took < (os.getenv("AVIDEO_SLOW") and 1 or 0.05), ("took %.3f s"):format(took))
       assert.is_false(s:cancel())
     end)
   end)
@@ -489,7 +515,11 @@ describe("avideo.timeout and avideo.semaphore", function()
   it("refuses bad sizes and over-release", function()
     assert.is_false(pcall(avideo.semaphore, 0))
     assert.is_false(pcall(avideo.semaphore, 1.5))
-    for _, n in ipairs { 2 ^ 63, 1e300, math.huge, -math.huge, 9007199254740993 } do
+    -- 2^53 + 1 is in the list where it is an integer: on 5.1 and LuaJIT the
+    -- literal reads as 2^53, the largest size (below); 2^53 + 2 is over on all
+    local over = { 2 ^ 63, 1e300, math.huge, -math.huge, 2 ^ 53 + 2 }
+    if 9007199254740993 ~= 2 ^ 53 then over[#over + 1] = 9007199254740993 end
+    for _, n in ipairs(over) do
       local ok, e = pcall(avideo.semaphore, n)
       assert.is_false(ok, tostring(n))
       assert.is_true(avideo.is_error(e, "invalid"), tostring(e))
@@ -874,8 +904,11 @@ describe("cancelling a large gather", function()
     assert.are.equal(0, r.tasks) -- every worker has ended, before the gather's own end
     if not slow then
       -- cancelling costs about half what queueing did (with a traceback
-      -- per request it was 5 to 6 times more)
-      assert.is_true(r.cancelling < 2 * r.queueing,
+      -- per request it was 5 to 6 times more). LuaJIT compiles the queueing
+      -- loop (0.02 to 0.03 s once earlier tests warmed it, 5 times 5.4's)
+      -- but not the cancel's error path: 3 to 4 times queueing there
+      local factor = require("avideo.compat").luajit and 6 or 2
+      assert.is_true(r.cancelling < factor * r.queueing,
         ("cancelling took %.3f s, queueing %.3f s"):format(r.cancelling, r.queueing))
     end
   end)
@@ -884,8 +917,12 @@ describe("cancelling a large gather", function()
   -- 40-slot stack, 4 call frames), its task and its request op, ~1.9 KiB of
   -- Lua heap. A frame or a C call too high on the task's stack doubles the
   -- stack to 80 slots (640 B more), as session:request's 12-argument call
-  -- did (2.8 KiB).
-  it("of 2,000 queued requests: each holds under 2.2 KiB of Lua heap", function()
+  -- did (2.8 KiB). Each Lua's objects have their own sizes: the budget is
+  -- per version, 8 to 10% over what it measured (2026-12-06: 5.4 2084 B,
+  -- 5.3 2284 B, PUC 5.1 3093 B, LuaJIT 1485 B).
+  local compat = require "avideo.compat"
+  local budget_kib = compat.luajit and 1.6 or ({ ["Lua 5.3"] = 2.45, ["Lua 5.1"] = 3.3 })[_VERSION] or 2.2
+  it("of 2,000 queued requests: each holds under its Lua's budget of Lua heap (5.4: 2.2 KiB)", function()
     local server = support.start_scoped { time_scale = 100 }
     local url = server.url .. "/videos?n=1"
     local n = 2000
@@ -909,7 +946,8 @@ describe("cancelling a large gather", function()
       session:close()
       return bytes
     end)
-    assert.is_true(per_request < 2.2 * 1024, ("%.0f B of Lua heap per queued request"):format(per_request))
+    assert.is_true(per_request < budget_kib * 1024,
+      ("%.0f B of Lua heap per queued request, over %.2f KiB"):format(per_request, budget_kib))
   end)
 
   it("of 20,000 tasks queued on a semaphore: each ends `cancelled`, no traceback is made", function()

@@ -143,13 +143,22 @@ describe("session", function()
       assert.are.equal("OPTIONS", avideo.request("OPTIONS", peer.url .. "/echo"):json().method)
     end)
 
-    it("close() refuses new requests and <close> closes", function()
+    it("close() refuses new requests", function()
+      local s = avideo.session {}
+      s:close()
+      assert.is_true(s.closed)
+      raises("invalid", "session is closed", s.get, s, peer.url .. "/status/200")
+    end)
+
+    -- Lua 5.4's statement: left out under older Luas (spec/lua_versions.cmake),
+    -- which have no such statement (the name's `<close>` survives the
+    -- portable helper, which erases " <close>")
+    it("is closed at the end of a `<close>` variable's scope", function()
       local s = avideo.session {}
       do
         local s2 <close> = s
       end
       assert.is_true(s.closed)
-      raises("invalid", "session is closed", s.get, s, peer.url .. "/status/200")
     end)
   end)
 

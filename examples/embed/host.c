@@ -137,7 +137,11 @@ int main(int argc, char **argv) {
   int top = lua_gettop(L);
   printf("host: task results:");
   for (int i = base + 1; i <= top; i++) {
-    printf(" %s", luaL_tolstring(L, i, NULL));
+    /* Lua's tostring (luaL_tolstring is 5.2+); it cannot fail on these */
+    lua_getglobal(L, "tostring");
+    lua_pushvalue(L, i);
+    lua_call(L, 1, 1);
+    printf(" %s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
   printf("\n");

@@ -34,7 +34,7 @@ end
 -- An ASan-built command is its own program, but without LeakSanitizer:
 -- its tracer crashes at exit here (signal 11 inside LSan) when libuv's
 -- pool threads are being joined. Leaks of these programs are checked under
--- valgrind instead (docs/embedding.md).
+-- valgrind instead (the valgrind build wraps them: examples/embed/CMakeLists.txt).
 local env = ""
 if os.getenv("ASAN_OPTIONS") then env = "env ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 " end
 io.stdout:flush()

@@ -235,6 +235,13 @@ local function finish(task, ok, err)
       task.traceback = tostring(err) .. "\n" .. tb
     end
     task.err = err
+    -- PUC 5.1 only: a wait inside a C call or metamethod fails at its yield,
+    -- after its op started (5.1 cannot refuse it first): the op (a timer, a
+    -- request) must not outlive the task
+    if task.op then
+      task.op:cancel()
+      task.op = false
+    end
     -- run pending <close> variables of the failed task (sessions, etc.)
     co_close(co)
     -- on_fail: a hook of avideo's own modules (a gather hears of a worker

@@ -138,10 +138,13 @@ static bool av_copy_value(av_copy *c, int idx, int depth) {
   case LUA_TBOOLEAN:
     return av_copy_tag(c, lua_toboolean(L, idx) ? AV_T_TRUE : AV_T_FALSE);
   case LUA_TNUMBER:
+#if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx)) {
       lua_Integer i = lua_tointeger(L, idx);
       return av_copy_tag(c, AV_T_INT) && av_copy_put(c, &i, sizeof i);
-    } else {
+    }
+#endif
+    { /* before 5.3 every number: compat's "integer" would turn -0.0 into 0 */
       lua_Number n = lua_tonumber(L, idx);
       return av_copy_tag(c, AV_T_FLOAT) && av_copy_put(c, &n, sizeof n);
     }
