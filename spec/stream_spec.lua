@@ -129,6 +129,18 @@ describe("streamed responses", function()
     r2:close()
     -- a buffered response saves too
     assert.are.equal(100000, avideo.get(nginx.url .. "/files/small.bin"):save(dir .. "/b.bin"))
+    -- a device or a FIFO is written to as it is: no .part renamed over it
+    -- (as root that would replace /dev/null with a file)
+    local r3 = avideo.get(nginx.url .. "/files/20m.bin", { stream = true })
+    assert.are.equal(20 * MiB, r3:save("/dev/null"))
+    assert.is_true(os.execute("test -c /dev/null"))
+    assert.is_nil(io.open("/dev/null.part"))
+    assert.is_true(os.execute("mkfifo " .. dir .. "/fifo"))
+    local reader = assert(io.popen("wc -c < " .. dir .. "/fifo"))
+    assert.are.equal(100000, avideo.get(nginx.url .. "/files/small.bin"):save(dir .. "/fifo"))
+    assert.are.equal(100000, tonumber(reader:read("a")))
+    reader:close()
+    assert.is_nil(io.open(dir .. "/fifo.part"))
     os.execute("rm -rf " .. dir)
   end)
 

@@ -2,6 +2,7 @@
 -- json(), raise_for_status(). Headers, reason, ok and method are worked out
 -- on first use from the finished request op: most callers only read the
 -- status and the body, and a small table is cheaper to make and collect.
+local core = require "avideo.core"
 local errors = require "avideo.errors"
 local json = require "avideo.json"
 local sched = require "avideo.scheduler"
@@ -245,7 +246,10 @@ local function write_body(self, f, task)
 end
 
 local function save_to(self, path, task)
-  local part = path .. ".part"
+  -- a device or a FIFO (/dev/null, a pipe) is written to as it is: a
+  -- .part file renamed over it would replace it (as root, /dev/null)
+  local direct = core.is_special(path)
+  local part = direct and path or path .. ".part"
   local f, why = io.open(part, "wb")
   if not f then
     errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, why), { url = self.url })
@@ -254,13 +258,14 @@ local function save_to(self, path, task)
   local closed, cerr = f:close()
   local werr = (not total and not kind) and message or (not closed and cerr) or nil
   if not total or werr then
-    os.remove(part)
+    if not direct then os.remove(part) end
     if self._stream then self._op:close() end
     if kind then
       errors.raise_failed(kind, message, { url = self.url, status = self.status, method = self.method }, phase)
     end
     errors.raise("invalid", ("cannot save the response to %s: %s"):format(path, werr), { url = self.url })
   end
+  if direct then return total end
   local renamed, rerr = os.rename(part, path)
   if not renamed then
     os.remove(part)
@@ -270,7 +275,8 @@ local function save_to(self, path, task)
 end
 
 --- Write the (rest of the) body to path: into path .. ".part", renamed
--- once complete, removed on failure. Returns the number of bytes.
+-- once complete, removed on failure; a device or FIFO (/dev/null) is
+-- written to directly. Returns the number of bytes.
 function methods:save(path)
   if type(path) ~= "string" then errors.bad_argument("response:save", "path", "string", path) end
   return in_task("response:save", save_to, self, path)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "private.h"
@@ -215,6 +216,17 @@ static int av_isatty(lua_State *L) {
   return 1;
 }
 
+/* core.is_special(path) -> whether path names something that is neither
+ * a regular file nor a directory (a device such as /dev/null, a FIFO, a
+ * socket): response:save writes to it directly, not through a .part file
+ * renamed over it. */
+static int av_is_special(lua_State *L) {
+  struct stat st;
+  const char *path = luaL_checkstring(L, 1);
+  lua_pushboolean(L, stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode));
+  return 1;
+}
+
 void av_loop_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"step", av_loop_step},   {"pending", av_loop_pending}, {"sleep", av_timer_new},
@@ -239,4 +251,6 @@ void av_loop_open(lua_State *L) {
   lua_setfield(L, -2, "wall_now");
   lua_pushcfunction(L, av_isatty);
   lua_setfield(L, -2, "isatty");
+  lua_pushcfunction(L, av_is_special);
+  lua_setfield(L, -2, "is_special");
 }
