@@ -33,6 +33,11 @@
  * below the cut's own bound). The proof lasts until a cut or the end of
  * the best latency's window. */
 #define AV_PROVEN 1.1
+/* ... and only when the answer that cuts is at most this slow: a ramp's
+ * overshoot queues a little, while a server whose capacity fell (or a
+ * stalled one) answers several times slower, and then what was proven
+ * before no longer holds. */
+#define AV_PROVEN_SLOW 2.0
 /* The best latency is the smaller of the last two windows of this many
  * samples: a server that became slower for good is believed after two. */
 #define AV_WINDOW 250
@@ -77,15 +82,15 @@ double av_adapt_slowness(const av_adapt *a, double latency) {
 static bool av_adapt_ramping(const av_adapt *a) { return a->w_max == 0 || a->limit > a->w_max + 1; }
 
 /* Cut to factor * base (at most the limit). A latency cut that ends a ramp
- * keeps what the answers since the last cut proved, up to AV_CUT_MAX *
- * base: the ramp's overshoot is not the server's capacity falling, and
- * near the knee that proof is stale (a server that got slower cuts from
- * its old limit). */
-static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, bool latency,
+ * with a mild queue (slow: the cutting answer's slowness) keeps what the
+ * answers since the last cut proved, up to AV_CUT_MAX * base: the ramp's
+ * overshoot is not the server's capacity falling, and near the knee that
+ * proof is stale (a server that got slower cuts from its old limit). */
+static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, double slow,
                          uint64_t started, uint64_t now) {
   if (started < a->last_cut) return; /* sent under the old limit: already paid for */
   double to = base * factor;
-  if (latency && av_adapt_ramping(a) && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
+  if (slow <= AV_PROVEN_SLOW && av_adapt_ramping(a) && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
   a->w_max = fmin(a->limit, base); /* the knee: what was in flight when the queue showed */
   a->limit = fmin(a->limit, to);
   if (a->limit < c->min) a->limit = c->min;
@@ -106,10 +111,10 @@ static void av_adapt_grow(av_adapt *a, const av_adapt_conf *c, double in_flight)
 void av_adapt_update(av_adapt *a, const av_adapt_conf *c, enum av_outcome out, double slow,
                      uint64_t started, double in_flight, uint64_t now) {
   if (out == AV_OUT_DROP) {
-    av_adapt_cut(a, c, a->limit, AV_DROP_CUT, false, started, now);
+    av_adapt_cut(a, c, a->limit, AV_DROP_CUT, INFINITY, started, now);
   } else if (out == AV_OUT_SAMPLE) {
     if (c->algorithm == AV_ALGO_GRADIENT && slow > AV_TOLERANCE) {
-      av_adapt_cut(a, c, in_flight, fmin(AV_CUT_MAX, fmax(AV_CUT_MIN, AV_TOLERANCE / slow)), true, started, now);
+      av_adapt_cut(a, c, in_flight, fmin(AV_CUT_MAX, fmax(AV_CUT_MIN, AV_TOLERANCE / slow)), slow, started, now);
       return;
     }
     if (slow <= AV_PROVEN && started >= a->last_cut && in_flight > a->proven) a->proven = in_flight;
