@@ -23,20 +23,17 @@ local SCALE = 0.1
 -- the responses' retries.
 local function run(server, ids, n, opts, after)
   local s <close> = avideo.session(opts)
-  local fns, retries = {}, 0
+  local fns, retries, done = {}, 0, 0
   for i = 1, n do
     fns[i] = function()
       local r = s:get(server.url .. "/videos/" .. ids[i])
       assert.are.equal(200, r.status)
       retries = retries + (r.retries or 0)
+      done = done + 1
     end
   end
   if after then avideo.spawn(after) end
-  local samples, done, highest = {}, 0, 0
-  for i = 1, n do
-    local f = fns[i]
-    fns[i] = function() f() done = done + 1 end
-  end
+  local samples, highest = {}, 0
   local sampler = avideo.spawn(function()
     while true do
       local row = s:limits()[server.url]
