@@ -349,16 +349,18 @@ describe("avideo.run_in_thread", function()
       return m
     end
 
-    -- Bounds for two calls aimed at 0.5 s each, eased where the one call
-    -- measured in the same attempt came out shorter or longer than aimed
-    -- (a CI run once got calls of 0.28 s): two calls' CPU, and their wall
-    -- time side by side.
-    local function cpu_floor(m) return math.min(0.85, 1.7 * m.single_cpu) end
+    -- The wall time of two calls aimed at 0.5 s each, eased where the one
+    -- call measured in the same attempt came out longer than aimed.
     local function wall_bound(m) return math.max(0.85, 1.7 * m.single) end
+    -- Parallel means the process burned CPU faster than the clock ran. Not
+    -- "two calls cost twice one call's CPU": the CI machine once ran the same
+    -- spin in 0.27 s on one worker and 0.5 s on the other (cores of unequal
+    -- speed), so two calls used 0.77 s of CPU in 0.5 s of wall time.
+    local function parallel(m) return m.cpu > 1.25 * m.both end
 
-    -- The loop kept serving, and the two calls really ran side by side.
+    -- The loop kept serving, and the two calls ran side by side in time.
     local function served(m)
-      return m.cpu > cpu_floor(m) and m.overlap > 0.5 * m.shorter and m.late < 0.1
+      return m.overlap > 0.5 * m.shorter and m.late < 0.1
         and m.ticks >= 0.8 * m.both / 0.05 - 1 and m.requests >= 5 and m.slowest < 0.15
     end
     -- This machine is shared: the wall-time claim holds only when we got both
@@ -384,24 +386,24 @@ describe("avideo.run_in_thread", function()
         fastest = math.min(fastest, os.clock() - c0)
       end
       n = math.floor(n * 0.5 / fastest)
-      local last, any_quiet
+      -- the checks below read the last quiet attempt, when there was one
+      local last, last_quiet
       for _ = 1, valgrind and 1 or 6 do
         last = attempt(srv)
-        any_quiet = any_quiet or quiet(last)
-        if served(last) and quiet(last) and last.both < wall_bound(last) then break end
+        if quiet(last) then last_quiet = last end
+        if served(last) and quiet(last) and parallel(last) and last.both < wall_bound(last) then break end
       end
-      return last, any_quiet
+      return last_quiet or last, last_quiet ~= nil
     end)
     srv.stop()
     assert.is_true(ok, tostring(m))
     if valgrind then return end
     assert.is_true(m.overlap > 0.5 * m.shorter, ("the calls ran side by side only %.3f s"):format(m.overlap))
-    assert.is_true(m.cpu > cpu_floor(m),
-      ("the two calls used only %.2f s of CPU (one alone: %.2f s)"):format(m.cpu, m.single_cpu))
     if saw_quiet then
+      assert.is_true(parallel(m), ("the two calls used %.2f s of CPU in %.3f s: not in parallel"):format(m.cpu, m.both))
       assert.is_true(m.both < wall_bound(m), ("two calls took %.3f s (one alone: %.3f s)"):format(m.both, m.single))
     else
-      print("  (machine too busy in every attempt to check the wall time of the two calls)")
+      print("  (machine too busy in every attempt to check that the two calls ran in parallel)")
     end
     assert.is_true(m.late < 0.1, ("a tick was %.0f ms late"):format(m.late * 1000))
     assert.is_true(m.ticks >= 0.8 * m.both / 0.05 - 1, "too few ticks: " .. m.ticks)
