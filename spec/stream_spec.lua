@@ -165,6 +165,27 @@ describe("streamed responses", function()
     assert.is_true(avideo.now() - t0 < 3)
   end)
 
+  it("end when an error comes inside a blocking read's wait (an interrupt): the next read says cancelled", function()
+    -- headers at once, then no byte: the read waits
+    local r = avideo.get(peer.url .. "/stall", { stream = true, timeout = { sock_read = 5 } })
+    -- lua.c's SIGINT handler raises "interrupted!" from a hook: here, as
+    -- the wait is about to drive the loop
+    debug.sethook(function()
+      if debug.getinfo(2, "n").name == "step" then
+        debug.sethook()
+        error("interrupted!")
+      end
+    end, "c")
+    local ok, err = pcall(r.read, r)
+    debug.sethook()
+    assert.is_false(ok)
+    assert.matches("interrupted!", tostring(err))
+    ok, err = pcall(r.read, r)
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(err, "cancelled"), tostring(err))
+    r:close()
+  end)
+
   it("pause the transfer while the reader lags: sock_read does not fire then", function()
     avideo.run(function()
       local s <close> = avideo.session { timeout = { sock_read = 0.3 } }

@@ -356,8 +356,9 @@ def cancel_cases(ctx, clients, counts, limit=10):
 
 # Download: one 1 GiB body from nginx (/big/1g.bin, sparse), CPU seconds per
 # GiB and throughput: curl -o /dev/null, the floor client (libcurl + libuv,
-# bytes counted and dropped), avideo streaming it through chunks() and
-# through save() (into a file it then removes).
+# bytes counted and dropped), avideo streaming it through chunks() (at the
+# top of a script, blocking, and inside avideo.run) and through save() (to
+# /dev/null).
 
 DOWNLOAD_GIB = 1
 
@@ -396,10 +397,12 @@ def download_cases(ctx, clients):
         cases.append(Case("download", "1 GiB", name, "nginx", download_command, read_download, n=1,
                           note="to /dev/null" if name == "curl" else "bytes counted and dropped"))
     if "avideo" in clients:
-        for mode in ("chunks", "save"):
-            cases.append(Case("download", f"1 GiB, {mode}()", "avideo", "nginx", download_command,
+        for mode, name, note in (("chunks", "chunks()", "stream = true, blocking"),
+                                 ("task", "chunks() in a task", "stream = true, inside avideo.run"),
+                                 ("save", "save()", "stream = true")):
+            cases.append(Case("download", f"1 GiB, {name}", "avideo", "nginx", download_command,
                               read_download, n=1, target=download_target, extra={"mode": mode},
-                              note="stream = true"))
+                              note=note))
     return cases
 
 

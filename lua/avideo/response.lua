@@ -6,6 +6,7 @@ local core = require "avideo.core"
 local errors = require "avideo.errors"
 local json = require "avideo.json"
 local sched = require "avideo.scheduler"
+local BLOCKING = sched.BLOCKING
 
 local raw_decode_body = json.raw_decode_body
 
@@ -167,13 +168,14 @@ local function bad_read_size(n)
 end
 
 -- The next piece, nil at the end, or nil, kind, message, phase: what
--- op:read says, after waiting for it (in a task) if nothing has come yet.
+-- op:read says, after waiting for it if nothing has come yet: in the task,
+-- or outside avideo.run (task nil) blocking.
 local function read_raw(self, n, task)
   local op = self._op
   while true do
-    local v, kind, message, phase = op:read(n, task)
+    local v, kind, message, phase = op:read(n, task or BLOCKING)
     if v ~= false then return v, kind, message, phase end
-    sched.await_op(task, op)
+    if task then sched.await_op(task, op) else sched.block_on(op) end
   end
 end
 
@@ -216,7 +218,8 @@ end
 function methods:read(n)
   if not self._stream then errors.raise("invalid", "response:read() is for streamed responses (stream = true)") end
   if n ~= nil and (type(n) ~= "number" or n < 1 or n ~= math.floor(n) or n == math.huge) then bad_read_size(n) end
-  return in_task("response:read", read_checked, self, n)
+  -- outside any task it blocks on its own: no avideo.run per piece
+  return read_checked(self, n, sched.waiting_task("response:read"))
 end
 
 --- Streamed responses: for chunk in response:chunks(n) do ... end

@@ -513,6 +513,38 @@ local function deliver(n)
   out_n = n
 end
 
+-- The token of an op waited for outside avideo.run (block_on).
+local BLOCKING = setmetatable({}, { __name = "avideo.blocking" })
+M.BLOCKING = BLOCKING
+
+local function block_loop(op)
+  while true do
+    local n = loop:step(true, out)
+    local ready = false
+    for i = 1, n do
+      if out[2 * i] == op then ready = true end
+    end
+    for i = 1, 2 * (n > out_n and n or out_n) do out[i] = nil end
+    out_n = 0
+    if ready then return end
+  end
+end
+
+--- Outside avideo.run (waiting_task gave nil): drive the loop until op,
+-- started with BLOCKING as its token, is ready. No task and no coroutine:
+-- a blocking `for chunk in response:chunks()` allocates nothing per piece
+-- but the piece (a run each cost a coroutine and tables, which lived long
+-- enough to make the generational GC collect in full again and again).
+function M.block_on(op)
+  running = true
+  local ok, err = pcall(block_loop, op)
+  running = false
+  if not ok then
+    op:cancel() -- as abandon() does to a task's op: nothing is left waiting
+    error(err, 0)
+  end
+end
+
 -- Nothing can wake the live tasks: cancel them, and give up if they keep
 -- waiting after that. `count` is how many turns in a row found this.
 local function deadlocked(count)
