@@ -320,8 +320,14 @@ def add_ratios(results, rep):
                 for m, _ in [per_rep[rep] or (None, None)] if m}
     floor = cpu_of("floor", lambda case: case.limit)
     c = cpu_of("c", lambda case: case.name)
+    # download: × curl, CPU per GiB over curl's in the same repetition
+    curl = next((m["value"] for case, per_rep in results
+                 if case.section == "download" and case.client == "curl"
+                 for m, _ in [per_rep[rep] or (None, None)] if m), None)
     for case, per_rep in results:
         metrics, _ = per_rep[rep] or (None, None)
+        if case.section == "download" and metrics and curl and case.client != "curl":
+            metrics["x_curl"] = metrics["value"] / curl
         if case.section != "client cost" or not metrics:
             continue
         if case.limit in floor:
@@ -378,7 +384,7 @@ COLUMNS = ["section", "case", "client", "N", "in flight", "CPU µs/req", "× flo
            "req/s", "peak RSS MiB", "Lua B/req", "epoll_ctl/req", "failed epoll_ctl/req",
            "result", "target", "note"]
 KEPT_COLUMNS = ("section", "case", "client")  # shown even when empty; others only when used
-RATIOS = {"x_floor": "floor", "x_c": "c"}  # ratio metric: the client it is taken against
+RATIOS = {"x_floor": "floor", "x_c": "c", "x_curl": "curl"}  # ratio metric: the client it is taken against
 
 
 def summarize(results, reps, counted=None):
@@ -428,6 +434,8 @@ def cells(row):
         result = f"{m['value']:.3f} s (all tasks ended {m['settle']:.3f} s)"
     elif case.section == "download":
         result = f"{m['value']:.3f} s CPU/GiB, {m['mib_s']:,.0f} MiB/s"
+        if "x_curl" in m:
+            result += f", {ratio_cell(m, 'x_curl')}× curl"
     else:
         result = f"{m['value']:.3f} s"
     target = ""
