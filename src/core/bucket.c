@@ -1,13 +1,17 @@
-/* A token bucket: `rate = {n, per = s}` lets n starts through at once,
- * then one every s/n seconds. Pure arithmetic on uv_hrtime nanoseconds;
- * the limiter asks it and the session's clock wakes the queue. */
+/* A token bucket: `rate = {n, per = s}` lets one start through every s/n
+ * seconds, and holds up to n tokens, so that after a quiet spell n start at
+ * once. A new bucket holds one token, not n: a fresh session paces itself
+ * from its first request (100 at {20, per = 1} take 5 s, not 4), and a
+ * script run twice in a row does not burst into a server's window that its
+ * first run filled. Pure arithmetic on uv_hrtime nanoseconds; the limiter
+ * asks it and the session's clock wakes the queue. */
 #include "private.h"
 
 static double av_bucket_per_token_ns(const av_rate *r) { return r->per * 1e9 / r->n; }
 
 bool av_bucket_ready(av_bucket *b, const av_rate *r, uint64_t now) {
-  if (b->at == 0) { /* never used: full */
-    b->tokens = r->n;
+  if (b->at == 0) { /* never used: one token */
+    b->tokens = 1;
     b->at = now;
   } else if (now > b->at) {
     b->tokens += (double)(now - b->at) / av_bucket_per_token_ns(r);
@@ -25,7 +29,7 @@ void av_bucket_give(av_bucket *b, const av_rate *r) {
 }
 
 bool av_bucket_full(const av_bucket *b, const av_rate *r, uint64_t now) {
-  if (b->at == 0) return true;
+  if (b->at == 0) return true; /* nothing to keep: it would start anew the same */
   double refilled = now > b->at ? (double)(now - b->at) / av_bucket_per_token_ns(r) : 0;
   return b->tokens + refilled >= r->n;
 }

@@ -602,8 +602,8 @@ void av_multipart_free(av_request *req);
 /* ============================================================= limiter */
 typedef struct av_lkey av_lkey;
 
-/* bucket.c: a token bucket (`rate`, `rate_per_host`): at most n starts per
- * `per` seconds, a burst of n. */
+/* bucket.c: a token bucket (`rate`, `rate_per_host`): one start every
+ * per/n seconds, up to n at once after a quiet spell; a new one holds one. */
 typedef struct av_rate {
   double n;                   /* 0 = no rate limit */
   double per;                 /* seconds */
