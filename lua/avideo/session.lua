@@ -415,12 +415,16 @@ local function make_response(op, url, method, raise_status)
     errors.raise_failed(kind, final_url, { url = url, method = method, timings = (op:timings()) }, extra)
   end
   -- extra: a streamed response's max_body_size (nil: buffered)
-  local r = new_response(status, final_url or url, op, extra ~= nil, extra)
   if raise_status and status >= 400 then
+    local r = new_response(status, final_url or url, op, extra ~= nil, extra)
     r:close() -- a stream nobody will read gives its slot back now
     r:raise_for_status()
   end
-  return r
+  -- a tail call: a frame more here would put new_response's setmetatable
+  -- (a C call wants 20 free slots) past a waiting task's initial 40-slot
+  -- stack, and every task of the talk's one gather would then grow its
+  -- stack (+640 B, 25% of what such a request allocates)
+  return new_response(status, final_url or url, op, extra ~= nil, extra)
 end
 
 -- Waits for the request the task has asked for. Tail-called, and
