@@ -85,6 +85,20 @@ describe("rate limits", function()
     end)
   end)
 
+  it("keeps an idle host's bucket: n start at once after its last request, however long that took", function()
+    local server = support.start_scoped { time_scale = 6 } -- 1.2 s a video
+    local url = server.url .. "/videos/" .. ID
+    avideo.run(function()
+      local s <close> = avideo.session { rate_per_host = { 5, per = 1 } }
+      assert.are.equal(200, s:get(url).status) -- the bucket is full again before it ends
+      assert.are.equal(1, s:stats().hosts)
+      local statuses, took = fetch(s, url, 5)
+      assert.are.equal(5, count(statuses, 200))
+      -- five at once: 1.2 s; a forgotten bucket (one token) would pace them to 2.0 s
+      assert.is_true(took < 1.6 * slow, took)
+    end)
+  end)
+
   it("combines with the concurrency limits", function()
     local server = support.start_scoped { time_scale = 0.5 } -- 0.1 s a video
     avideo.run(function()

@@ -519,7 +519,11 @@ M.BLOCKING = BLOCKING
 
 local function block_loop(op)
   while true do
-    local n = loop:step(true, out)
+    -- blocks until some op is ready; 0: nothing is active that could end the wait
+    local n = loop:step(false, out)
+    if n == 0 then
+      error(errors.new("invalid", "deadlock: nothing pending could end this blocking wait"), 0)
+    end
     local ready = false
     for i = 1, n do
       if out[2 * i] == op then ready = true end

@@ -143,10 +143,12 @@ static av_lkey *av_key_get(av_limiter *l, const char *name) {
 }
 
 /* Forget a key that has nothing in flight and nobody waiting, unless its
- * state is fresh, or it learnt a limit (kept within AV_KEYS_KEPT keys). */
+ * state is fresh, or it learnt a limit or holds a rate_per_host bucket
+ * (kept within AV_KEYS_KEPT keys: a bucket forgotten would start again
+ * with one token, not the n a quiet spell gave it). */
 static void av_key_maybe_free(av_limiter *l, av_lkey *k) {
   if (k->in_flight > 0 || k->head || av_key_fresh(l, k)) return;
-  if (l->auto_host.on && l->nkeys <= AV_KEYS_KEPT) return;
+  if ((l->auto_host.on || l->rate_per_host.n > 0) && l->nkeys <= AV_KEYS_KEPT) return;
   av_key_free(l, k);
 }
 
