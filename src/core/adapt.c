@@ -9,7 +9,7 @@
  * "aimd" ignores latency: it grows the same way and only failures cut it.
  * Either way a 429, 503, timeout or reset halves the limit. One cut per
  * congestion: requests sent before the last cut cut nothing more, as TCP
- * reacts once per window. The limit grows only while it is used (at least
+ * reacts once per window, unless far slower than the one that cut. The limit grows only while it is used (at least
  * half of it in flight), so an idle host's limit does not drift up.
  *
  * Growth is a limited slow start (RFC 3742's idea): x2 a round trip while
@@ -47,6 +47,11 @@
 #define AV_DROP_CUT 0.5
 #define AV_CUT_MIN 0.5
 #define AV_CUT_MAX 0.9
+/* An answer sent before the last cut cuts again only if it is this many
+ * times slower than the answer that made that cut: the queue has grown
+ * since (the server's capacity fell), and waiting for an answer sent after
+ * the cut would mean waiting behind that whole queue. */
+#define AV_RECUT 4.0
 /* Slow start adds at most this many slots a round trip. */
 #define AV_STEP_MAX 6
 
@@ -88,7 +93,15 @@ static bool av_adapt_ramping(const av_adapt *a) { return a->w_max == 0 || a->lim
  * proof is stale (a server that got slower cuts from its old limit). */
 static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, double slow,
                          uint64_t started, uint64_t now) {
-  if (started < a->last_cut) return; /* sent under the old limit: already paid for */
+  if (started < a->last_cut) {
+    /* sent under the old limit: already paid for, unless a latency far
+     * slower than the last cut's (a drop never cuts twice) */
+    if (!(isfinite(slow) && slow >= AV_RECUT * a->cut_slow)) return;
+    base = a->limit;
+  }
+  /* a cut that ends a ramp is never cut again by answers sent before it:
+   * the overshoot's own answers grow slower as the queue it made drains */
+  a->cut_slow = av_adapt_ramping(a) ? INFINITY : slow;
   double to = base * factor;
   if (slow <= AV_PROVEN_SLOW && av_adapt_ramping(a) && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
   a->w_max = fmin(a->limit, base); /* the knee: what was in flight when the queue showed */
