@@ -94,19 +94,26 @@ static bool av_adapt_ramping(const av_adapt *a) { return a->w_max == 0 || a->lim
 static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, double factor, double slow,
                          uint64_t started, uint64_t now) {
   if (started < a->last_cut) {
-    /* sent under the old limit: already paid for, unless a latency far
-     * slower than the last cut's (a drop never cuts twice) */
-    if (!(isfinite(slow) && slow >= AV_RECUT * a->cut_slow)) return;
+    /* sent under the old limit: already paid for, unless sent under the
+     * limit the last cut cut (not under an older one: a ramp's overshoot
+     * still draining) and far slower than the answer that cut it (a drop
+     * never cuts twice) */
+    if (!(started >= a->prev_cut && isfinite(slow) && slow >= AV_RECUT * a->cut_slow)) return;
     base = a->limit;
   }
   /* a cut that ends a ramp is never cut again by answers sent before it:
    * the overshoot's own answers grow slower as the queue it made drains */
   a->cut_slow = av_adapt_ramping(a) ? INFINITY : slow;
   double to = base * factor;
-  if (slow <= AV_PROVEN_SLOW && av_adapt_ramping(a) && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
+  /* (the first ramp's cut keeps it whatever the answer: no capacity known
+   * before it could have fallen, and its overshoot's answers are the
+   * slowest, 2.5x the best at capacity 40, which cut to half) */
+  if ((slow <= AV_PROVEN_SLOW || a->w_max == 0) && av_adapt_ramping(a) && a->proven > to)
+    to = fmin(a->proven, base * AV_CUT_MAX);
   a->w_max = fmin(a->limit, base); /* the knee: what was in flight when the queue showed */
   a->limit = fmin(a->limit, to);
   if (a->limit < c->min) a->limit = c->min;
+  a->prev_cut = a->last_cut;
   a->last_cut = now;
   a->proven = 0;
 }

@@ -651,6 +651,7 @@ typedef struct av_adapt {
   double w_max;               /* the limit before the last cut; 0: none yet (slow start) */
   double proven;              /* most in flight under which an answer came near the best, since the last cut */
   uint64_t last_cut;          /* uv_hrtime of the last cut */
+  uint64_t prev_cut;          /* ... and of the one before it */
   double cut_slow;            /* the slowness of the answer that made it (inf: a drop, or a cut that ended a ramp) */
 } av_adapt;
 
