@@ -91,8 +91,6 @@ function M.active()
   return current ~= nil, current and current.path
 end
 
---- Stop recording and write the file; returns its path and the number of
--- requests in it.
 -- Name each limit sample's line: its key (or "total"), and its session's
 -- number when more than one session's limits moved.
 local function name_limits(limits)
@@ -105,6 +103,8 @@ local function name_limits(limits)
   end
 end
 
+--- Stop recording and write the file; returns its path and the number of
+-- requests in it.
 function M.stop()
   if not current then invalid("avideo.trace.stop: no trace is being recorded") end
   local r = current

@@ -9,8 +9,9 @@
  * "aimd" ignores latency: it grows the same way and only failures cut it.
  * Either way a 429, 503, timeout or reset halves the limit. One cut per
  * congestion: requests sent before the last cut cut nothing more, as TCP
- * reacts once per window, unless far slower than the one that cut. The limit grows only while it is used (at least
- * half of it in flight), so an idle host's limit does not drift up.
+ * reacts once per window, unless far slower than the one that cut. The
+ * limit grows only while it is used (at least half of it in flight), so an
+ * idle host's limit does not drift up.
  *
  * Growth is a limited slow start (RFC 3742's idea): x2 a round trip while
  * small, then at most AV_STEP_MAX more a round trip, because a latency
@@ -101,15 +102,15 @@ static void av_adapt_cut(av_adapt *a, const av_adapt_conf *c, double base, doubl
     if (!(started >= a->prev_cut && isfinite(slow) && slow >= AV_RECUT * a->cut_slow)) return;
     base = a->limit;
   }
+  bool ramping = av_adapt_ramping(a);
   /* a cut that ends a ramp is never cut again by answers sent before it:
    * the overshoot's own answers grow slower as the queue it made drains */
-  a->cut_slow = av_adapt_ramping(a) ? INFINITY : slow;
+  a->cut_slow = ramping ? INFINITY : slow;
   double to = base * factor;
   /* (the first ramp's cut keeps it whatever the answer: no capacity known
    * before it could have fallen, and its overshoot's answers are the
    * slowest, 2.5x the best at capacity 40, which cut to half) */
-  if ((slow <= AV_PROVEN_SLOW || a->w_max == 0) && av_adapt_ramping(a) && a->proven > to)
-    to = fmin(a->proven, base * AV_CUT_MAX);
+  if (ramping && (slow <= AV_PROVEN_SLOW || a->w_max == 0) && a->proven > to) to = fmin(a->proven, base * AV_CUT_MAX);
   a->w_max = fmin(a->limit, base); /* the knee: what was in flight when the queue showed */
   a->limit = fmin(a->limit, to);
   if (a->limit < c->min) a->limit = c->min;
