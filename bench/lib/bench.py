@@ -57,7 +57,8 @@ def parse_args(argv):
     p.add_argument("--cancel-queued", help="cancel section: requests gathered, then cancelled (default 100000)")
     p.add_argument("--counters", default=",".join(counters.KINDS),
                    help="cost section, separate untimed runs: epoll (epoll_ctl calls per request),"
-                   " lua (Lua bytes allocated per request); 'none' for neither (default: epoll,lua)")
+                   " lua (Lua bytes allocated per request), instr (user-space instructions per request,"
+                   " under valgrind); 'none' for none (default: epoll,lua,instr)")
     p.add_argument("--epoll-counter", choices=("preload", "strace"), default="preload",
                    help="how epoll_ctl calls are counted: bench/lib/epoll_count.c preloaded"
                    " (default; the client runs at its own speed) or strace -f (slows every call,"
@@ -93,7 +94,7 @@ def parse_args(argv):
     args.counters = [] if args.counters == "none" else split(args.counters)
     for k in args.counters:
         if k not in counters.KINDS:
-            p.error(f"unknown counter {k} (epoll, lua or none)")
+            p.error(f"unknown counter {k} (epoll, lua, instr or none)")
     args.results = list(dict.fromkeys(split(args.results)))  # in order, once each
     if not args.results or any(m not in bench_cases.RESULTS for m in args.results):
         p.error(f"--results takes {' and/or '.join(bench_cases.RESULTS)}")
@@ -381,7 +382,7 @@ def count_cases(ctx, servers, results):
 # ---------------------------------------------------------------------------
 
 COLUMNS = ["section", "case", "client", "N", "in flight", "CPU µs/req", "× floor", "× C",
-           "req/s", "peak RSS MiB", "Lua B/req", "epoll_ctl/req", "failed epoll_ctl/req",
+           "req/s", "peak RSS MiB", "Lua B/req", "instr/req (× floor)", "epoll_ctl/req", "failed epoll_ctl/req",
            "result", "target", "note"]
 KEPT_COLUMNS = ("section", "case", "client")  # shown even when empty; others only when used
 RATIOS = {"x_floor": "floor", "x_c": "c", "x_curl": "curl"}  # ratio metric: the client it is taken against
@@ -420,7 +421,18 @@ def summarize(results, reps, counted=None):
     return rows
 
 
-def cells(row):
+def floor_counters(row, rows):
+    """The counters of the floor client in row's case ("c=10, discarded"
+    takes those of "c=10": the floor decodes nothing and runs once)."""
+    case = row["case"]
+    for name in (case.name, case.name.split(",")[0]):
+        floor = rows.get((case.section, name, "floor"))
+        if floor:
+            return floor.get("counters", {})
+    return {}
+
+
+def cells(row, rows):
     case, m = row["case"], row["metrics"]
     fmt = lambda key, spec: format(m[key], spec) if key in m else ""  # noqa: E731
     n = f"{m['requests']:,.0f}" if case.client == "wrk" and "requests" in m else (f"{case.n:,}" if case.n else "")
@@ -450,7 +462,7 @@ def cells(row):
     return [case.section, case.name, label, n,
             f"{case.limit:,}" if case.limit else "", fmt("cpu_us", ".1f"),
             ratio_cell(m, "x_floor"), ratio_cell(m, "x_c"), fmt("rps", ",.0f"), fmt("rss_mib", ".1f"),
-            counters.lua_cell(cnt), counters.epoll_cell(cnt), counters.failed_cell(cnt),
+            counters.lua_cell(cnt), counters.instr_cell(cnt, floor_counters(row, rows)), counters.epoll_cell(cnt), counters.failed_cell(cnt),
             result, target, row["note"]]
 
 
@@ -465,7 +477,7 @@ def ratio_cell(m, key):
 
 def used_table(rows):
     """The header and the cells, without the columns no row uses."""
-    body = [cells(r) for r in rows.values()]
+    body = [cells(r, rows) for r in rows.values()]
     keep = [i for i, name in enumerate(COLUMNS) if name in KEPT_COLUMNS or any(r[i] for r in body)]
     return [[r[i] for i in keep] for r in [COLUMNS] + body]
 
@@ -509,7 +521,8 @@ def header_lines(args, elapsed):
             "(quartiles in brackets from 4 repetitions on); every other repetition runs the cases backwards",
             *([f"counters ({', '.join(args.counters)}): separate untimed runs at N and at N=C, "
                "per request beyond the first C; Lua B = bytes the Lua state allocated with its GC "
-               "stopped; epoll_ctl calls counted by "
+               "stopped; instr = user-space instructions under valgrind (callgrind), from runs of "
+               f"C + {counters.INSTR_N:,} requests, × the floor's; epoll_ctl calls counted by "
                + ("strace -f" if args.epoll_counter == "strace" else "bench/lib/epoll_count.c (LD_PRELOAD)")
                + ", failed ones by errno"] if args.counters and "cost" in args.sections else []),
             f"packages: {versions()}",

@@ -1,6 +1,7 @@
 """Per-request counters of the client-cost cases, from separate runs that are
-never timed: epoll_ctl calls and bytes allocated by the Lua state (the
-avideo script's --count-alloc, the GC stopped around the work).
+never timed: epoll_ctl calls, bytes allocated by the Lua state (the avideo
+script's --count-alloc, the GC stopped around the work), and user-space
+instructions (valgrind's callgrind; see instr_count).
 
 epoll_ctl calls are counted by bench/lib/epoll_count.c preloaded into the
 client (LD_PRELOAD), which lets the client run at its own speed, or with
@@ -29,9 +30,13 @@ from collections import Counter
 import procs
 
 # Clients the counters are taken for: the ones this project wrote.
-COUNTED = ("floor", "c", "avideo", "avideo-talk")
+COUNTED = ("floor", "c", "avideo", "avideo-talk", "avideo-luajit")
 LUA_COUNTED = ("avideo", "avideo-talk")
-KINDS = ("epoll", "lua")
+KINDS = ("epoll", "lua", "instr")
+# Requests per instruction-counting run beyond the C of its base run:
+# callgrind runs a client some 50 times slower, and the count per request
+# is the same to 0.1% at 2,000 as at 20,000.
+INSTR_N = 2000
 
 CALL_RE = re.compile(r"epoll_ctl\(\d+, (EPOLL_CTL_\w+)")
 DONE_RE = re.compile(r"\)\s+=\s+(-?\d+)(?:\s+(E[A-Z0-9]+))?")
@@ -117,6 +122,29 @@ def lua_count(ctx, argv, env, timeout):
     return run.result["lua_bytes"]
 
 
+I_REFS_RE = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def instr_count(ctx, argv, env, timeout):
+    """User-space instructions the client ran (callgrind's "I refs": every
+    library and the Lua VM, not the kernel). Deterministic where CPU time
+    is not: on a shared machine the timed ratios move by a third between
+    repetitions, these by well under 1%, so they show what a change to the
+    request path saves even when the clock cannot."""
+    if not shutil.which("valgrind"):
+        raise CounterError("skipped: valgrind not installed")
+    with tempfile.NamedTemporaryFile("r", prefix="avideo-bench-callgrind-") as log:
+        # all-non-file: LuaJIT writes the machine code it then runs
+        counted = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", "--callgrind-out-file=/dev/null",
+                   "--log-file=" + log.name] + [str(a) for a in argv]
+        run = procs.run_measured(ctx.launcher, counted, ctx.args.client_core, timeout, env=env)
+        check(run, "callgrind run")
+        found = I_REFS_RE.search(log.read())
+        if not found:
+            raise CounterError("callgrind reported no instruction count")
+        return int(found.group(1).replace(",", ""))
+
+
 def per_request(at_n, at_base, n, base):
     if at_base is None:
         return at_n / n
@@ -157,6 +185,14 @@ def measure(ctx, case, argv_for, env, kinds, timeout):
             values["lua_bytes"] = per_request(big, small, n, base)
         except CounterError as e:
             problems["lua"] = str(e)
+    if "instr" in kinds and case.client in COUNTED:
+        big_n = (base or 0) + min(n, INSTR_N)
+        try:
+            big = instr_count(ctx, argv_for(big_n), env, timeout)
+            small = instr_count(ctx, argv_for(base), env, timeout) if base else None
+            values["instr"] = per_request(big, small, big_n, base)
+        except CounterError as e:
+            problems["instr"] = str(e)
     return values, problems
 
 
@@ -172,6 +208,16 @@ def failed_cell(values):
         return ""
     shown = [f"{v:.3f} {k}" for k, v in sorted(failed.items()) if abs(v) >= 0.0005]
     return ", ".join(shown) or "0"
+
+
+def instr_cell(values, floor_values):
+    """Instructions per request, in thousands, and × the floor client's."""
+    if "instr" not in values:
+        return ""
+    cell = f"{values['instr'] / 1000:,.1f}k"
+    if floor_values and floor_values.get("instr"):
+        cell += f" ({values['instr'] / floor_values['instr']:.2f}×)"
+    return cell
 
 
 def lua_cell(values):
