@@ -28,7 +28,8 @@ FULL = {"n": 20000, "in_flight": "1000,10000", "queued": "100000",
 QUICK = {"n": 2000, "in_flight": "1000", "queued": "10000",
          "scenarios": "limit10", "wrk_seconds": 1, "cancel_queued": "100000"}
 PACKAGES = ["nginx", "libnginx-mod-http-echo", "wrk", "curl", "libcurl4", "libuv1",
-            "libjansson4", "lua5.4", "lua5.3", "lua-http", "lua-cjson", "python3-aiohttp", "strace"]
+            "libjansson4", "lua5.4", "lua5.3", "lua-http", "lua-cjson", "python3-aiohttp", "strace",
+            "valgrind"]
 
 
 def parse_args(argv):
@@ -462,7 +463,8 @@ def cells(row, rows):
     return [case.section, case.name, label, n,
             f"{case.limit:,}" if case.limit else "", fmt("cpu_us", ".1f"),
             ratio_cell(m, "x_floor"), ratio_cell(m, "x_c"), fmt("rps", ",.0f"), fmt("rss_mib", ".1f"),
-            counters.lua_cell(cnt), counters.instr_cell(cnt, floor_counters(row, rows)), counters.epoll_cell(cnt), counters.failed_cell(cnt),
+            counters.lua_cell(cnt), counters.instr_cell(cnt, floor_counters(row, rows)),
+            counters.epoll_cell(cnt), counters.failed_cell(cnt),
             result, target, row["note"]]
 
 
@@ -519,12 +521,8 @@ def header_lines(args, elapsed):
             "× floor = CPU per request over the floor client's at the same limit, × C = over the "
             "C (jansson) client's in the same case, both taken within a repetition, median "
             "(quartiles in brackets from 4 repetitions on); every other repetition runs the cases backwards",
-            *([f"counters ({', '.join(args.counters)}): separate untimed runs at N and at N=C, "
-               "per request beyond the first C; Lua B = bytes the Lua state allocated with its GC "
-               "stopped; instr = user-space instructions under valgrind (callgrind), from runs of "
-               f"C + {counters.INSTR_N:,} requests, × the floor's; epoll_ctl calls counted by "
-               + ("strace -f" if args.epoll_counter == "strace" else "bench/lib/epoll_count.c (LD_PRELOAD)")
-               + ", failed ones by errno"] if args.counters and "cost" in args.sections else []),
+            *([counters.header(args.counters, args.epoll_counter)]
+              if args.counters and "cost" in args.sections else []),
             f"packages: {versions()}",
             f"took {elapsed:.0f} s"]
 

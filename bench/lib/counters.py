@@ -33,9 +33,12 @@ import procs
 COUNTED = ("floor", "c", "avideo", "avideo-talk", "avideo-luajit")
 LUA_COUNTED = ("avideo", "avideo-talk")
 KINDS = ("epoll", "lua", "instr")
-# Requests per instruction-counting run beyond the C of its base run:
-# callgrind runs a client some 50 times slower, and the count per request
-# is the same to 0.1% at 2,000 as at 20,000.
+# The instruction counter's runs: C + INSTR_WARM and C + INSTR_WARM +
+# INSTR_N requests, so that the count per request is the steady state's,
+# without start-up or the first requests' warm-up (tables growing, libcurl's
+# caches filling), which 20,000 timed requests spread thin but 2,000 would
+# not. callgrind runs a client some 50 times slower: 2,000 is enough.
+INSTR_WARM = 1000
 INSTR_N = 2000
 
 CALL_RE = re.compile(r"epoll_ctl\(\d+, (EPOLL_CTL_\w+)")
@@ -127,10 +130,13 @@ I_REFS_RE = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 def instr_count(ctx, argv, env, timeout):
     """User-space instructions the client ran (callgrind's "I refs": every
-    library and the Lua VM, not the kernel). Deterministic where CPU time
-    is not: on a shared machine the timed ratios move by a third between
-    repetitions, these by well under 1%, so they show what a change to the
-    request path saves even when the clock cannot."""
+    library and the Lua VM, not the kernel). Steady where CPU time is not:
+    on a shared machine the timed ratios move by a third between
+    repetitions, these counts by up to 2.5% and the ratio of two clients
+    counted one after the other by about 1%. They are the instructions of a
+    client slowed down some 50 times, which finds every answer already
+    there when it looks: a fair comparison of clients and of changes to
+    one, not a prediction of the CPU ratio."""
     if not shutil.which("valgrind"):
         raise CounterError("skipped: valgrind not installed")
     with tempfile.NamedTemporaryFile("r", prefix="avideo-bench-callgrind-") as log:
@@ -186,14 +192,35 @@ def measure(ctx, case, argv_for, env, kinds, timeout):
         except CounterError as e:
             problems["lua"] = str(e)
     if "instr" in kinds and case.client in COUNTED:
-        big_n = (base or 0) + min(n, INSTR_N)
         try:
-            big = instr_count(ctx, argv_for(big_n), env, timeout)
-            small = instr_count(ctx, argv_for(base), env, timeout) if base else None
-            values["instr"] = per_request(big, small, big_n, base)
+            if base:
+                low = base + INSTR_WARM
+                big = instr_count(ctx, argv_for(low + INSTR_N), env, timeout)
+                small = instr_count(ctx, argv_for(low), env, timeout)
+                values["instr"] = per_request(big, small, low + INSTR_N, low)
+            else:  # one request per connection: everything counts, as above
+                values["instr"] = instr_count(ctx, argv_for(n), env, timeout) / n
         except CounterError as e:
             problems["instr"] = str(e)
     return values, problems
+
+
+def header(kinds, epoll_counter):
+    """The report's line on how the counters it shows were taken."""
+    parts = [f"counters ({', '.join(kinds)}): separate untimed runs"]
+    at_n = [name for kind, name in (("epoll", "epoll_ctl"), ("lua", "Lua B")) if kind in kinds]
+    if at_n:
+        parts.append(f"{' and '.join(at_n)} at N and at N=C, per request beyond the first C")
+    if "lua" in kinds:
+        parts.append("Lua B = bytes the Lua state allocated with its GC stopped")
+    if "instr" in kinds:
+        parts.append(f"instr = user-space instructions under valgrind (callgrind), between runs of "
+                     f"C + {INSTR_WARM:,} and C + {INSTR_WARM + INSTR_N:,} requests, × the floor's")
+    if "epoll" in kinds:
+        parts.append("epoll_ctl calls counted by "
+                     + ("strace -f" if epoll_counter == "strace" else "bench/lib/epoll_count.c (LD_PRELOAD)")
+                     + ", failed ones by errno")
+    return "; ".join(parts)
 
 
 def epoll_cell(values):
