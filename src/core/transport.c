@@ -431,6 +431,11 @@ void av_easy_put(av_transport *t, av_easy *e) {
 }
 
 void av_easy_discard(av_transport *t, av_easy *e) {
+  /* a kept-alive socket its transfer gave up still names it (see
+   * av_sock_in_use): forget it there before it is freed. Rare (Digest
+   * handles), so a walk over the sockets is fine. */
+  for (size_t i = 0; i < t->nsocks; i++)
+    if (t->socks[i] && t->socks[i]->user == e) t->socks[i]->user = NULL;
   av_easy_put(t, e);
   t->idle_easy = e->next; /* av_easy_put made it the first idle one */
   curl_easy_cleanup(e->h);
