@@ -50,6 +50,33 @@ describe("redirects", function()
       assert.are.equal(peer.url .. "/status/302", r.url)
     end)
 
+    it("a function body ends at a redirect to GET: the GET carries none", function()
+      local parts, i = { "a", "b" }, 0
+      local r = avideo.post(peer.url .. "/redirect/303", { data = function() i = i + 1; return parts[i] end })
+      assert.are.same({ 200, "GET" }, { r.status, r.method })
+      local s = seen()
+      -- it went out chunked, with an empty body, before
+      assert.are.same({ "GET", "", nil }, { s.method, s.body, s.headers["transfer-encoding"] })
+    end)
+
+    it("a function body still being made is not sent on to the redirect's target", function()
+      -- the 303 comes before the body is read; the target is another origin
+      local calls, got = 0, nil
+      avideo.run(function()
+        got = avideo.post(peer.url .. "/redirect-unread/303?to=" .. peer.url2 .. "/echo", { timeout = 10, data = function()
+          calls = calls + 1
+          if calls > 20 then return nil end
+          avideo.sleep(0.02)
+          return "secret piece " .. calls .. "\n"
+        end })
+      end)
+      assert.are.same({ 200, "GET", peer.url2 .. "/echo" }, { got.status, got.method, got.url })
+      local s = seen()
+      assert.are.same({ "GET", "" }, { s.method, s.body })
+      assert.is_nil(s.headers["transfer-encoding"])
+      assert.is_true(calls < 20, "the function was still asked for pieces after the redirect")
+    end)
+
     it("a relative Location resolves against the redirecting URL", function()
       local r = avideo.request("PATCH", peer.url .. "/redirect/307?to=..%2Fecho%3Fa%3D1", { data = "x" })
       assert.are.equal(peer.url .. "/echo?a=1", r.url)

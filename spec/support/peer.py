@@ -104,6 +104,13 @@ async def redirect_code(request):
                         headers={"Location": request.query.get("to", "/echo")})
 
 
+async def redirect_unread(request):
+    """Any method: answer with the status in the path and Location: `to` at
+    once, without reading the request's body (a body still being sent)."""
+    code = int(request.match_info["code"])
+    return web.Response(status=code, headers={"Location": request.query["to"]})
+
+
 async def chain(request):
     """Any method: n redirects (status `code`, default 302; `ms` each), then /echo."""
     n = int(request.match_info["n"])
@@ -462,6 +469,7 @@ def main():
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/redirect", redirect)
     app.router.add_route("*", "/redirect/{code}", redirect_code)
+    app.router.add_route("*", "/redirect-unread/{code}", redirect_unread)
     app.router.add_route("*", "/chain/{n}", chain)
     app.router.add_get("/digest/{realm}", digest)
     app.router.add_get("/connect-seen", connect_seen)

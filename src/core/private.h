@@ -516,6 +516,7 @@ struct av_request {
   bool pull;
   bool want_body;
   bool pull_eof;              /* op:write(nil): no more */
+  bool pull_dropped;          /* a redirect to GET dropped the body: pieces are discarded */
   bool stream;
   bool stream_ready;          /* its header block is in: result() and read() work */
   bool paused;                /* we paused the transfer: the reader lags */

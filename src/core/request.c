@@ -410,6 +410,15 @@ static bool av_request_follow(av_request *req) {
     req->body = NULL;
     req->body_len = 0;
     req->has_body = false;
+    if (req->pull) {
+      /* a function body ends here: the GET sends none, and what the task
+       * still writes goes nowhere (av_request_write) */
+      req->pull = false;
+      req->pull_dropped = true;
+      req->want_body = false;
+      av_buf_free(&req->pull_buf);
+      req->pull_off = 0;
+    }
   }
   free(req->effective_url);
   req->effective_url = url; /* the response's URL, unless another hop follows */
@@ -937,10 +946,20 @@ static int av_request_write(lua_State *L) {
   size_t len = 0;
   const char *piece = lua_isnil(L, 2) ? NULL : luaL_checklstring(L, 2, &len);
   luaL_checkany(L, 3);
-  if (!req->pull || req->op.state != AV_OP_IDLE || req->pull_eof)
+  bool dropped = req->pull_dropped && req->op.state == AV_OP_IDLE;
+  if (!dropped && (!req->pull || req->op.state != AV_OP_IDLE || req->pull_eof))
     return luaL_error(L, "this request takes no body piece now");
   if (req->phase != AV_REQ_RUNNING || !req->easy || req->closed) {
     lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (dropped) {
+    /* redirected to a GET while the task made this piece: it is dropped,
+     * and the task waits for the response */
+    lua_getiuservalue(L, 1, AV_UV_LOOP);
+    av_op_start(L, &req->op, 1, 3, -1);
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
     return 1;
   }
   if (piece && !av_buf_append(&req->pull_buf, piece, len)) return luaL_error(L, "out of memory");
