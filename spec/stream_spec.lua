@@ -226,6 +226,22 @@ describe("streamed responses", function()
     end)
   end)
 
+  it("give their slot back when their task is cancelled as the header block comes", function()
+    -- A stream's op can be handed over in the very turn its task is
+    -- cancelled (a gather's other item failed first): the task never gets
+    -- the op, and cancelling the op must end the transfer, or the slot
+    -- waits for the collector. The op is taken from a response here, to
+    -- stand for that task's, which cannot be reached at the right moment.
+    avideo.run(function()
+      local s <close> = avideo.session { limit = 1 }
+      local r = s:get(nginx.url .. "/files/1g.bin", { stream = true })
+      assert.are.same({ in_flight = 1, queued = 0, hosts = 1 }, s:stats())
+      assert.is_true(r._op:cancel())
+      assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+      assert.are.equal(100000, #s:get(nginx.url .. "/files/small.bin", { stream = true }):text())
+    end)
+  end)
+
   it("follow redirects to the final response before handing it over", function()
     local r = avideo.get(peer.url .. "/redirect?to=" .. nginx.url .. "/files/small.bin", { stream = true })
     assert.are.equal(200, r.status)

@@ -974,8 +974,18 @@ static int av_request_write(lua_State *L) {
 }
 
 static int av_request_op_cancel(lua_State *L) {
-  luaL_checkudata(L, 1, AV_REQUEST_MT);
-  lua_pushboolean(L, av_op_cancel(L, 1));
+  av_request *req = luaL_checkudata(L, 1, AV_REQUEST_MT);
+  bool cancelled = av_op_cancel(L, 1);
+  /* Handed over, or ready, but its task not resumed yet: a stream's
+   * header block or a body function's call for a piece came in the turn
+   * its task was cancelled. The task never gets the op, so nobody would
+   * close it: the transfer and its slot would wait for the collector. */
+  bool handed = (req->stream && req->stream_ready) || req->pull;
+  if (req->op.state == AV_OP_IDLE && req->phase == AV_REQ_RUNNING && handed) {
+    av_request_close(L);
+    cancelled = true;
+  }
+  lua_pushboolean(L, cancelled);
   return 1;
 }
 
