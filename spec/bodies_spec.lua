@@ -286,6 +286,21 @@ describe("request bodies", function()
       local url = peer.url .. "/echo"
       refused(function() avideo.post(url, { files = { f = avideo.file(tmp.dir .. "/missing") } }) end, "files field 'f'")
       refused(function() avideo.post(url, { files = { f = 42 } }) end, "files field 'f'")
+      -- a file part is checked as a file body is: a directory would fail
+      -- mid-upload, and opening a FIFO would block the whole loop
+      refused(function() avideo.post(url, { files = { f = avideo.file(tmp.dir) } }) end, "not a regular file")
+      local fifo = tmp.dir .. "/fifo"
+      assert(os.execute("mkfifo " .. fifo), "mkfifo failed")
+      refused(function() avideo.post(url, { files = { f = avideo.file(fifo) } }) end, "not a regular file")
+      os.remove(fifo)
+      -- a file object beside files, or as params, is no table of fields
+      local file = tmp.dir .. "/part.txt"
+      local f = assert(io.open(file, "w"))
+      f:write("x")
+      f:close()
+      refused(function() avideo.post(url, { files = { f = "x" }, data = avideo.file(file) }) end, "a file goes in files")
+      refused(function() avideo.get(url, { params = avideo.file(file) }) end, "params must be a table of fields")
+      os.remove(file)
       refused(function() avideo.post(url, { files = { f = "x" }, json = {} }) end, "json or files")
       refused(function() avideo.post(url, { files = { f = "x" }, data = "raw" }) end, "data beside files")
       refused(function() avideo.post(url, { files = { [1] = "x" } }) end, "files field names must be strings")

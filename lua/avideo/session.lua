@@ -16,6 +16,7 @@ local waiting_task, await_op = sched.waiting_task, sched.await_op
 local YIELD, RESUME, refuse_foreign, check_cancel = sched.YIELD, sched.RESUME, sched.refuse_foreign, sched.check_cancel
 local current_task = sched.current
 local compat = require "avideo.compat"
+local file_refusal = require("avideo.core").file_refusal
 local co_yield, co_running, co_isyieldable = coroutine.yield, compat.running, compat.isyieldable
 local tointeger, math_type, int_text = compat.tointeger, compat.math_type, compat.int_text
 local setmetatable = setmetatable
@@ -201,6 +202,11 @@ end
 -- the key: silently dropping or flattening it would send something else
 -- than was meant.
 local function form_fields(fields, opt)
+  if is_file(fields) then
+    -- its path would go as a field: say where a file goes instead
+    raise("invalid", ("%s must be a table of fields, not %s; a file goes in files (or alone as data)")
+      :format(opt, tostring(fields)))
+  end
   local keys, names = {}, {}
   for k, v in pairs(fields) do
     local tk = type(k)
@@ -300,9 +306,10 @@ local function multipart_parts(files, data, url, method)
   for _, k in ipairs(names) do
     local v = files[k]
     if is_file(v) then
-      local f, why = io.open(v.path, "rb")
-      if not f then raise("invalid", ("files field '%s': cannot read file: %s"):format(k, why), where) end
-      f:close()
+      -- the core's check, a file body's: readable and a regular file (a
+      -- FIFO would block the loop, a directory fail mid-upload)
+      local why = file_refusal(v.path)
+      if why then raise("invalid", ("files field '%s': %s"):format(k, why), where) end
       parts[#parts + 1] = { name = k, path = v.path, filename = v.filename, content_type = v.content_type }
     elseif type(v) == "string" then
       parts[#parts + 1] = { name = k, data = v, filename = k }

@@ -33,6 +33,8 @@ __attribute__((visibility("default"))) int luaopen_avideo_core(lua_State *L) {
   av_session_open(L);
   av_work_open(L);
   av_json_open(L);
+  lua_pushcfunction(L, av_file_refusal);
+  lua_setfield(L, -2, "file_refusal");
   lua_pushliteral(L, AVIDEO_VERSION);
   lua_setfield(L, -2, "_VERSION");
   /* curl_version_info, not curl_version: the latter initialises libldap,

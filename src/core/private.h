@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -545,6 +546,13 @@ int av_trace_push(lua_State *L, const av_trace *trace);
 
 /* Register the request op metatable. */
 void av_request_open(lua_State *L);
+/* Whether path cannot be sent as a body: unreadable, or not a regular
+ * file (a FIFO would block the loop, a directory fail mid-upload); if so
+ * the reason is pushed, else *st is its stat. Checked before anything is
+ * sent. */
+bool av_file_refused(lua_State *L, const char *path, struct stat *st);
+/* core.file_refusal(path) -> nil | the reason (av_file_refused) */
+int av_file_refusal(lua_State *L);
 /* The settings req runs with: its own, or its owner's (client.c). */
 const av_client *av_request_client(const av_request *req);
 /* Read session:request()'s arguments (token at 2, then method, url,

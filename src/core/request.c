@@ -527,6 +527,26 @@ static long av_timeout_arg(lua_State *L, int arg) {
   return whole < ms ? whole + 1 : whole;
 }
 
+bool av_file_refused(lua_State *L, const char *path, struct stat *st) {
+  if (access(path, R_OK) != 0) {
+    lua_pushfstring(L, "cannot read file '%s': %s", path, strerror(errno));
+    return true;
+  }
+  if (stat(path, st) != 0 || !S_ISREG(st->st_mode)) {
+    lua_pushfstring(L, "cannot send '%s': not a regular file", path);
+    return true;
+  }
+  return false;
+}
+
+/* core.file_refusal(path) -> nil | why path cannot be sent (a multipart
+ * file part's check, the same as a file body's) */
+int av_file_refusal(lua_State *L) {
+  struct stat st;
+  if (!av_file_refused(L, luaL_checkstring(L, 1), &st)) lua_pushnil(L);
+  return 1;
+}
+
 static bool av_method_valid(const char *m, size_t len) {
   if (len == 0 || len >= sizeof(((av_request *)0)->method)) return false;
   for (size_t i = 0; i < len; i++)
@@ -611,9 +631,7 @@ av_request *av_request_new(lua_State *L, size_t size, av_loop *lp, int loopidx, 
      * anything is sent; opened only when the request runs, so that
      * thousands of queued uploads hold no descriptor each */
     struct stat st;
-    if (access(path, R_OK) != 0) return av_refuse(L, "cannot read file '%s': %s", path, strerror(errno)), NULL;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-      return av_refuse(L, "cannot send '%s': not a regular file", path), NULL;
+    if (av_file_refused(L, path, &st)) return av_refuse(L, "%s", lua_tostring(L, -1)), NULL;
     if (!(req->upload_path = strdup(path))) return luaL_error(L, "out of memory"), NULL;
     req->body_len = (size_t)st.st_size; /* the Content-Length: what is sent, whatever the file does */
     req->has_body = true;
