@@ -460,6 +460,28 @@ describe("tasks", function()
     assert.matches("lost failure", text)
     assert.matches("traceback", text)
   end)
+
+  it("reports a failure whose only waiter was cancelled after the end woke it", function()
+    local path = os.tmpname()
+    local saved = io.stderr
+    local f = assert(io.open(path, "w"))
+    io.stderr = f
+    avideo.run(function()
+      local failing = avideo.spawn(function() avideo.sleep(0.01); error("woke a cancelled waiter", 0) end)
+      local waiter = avideo.spawn(function() return failing:wait() end)
+      avideo.sleep(0) -- the waiter waits now
+      -- called as the task ends, after the waiter was woken, before it runs
+      failing:on_done(function() waiter:cancel() end)
+      local ok, e = pcall(waiter.wait, waiter)
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(e, "cancelled"), tostring(e))
+    end)
+    io.stderr = saved
+    f:close()
+    local text = assert(io.open(path)):read("*a")
+    os.remove(path)
+    assert.matches("nobody waited for it: woke a cancelled waiter", text, 1, true)
+  end)
 end)
 
 describe("avideo.timeout and avideo.semaphore", function()
@@ -507,6 +529,26 @@ describe("avideo.timeout and avideo.semaphore", function()
       local waiter = avideo.spawn(sem.with, sem, function() return "got it" end)
       avideo.sleep(0.01)
       holder:cancel()
+      assert.are.equal("got it", waiter:wait())
+    end)
+    assert.are.same({ 1, 0 }, { sem:available() })
+  end)
+
+  it("semaphore forgets waiters that gave up while the unit stays held", function()
+    local sem = avideo.semaphore(1)
+    avideo.run(function()
+      sem:acquire()
+      for _ = 1, 200 do
+        assert.is_false(pcall(avideo.timeout, 0, sem.acquire, sem))
+      end
+      -- the line is made again once the gone are most of it (its fields
+      -- read here: nothing else shows its length)
+      assert.is_true(sem.tail - sem.head + 1 <= 34, "line of " .. (sem.tail - sem.head + 1))
+      assert.are.same({ 0, 0 }, { sem:available() })
+      local waiter = avideo.spawn(sem.with, sem, function() return "got it" end)
+      avideo.sleep(0)
+      assert.are.same({ 0, 1 }, { sem:available() })
+      sem:release()
       assert.are.equal("got it", waiter:wait())
     end)
     assert.are.same({ 1, 0 }, { sem:available() })

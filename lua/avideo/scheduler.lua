@@ -442,7 +442,14 @@ function Task:wait()
     if me == self then errors.raise("invalid", "a task cannot wait for itself") end
     me.waits_on, me.wait_slot = self, add_watcher(self, me)
     me.unwait = stop_waiting
-    M.suspend(me)
+    local ok, err = compat.pcall(M.suspend, me)
+    if not ok then
+      -- cancelled after the end woke it, before it read the error: the
+      -- failure was not left unread at the end (it had a waiter), so it
+      -- is now, or nobody would ever hear of it
+      if self.status == "failed" then M.leave_unread(self) end
+      error(err, 0)
+    end
   end
   return self:result()
 end

@@ -16,7 +16,29 @@ function M.semaphore(n)
   if type(n) ~= "number" or n ~= math.floor(n) or n < 1 or n > 2 ^ 53 then
     errors.raise("invalid", "avideo.semaphore(n): n must be a whole number from 1 to 2^53, got " .. tostring(n))
   end
-  return setmetatable({ value = n, size = n, head = 1, tail = 0, waiters = {} }, Semaphore)
+  return setmetatable({ value = n, size = n, head = 1, tail = 0, gone = 0, waiters = {} }, Semaphore)
+end
+
+-- A waiter that gives up is marked gone, O(1); once the gone are more
+-- than half the line (and more than a few), the line is made again
+-- without them, so acquires that keep timing out against a held unit do
+-- not grow it for as long as the unit is held.
+local function leave(self, w)
+  if w.gone then return end
+  w.gone = true
+  local gone = self.gone + 1
+  self.gone = gone
+  if gone > 16 and gone * 2 > self.tail - self.head + 1 then
+    local line, n = {}, 0
+    for i = self.head, self.tail do
+      local x = self.waiters[i]
+      if not x.gone then
+        n = n + 1
+        line[n] = x
+      end
+    end
+    self.waiters, self.head, self.tail, self.gone = line, 1, n, 0
+  end
 end
 
 local function check(self, fn)
@@ -39,11 +61,15 @@ function Semaphore:acquire()
   local w = { task = task }
   self.tail = self.tail + 1
   self.waiters[self.tail] = w
-  task.unwait = function() w.gone = true end
+  task.unwait = function() leave(self, w) end
   local ok, err = compat.pcall(sched.suspend, task)
   if not ok then
-    w.gone = true
-    if w.granted then self:release() end -- granted, then cancelled before it ran
+    if w.granted then
+      w.gone = true
+      self:release() -- granted, then cancelled before it ran
+    else
+      leave(self, w)
+    end
     error(err, 0)
   end
 end
@@ -61,8 +87,9 @@ function Semaphore:release()
       sched.wake(w.task)
       return
     end
+    self.gone = self.gone - 1
   end
-  self.head, self.tail = 1, 0
+  self.head, self.tail, self.gone = 1, 0, 0
   if self.value >= self.size then
     errors.raise("invalid", "semaphore released more times than it was acquired")
   end
