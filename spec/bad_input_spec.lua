@@ -36,6 +36,13 @@ describe("bad input", function()
     { "as_completed bogus option", function()
       avideo.run(function() avideo.as_completed({}, { bogus = 1 }) end)
     end, "unknown option 'bogus'" },
+    { "gather bogus option", function()
+      avideo.run(function() avideo.gather({ print }, { return_exception = true }) end)
+    end, "unknown option 'return_exception'" },
+    { "gather limit 2^53 + 2", function()
+      avideo.run(function() avideo.gather({ print }, { limit = 2 ^ 53 + 2 }) end)
+    end, "limit" },
+    { "gather opts 1", function() avideo.run(function() avideo.gather({ print }, 1) end) end, "'opts'" },
     { "wait(nil)", function() avideo.wait(nil) end, "'tasks'" },
     { "wait({print})", function() avideo.wait({ print }) end, "item #1" },
     { "wait timeout -1", function() avideo.wait({}, { timeout = -1 }) end, "timeout" },

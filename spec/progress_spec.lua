@@ -152,6 +152,34 @@ for _, kind in ipairs { "gather", "as_completed" } do
       assert.same({}, states[#states].limits) -- nothing in flight at the end
     end)
 
+    it("a progress function that raises fails the " .. kind .. ", not the whole run", function()
+      local ok, err, other_done, calls
+      avideo.run(function()
+        local other = avideo.spawn(function()
+          avideo.sleep(0.2)
+          other_done = true
+        end)
+        -- the first item to end fails: its end is reported from the
+        -- scheduler's own stack, where an error used to end the run
+        local items = { function() error("first item", 0) end }
+        for i = 2, 10 do items[i] = function() avideo.sleep(0.02) return i end end
+        calls = 0
+        local opts = { progress = function() calls = calls + 1; error("progress broke", 0) end }
+        ok, err = pcall(function()
+          if kind == "gather" then
+            opts.return_exceptions = true
+            return avideo.gather(items, opts)
+          end
+          for _ in avideo.as_completed(items, opts) do end
+        end)
+        other:wait()
+      end)
+      assert.is_false(ok)
+      assert.are.equal("progress broke", err)
+      assert.is_true(other_done)
+      assert.are.equal(1, calls) -- never called again
+    end)
+
     it("refuses anything but true or a function", function()
       local ok, err = pcall(avideo.run, function()
         if kind == "gather" then

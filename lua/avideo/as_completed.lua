@@ -82,6 +82,8 @@ end
 -- The next item to end, as i, ok, v; nil once every item has come (or
 -- the loop was closed).
 function AsCompleted.__call(st)
+  local p = st.progress
+  if p and p.err ~= nil then error(p.err, 0) end -- the progress function raised
   if st.head > st.tail then
     if st.closed or st.taken == st.n then
       if st.progress then st.progress:finish() end
@@ -97,6 +99,7 @@ function AsCompleted.__call(st)
     st.waiter = me
     me.unwait = st.unwait
     sched.suspend(me)
+    if p and p.err ~= nil then error(p.err, 0) end
     if st.head > st.tail then return nil end -- closed meanwhile
   end
   local head = st.head

@@ -11,6 +11,7 @@ local compat = require "avideo.compat"
 local pack = compat.pack
 
 local is_task, callable = items_check.is_task, items_check.callable
+local OPTIONS = { limit = true, return_exceptions = true, progress = true }
 
 -- An item that raised nil or false (error(nil)) would leave a value that
 -- reads as "no error" (with return_exceptions, as a result; without, the
@@ -56,7 +57,10 @@ end
 -- worker stops).
 local function item_done(g, i, r)
   if g.stopped then return true end
-  if g.progress then g.progress:tick(true) end
+  if g.progress then
+    g.progress:tick(true)
+    if g.stopped then return true end -- the progress function raised
+  end
   g.results[i] = r
   local done = g.done + 1
   g.done = done
@@ -84,7 +88,10 @@ local function worker(g)
       local r = item()
       -- item_done, inlined: this is every function item's way
       if g.stopped then return end
-      if g.progress then g.progress:tick(true) end
+      if g.progress then
+        g.progress:tick(true)
+        if g.stopped then return end -- the progress function raised
+      end
       g.results[i] = r
       local done = g.done + 1
       g.done = done
@@ -110,7 +117,10 @@ local function worker_failed(g, w)
     err.traceback = w.traceback and w.traceback:match("\n(.*)$")
   end
   local i = w.item
-  if g.progress then g.progress:tick(false) end
+  if g.progress then
+    g.progress:tick(false)
+    if g.stopped then return end -- the progress function raised
+  end
   if i == nil then return fail(g, err, w) end
   g.results[i] = err
   local done = g.done + 1
@@ -126,22 +136,15 @@ local function parse(first, ...)
   local items, opts
   if type(first) == "table" and not callable(first) and not is_task(first) then
     items, opts = first, (...)
-    if opts ~= nil and type(opts) ~= "table" then errors.bad_argument("avideo.gather", "opts", "table", opts) end
   else
     items = pack(first, ...)
   end
-  opts = opts or {}
+  -- the options and the limit checked as as_completed and wait check theirs
+  opts = items_check.options("avideo.gather", opts, OPTIONS)
   local n = items.n or #items
   local has_tasks = items_check.check("avideo.gather", items, n)
-  local limit = opts.limit
-  if limit ~= nil then
-    -- tointeger, not `% 1`: 2^63 or inf must be refused, not become nil
-    limit = type(limit) == "number" and compat.tointeger(limit) or nil
-    if not limit or limit < 0 then
-      errors.raise("invalid", "gather limit must be a whole number >= 0 (0 = no limit)")
-    end
-  end
-  return items, n, opts.return_exceptions and true or false, (limit and limit > 0) and limit or n, has_tasks,
+  local limit = items_check.limit("avideo.gather", opts.limit, n)
+  return items, n, opts.return_exceptions and true or false, limit, has_tasks,
     progress.new(opts.progress, n, "avideo.gather", "gather")
 end
 
@@ -166,6 +169,8 @@ local function gather(...)
   }
   -- one hook and one start for all the workers: a field each, not a closure each
   g.on_fail = function(w) return worker_failed(g, w) end
+  -- a progress function that raises fails the gather, while it runs
+  if report then report.on_error = function(e) if not g.stopped and g.done < n then fail(g, e) end end end
   g.run = function() return worker(g) end
   local ws, spawn_worker, run, on_fail = g.workers, sched.spawn_worker, g.run, g.on_fail
   for w = 1, math.min(limit, n) do ws[w] = spawn_worker(run, on_fail) end
@@ -179,6 +184,7 @@ local function gather(...)
   sched.suspend(parent)
   if report then report:finish() end
   if g.err ~= nil then error(g.err, 0) end
+  if report and report.err ~= nil then error(report.err, 0) end -- raised at the end
   return results
 end
 

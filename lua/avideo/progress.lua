@@ -2,7 +2,9 @@
 --   true      one line on stderr, redrawn in place while it runs when
 --             stderr is a terminal, and a plain final line either way;
 --   function  called with the state instead (at most 10 times a second,
---             and once at the end with state.finished = true).
+--             and once at the end with state.finished = true); if it
+--             raises, it is not called again, and the gather (at once)
+--             or the as_completed loop (at its next item) raises that.
 -- The state: done, total, failed, running (items started, not ended),
 -- in_flight (requests inside libcurl, of every session), queued (running
 -- items not in flight: waiting for a slot, or doing something else),
@@ -13,6 +15,7 @@
 local core = require "avideo.core"
 local errors = require "avideo.errors"
 local sched = require "avideo.scheduler"
+local compat = require "avideo.compat"
 
 local M = {}
 
@@ -74,9 +77,20 @@ function M.line(st)
 end
 
 function Progress:report(finished)
+  if self.err ~= nil then return end -- the function raised: never again
   local st = self:state(finished)
   st.what = self.what
-  if self.fn then return self.fn(st) end
+  if self.fn then
+    -- an item's end may report from the scheduler's own stack, where an
+    -- error would end the whole run: the error is kept for the gather or
+    -- loop that owns this to raise, and on_error tells it at once
+    local ok, err = compat.pcall(self.fn, st)
+    if not ok then
+      self.err = err
+      if self.on_error then self.on_error(err) end
+    end
+    return
+  end
   if self.tty then
     -- \r and "erase to the end of the line": the line redraws in place
     io.stderr:write("\r", M.line(st), "\27[K", finished and "\n" or "")
