@@ -123,6 +123,10 @@ describe("bad input", function()
     { "request('G ET', url)", function() avideo.request("G ET", peer.url) end, "method" },
     -- the method is shown in the error's one line: escaped like the URL
     { "request with CR/LF in the method", function() avideo.request("GET\r\nX: y", peer.url) end, "method" },
+    { "session{raise_for_status=0}", function() avideo.session { raise_for_status = 0 } end, "raise_for_status" },
+    { "get raise_for_status 'false'", function()
+      avideo.get(peer.url .. "/echo", { raise_for_status = "false" })
+    end, "raise_for_status" },
     { "json.decode(nil)", function() avideo.json.decode(nil) end, "text" },
     { "json.decode('{')", function() avideo.json.decode("{") end, "JSON" },
     { "json.array(1)", function() avideo.json.array(1) end, "'t'" },
@@ -143,6 +147,22 @@ describe("bad input", function()
     assert.is_true(connections() - before <= 1)
     local s = avideo.stats()
     assert.are.same({ 0, 0, 0 }, { s.tasks, s.ops, s.transfers })
+  end)
+
+  it("says a response's or a session's method was called with a dot", function()
+    local r = avideo.get(peer.url .. "/echo")
+    for name, f in pairs { json = r.json, text = r.text, raise_for_status = r.raise_for_status, save = r.save,
+                           read = r.read, chunks = r.chunks, close = r.close } do
+      local ok, e = pcall(f)
+      assert.is_false(ok, name)
+      assert.is_true(avideo.is_error(e, "invalid"), name .. ": " .. tostring(e))
+      assert.matches("response:" .. name .. " must be called as a method", e.message, 1, true)
+    end
+    local s = avideo.session()
+    local ok, e = pcall(s.stats)
+    assert.is_false(ok)
+    assert.matches("stats must be called as a method", tostring(e), 1, true)
+    s:close()
   end)
 
   it("shows every field of an error escaped, on one line", function()

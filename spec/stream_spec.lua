@@ -242,6 +242,30 @@ describe("streamed responses", function()
     end)
   end)
 
+  it("refuse to save a body already read to its end, leaving the file as it was", function()
+    local path = os.tmpname()
+    local r = avideo.get(nginx.url .. "/files/small.bin", { stream = true })
+    assert.are.equal(100000, r:save(path))
+    for _, again in ipairs { function() return r:save(path) end, function() return r:save(path .. ".b") end } do
+      local ok, err = pcall(again)
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(err, "invalid"), tostring(err))
+      assert.matches("already read to its end", err.message, 1, true)
+    end
+    local f = assert(io.open(path, "rb"))
+    assert.are.equal(100000, #f:read("a"))
+    f:close()
+    assert.is_nil(io.open(path .. ".b")) -- nothing made either
+    -- read to its end by chunks too
+    r = avideo.get(nginx.url .. "/files/small.bin", { stream = true })
+    for _ in r:chunks() do end
+    assert.is_false(pcall(r.save, r, path))
+    f = assert(io.open(path, "rb"))
+    assert.are.equal(100000, #f:read("a"))
+    f:close()
+    os.remove(path)
+  end)
+
   it("follow redirects to the final response before handing it over", function()
     local r = avideo.get(peer.url .. "/redirect?to=" .. nginx.url .. "/files/small.bin", { stream = true })
     assert.are.equal(200, r.status)

@@ -145,6 +145,12 @@ end
 
 local methods = {}
 
+-- r.json() where r:json() was meant: self is nil, and Lua's own error
+-- would be "attempt to index a nil value". One comparison a call.
+local function not_a_method(name)
+  errors.raise("invalid", ("response:%s must be called as a method: r:%s(...)"):format(name, name))
+end
+
 -- Methods first: r:json() and r:raise_for_status() are the common lookups.
 function Response.__index(r, k)
   local m = methods[k]
@@ -174,7 +180,10 @@ local function read_raw(self, n, task)
   local op = self._op
   while true do
     local v, kind, message, phase = op:read(n, task or BLOCKING)
-    if v ~= false then return v, kind, message, phase end
+    if v ~= false then
+      if v == nil and not kind then rawset(self, "_ended", true) end -- save() has nothing left
+      return v, kind, message, phase
+    end
     if task then sched.await_op(task, op) else sched.block_on(op) end
   end
 end
@@ -216,6 +225,7 @@ end
 --- Streamed responses: the next piece of the body (at most n bytes), or
 -- nil at the end. Waits inside a task, blocks outside one.
 function methods:read(n)
+  if self == nil then not_a_method("read") end
   if not self._stream then errors.raise("invalid", "response:read() is for streamed responses (stream = true)") end
   if n ~= nil and (type(n) ~= "number" or n < 1 or n ~= math.floor(n) or n == math.huge) then bad_read_size(n) end
   -- outside any task it blocks on its own: no avideo.run per piece
@@ -224,6 +234,7 @@ end
 
 --- Streamed responses: for chunk in response:chunks(n) do ... end
 function methods:chunks(n)
+  if self == nil then not_a_method("chunks") end
   if n ~= nil and (type(n) ~= "number" or n < 1 or n ~= math.floor(n) or n == math.huge) then bad_read_size(n) end
   return function() return self:read(n) end
 end
@@ -240,6 +251,7 @@ local function write_body(self, f, task)
       sched.await_op(task, op)
     elseif n == nil then
       if kind or message then return nil, kind, message, phase end
+      if self._stream then rawset(self, "_ended", true) end
       return total
     else
       total = total + n
@@ -249,6 +261,11 @@ local function write_body(self, f, task)
 end
 
 local function save_to(self, path, task)
+  if self._stream and rawget(self, "_ended") then
+    -- an empty .part renamed over path would destroy what it holds
+    errors.raise("invalid", ("cannot save the response to %s: its streamed body was already read to its end")
+      :format(path), { url = self.url })
+  end
   -- a device or a FIFO (/dev/null, a pipe) is written to as it is: a
   -- .part file renamed over it would replace it (as root, /dev/null)
   local direct = core.is_special(path)
@@ -281,6 +298,7 @@ end
 -- once complete, removed on failure; a device or FIFO (/dev/null) is
 -- written to directly. Returns the number of bytes.
 function methods:save(path)
+  if self == nil then not_a_method("save") end
   if type(path) ~= "string" then errors.bad_argument("response:save", "path", "string", path) end
   return in_task("response:save", save_to, self, path)
 end
@@ -288,6 +306,7 @@ end
 --- End a streamed response early: the transfer stops, its connection slot
 -- frees. Nothing for a buffered one. Also `local r <close> = ...`.
 function methods:close()
+  if self == nil then not_a_method("close") end
   if self._stream then self._op:close() end
 end
 Response.__close = function(r) r:close() end
@@ -299,6 +318,7 @@ Response.__close = function(r) r:close() end
 
 --- The body as a string.
 function methods:text()
+  if self == nil then not_a_method("text") end
   if self._stream then
     local text = rawget(self, "_text")
     if text == nil then
@@ -312,6 +332,7 @@ end
 
 --- The body decoded as JSON; raises an `invalid` error if it is not JSON.
 function methods:json()
+  if self == nil then not_a_method("json") end
   local v, why, byte
   if self._stream then
     v, why, byte = json.raw_decode(self:text())
@@ -327,6 +348,7 @@ end
 
 --- Raise an `http` error for a 4xx/5xx status; return the response otherwise.
 function methods:raise_for_status()
+  if self == nil then not_a_method("raise_for_status") end
   if self.status >= 400 then
     errors.raise("http", ("%d %s"):format(self.status, self.reason),
       { url = self.url, status = self.status, method = self.method, response = self })

@@ -347,6 +347,9 @@ function Session.new(loop, opts)
   local headers = flat_headers(opts.headers, "avideo.session")
   -- TLS: verified against the system's CAs unless told otherwise, as aiohttp
   if opts.ssl ~= nil and type(opts.ssl) ~= "boolean" then bad_argument("avideo.session", "ssl", "boolean", opts.ssl) end
+  if opts.raise_for_status ~= nil and type(opts.raise_for_status) ~= "boolean" then
+    bad_argument("avideo.session", "raise_for_status", "boolean", opts.raise_for_status)
+  end
   local ca_file = opts.ca_file
   if ca_file ~= nil then
     if type(ca_file) ~= "string" then bad_argument("avideo.session", "ca_file", "string", ca_file) end
@@ -534,7 +537,12 @@ local function request(self, method, url, opts)
       headers = with_content_type(self, headers or {}, ctype)
     end
     timeout = merge_timeout(timeout, opts.timeout, "session:request")
-    if opts.raise_for_status ~= nil then raise_status = opts.raise_for_status and true or false end
+    if opts.raise_for_status ~= nil then
+      if type(opts.raise_for_status) ~= "boolean" then
+        bad_argument("session:request", "raise_for_status", "boolean", opts.raise_for_status)
+      end
+      raise_status = opts.raise_for_status
+    end
     max_body = check_count(opts.max_body_size, "max_body_size", max_body)
     if opts.stream ~= nil and type(opts.stream) ~= "boolean" then
       bad_argument("session:request", "stream", "boolean", opts.stream)
@@ -607,6 +615,7 @@ end
 
 --- In flight, queued, and hosts tracked by this session's limiter.
 function Session:stats()
+  check_session(self, "stats")
   local in_flight, queued, hosts = self._core:stats()
   return { in_flight = in_flight, queued = queued, hosts = hosts }
 end
