@@ -361,12 +361,15 @@ bool av_request_run(av_request *req) {
  * string. Only requests that are redirected pay for it. */
 static bool av_request_remember(av_request *req, const char *url) {
   if (!req->history && !(req->history = calloc(1, sizeof *req->history))) return false;
-  size_t ulen = url ? strlen(url) : 0, hlen = req->resp_headers.len;
+  size_t ulen = url ? strlen(url) : 0, hlen = req->resp_headers.len, had = req->history->len;
   long status = req->status;
-  return av_buf_append(req->history, (const char *)&status, sizeof status) &&
-         av_buf_append(req->history, (const char *)&ulen, sizeof ulen) && av_buf_append(req->history, url, ulen) &&
-         av_buf_append(req->history, (const char *)&hlen, sizeof hlen) &&
-         av_buf_append(req->history, req->resp_headers.data, hlen);
+  if (av_buf_append(req->history, (const char *)&status, sizeof status) &&
+      av_buf_append(req->history, (const char *)&ulen, sizeof ulen) && av_buf_append(req->history, url, ulen) &&
+      av_buf_append(req->history, (const char *)&hlen, sizeof hlen) &&
+      av_buf_append(req->history, req->resp_headers.data, hlen))
+    return true;
+  req->history->len = had; /* no half record for op:history() to read past */
+  return false;
 }
 
 /* The response was a redirect (status in req->status): take the next hop
