@@ -155,7 +155,9 @@ end
 
 AsCompleted.__index = { close = close }
 -- Lua 5.4 only: the generic for closes its 4th value when the loop ends,
--- by break or error too. Under 5.1/LuaJIT call it:close() instead.
+-- by break or error too. Under 5.1/LuaJIT call it:close() instead; PUC
+-- 5.1 calls a generic for's iterator from C, where no task may wait, so
+-- there the iterator is called in a while loop (README, Lua versions).
 AsCompleted.__close = close
 
 return function(list, opts)
