@@ -498,6 +498,44 @@ describe("avideo.timeout and avideo.semaphore", function()
     assert.are.equal(7, avideo.timeout(1, function() return 7 end))
   end)
 
+  it("timeout keeps cancelling a function that catches the cancel, so the limit holds", function()
+    local t0, tries = avideo.now(), 0
+    local ok, e = pcall(avideo.timeout, 0.1, function()
+      -- a retry loop that swallows every error: only the first wait after
+      -- the time is up was cancelled, and the loop went on for 2.5 s
+      for _ = 1, 50 do
+        tries = tries + 1
+        pcall(avideo.sleep, 0.05)
+      end
+      return "went on"
+    end)
+    local took = avideo.now() - t0
+    assert.is_false(ok)
+    assert.is_true(avideo.is_error(e, "timeout"), tostring(e))
+    assert.are.equal(50, tries) -- it ran to its end, each wait cancelled at once
+    assert.is_true(took < 1, ("took %.2f s"):format(took))
+    -- the caller waits again as usual
+    avideo.run(function()
+      pcall(avideo.timeout, 0.01, function() pcall(avideo.sleep, 1); pcall(avideo.sleep, 1) end)
+      avideo.sleep(0.01)
+      -- an inner timeout that passed leaves an outer one's function free to wait
+      assert.are.equal("outer done", avideo.timeout(1, function()
+        pcall(avideo.timeout, 0.01, avideo.sleep, 1)
+        avideo.sleep(0.02)
+        return "outer done"
+      end))
+      -- an outer timeout that passed cancels on after an inner one's end
+      local outer_ok, outer_e = pcall(avideo.timeout, 0.05, function()
+        pcall(avideo.timeout, 1, function() pcall(avideo.sleep, 1) end)
+        local waited = pcall(avideo.sleep, 0.5)
+        return waited
+      end)
+      assert.is_false(outer_ok)
+      assert.is_true(avideo.is_error(outer_e, "timeout"), tostring(outer_e))
+      avideo.sleep(0.01)
+    end)
+  end)
+
   it("semaphore caps concurrency exactly and serves FIFO", function()
     local sem = avideo.semaphore(2)
     local order, active, max_active = {}, 0, 0

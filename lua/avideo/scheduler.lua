@@ -63,10 +63,13 @@ end
 -- A cancel asked for while the task ran or was queued takes effect at its
 -- next wait: raise `cancelled` there (once). `cancel_pending` holds the
 -- cancel's message, or true for the default one: one field, not two.
+-- After an avideo.timeout's time is up, every wait its function makes is
+-- cancelled until it returns (`timed_out` counts such timeouts not yet
+-- left): a pcall that caught the first cancel cannot lift the limit.
 local function check_cancel(task)
   local pending = task.cancel_pending
   if pending then
-    task.cancel_pending = false
+    if not task.timed_out then task.cancel_pending = false end
     error(errors.new("cancelled", pending == true and "task was cancelled" or pending), 0)
   end
 end

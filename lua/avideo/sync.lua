@@ -122,7 +122,8 @@ function Semaphore:__tostring()
 end
 
 --- avideo.timeout(s, fn, ...): fn's results, or a `timeout` error after s
--- seconds, fn being cancelled (it sees `cancelled` and may clean up).
+-- seconds, fn being cancelled: it sees `cancelled` at its wait, and at
+-- every wait after that until it returns (it may clean up without waiting).
 function M.timeout(s, fn, ...)
   if type(s) ~= "number" or s ~= s or s < 0 then
     errors.bad_argument("avideo.timeout", "s", "non-negative number", s)
@@ -136,13 +137,18 @@ function M.timeout(s, fn, ...)
   local watchdog = sched.spawn(function()
     sched.sleep(s)
     fired = true
+    -- from now on every wait of fn is cancelled (scheduler's check_cancel)
+    task.timed_out = (task.timed_out or 0) + 1
     task:cancel("timed out")
   end)
   local r = pack(compat.pcall(fn, ...))
   watchdog:cancel()
   if fired then
-    -- the cancel may still be pending if fn swallowed it: consume it
-    task.cancel_pending = false
+    local left = task.timed_out - 1
+    task.timed_out = left > 0 and left or nil
+    -- the cancel still pending (fn swallowed it, or it kept cancelling):
+    -- consumed, unless an enclosing timeout's time is up too
+    if not task.timed_out then task.cancel_pending = false end
     errors.raise("timeout", ("total timeout: not done within %g s (avideo.timeout)"):format(s), { phase = "total" })
   end
   if not r[1] then error(r[2], 0) end
