@@ -194,6 +194,22 @@ describe("an SVG waterfall", function()
     assert.is_true(tonumber(dark) > 0.01, out)
   end)
 
+  it("cuts a long label between characters, never inside one", function()
+    local path = dir .. "/utf8.svg"
+    avideo.trace.start(path)
+    -- the last 27 bytes of "GET <url>" begin inside the "é"
+    pcall(avideo.get, server.url .. "/v/" .. ("x"):rep(40) .. "é" .. ("y"):rep(26), { timeout = 10 })
+    avideo.trace.stop()
+    local py = assert(io.popen(("python3 - %q <<'EOF'\n"
+      .. "import sys, xml.etree.ElementTree as ET\n"
+      .. "root = ET.parse(sys.argv[1]).getroot()\n"
+      .. "print('parsed', sum(1 for t in root.iter('{http://www.w3.org/2000/svg}text') if 'y' * 20 in (t.text or '')))\n"
+      .. "EOF"):format(path)))
+    local out = py:read("a")
+    py:close()
+    assert.matches("parsed 1", out, 1, true)
+  end)
+
   it("stays a picture of readable size for 10,000 requests", function()
     local path = dir .. "/many.svg"
     avideo.trace.start(path)
@@ -369,6 +385,26 @@ describe("tracing", function()
       if e.cat == "request" then n = n + 1 end
     end
     assert.equal(3, n)
+  end)
+
+  it("leaves out a task an earlier trace saw, when it ends in the next one", function()
+    local a, b = dir .. "/earlier.json", dir .. "/next.json"
+    avideo.run(function()
+      avideo.trace.start(a)
+      local t = avideo.spawn(avideo.sleep, 0.05)
+      avideo.trace.stop()
+      avideo.trace.start(b)
+      t:wait() -- it ends here, where its place in the first trace's list names no task
+      local mine = avideo.spawn(avideo.sleep, 0.2)
+      mine:wait()
+      avideo.trace.stop()
+    end)
+    local names = {}
+    for _, e in ipairs(json.decode(read(b)).traceEvents) do
+      if e.cat == "task" then names[#names + 1] = e end
+    end
+    assert.is_true(#names >= 1)
+    for _, e in ipairs(names) do assert.is_true(e.dur >= 0.15 * 1e6, "a task of the earlier trace took its place") end
   end)
 
   it("refuses bad input with one-line errors and keeps the trace going", function()

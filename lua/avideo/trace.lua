@@ -80,6 +80,9 @@ function M.start(path, opts)
   if not f then invalid("avideo.trace.start: cannot write '%s': %s", path, tostring(why)) end
   f:close()
   current = { path = path, format = format, t0 = core.now(), wall0 = core.wall_now(), tasks = {}, spans = {} }
+  -- a task an earlier trace saw is not this trace's: its place in that
+  -- trace's list would name another task here, or none
+  task_ids = setmetatable({}, { __mode = "k" })
   sched.loop:trace_take() -- anything left from before is not this trace's
   sched.loop:trace(true, format == "har") -- header lines: only a HAR shows them
   sched.set_tracer(recorder)

@@ -28,6 +28,23 @@ local function esc(s)
   return (tostring(s):gsub("[&<>\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" }))
 end
 
+-- The first n bytes of s, or its last n, without splitting a UTF-8
+-- character: a cut inside one made the SVG invalid XML, which browsers
+-- refuse to draw (URLs may carry raw UTF-8).
+local function continues(s, i)
+  local b = s:byte(i)
+  return b ~= nil and b >= 0x80 and b < 0xC0
+end
+local function head(s, n)
+  while n > 0 and continues(s, n + 1) do n = n - 1 end
+  return s:sub(1, n)
+end
+local function tail(s, n)
+  local from = #s - n + 1
+  while continues(s, from) do from = from + 1 end
+  return s:sub(from)
+end
+
 local function fmt(x) return ("%.2f"):format(x) end
 
 -- A tick step of 1, 2 or 5 times a power of ten giving about 8 ticks.
@@ -102,7 +119,7 @@ local function limits_band(w, lines, top, y, x, t_end)
     end
     pts[#pts + 1] = fmt(x(t_end)) .. "," .. fmt(ly(last))
     local label = line.name
-    if #label > 40 then label = "…" .. label:sub(-39) end
+    if #label > 40 then label = "…" .. tail(label, 39) end
     w(('<text x="10" y="%d" fill="%s">%s: %d</text>\n'):format(y + 12 + 13 * i, colour, esc(label), last))
     w(('<polyline class="limit" fill="none" stroke="%s" stroke-width="1.5" points="%s"><title>limit %s</title>'
       .. '</polyline>\n'):format(colour, table.concat(pts, " "), esc(line.name)))
@@ -174,7 +191,7 @@ function M.render(r)
     if (i - 1) % per_row == 0 then
       local label = per_row == 1 and (q.method .. " " .. q.url)
         or ("requests %d–%d"):format(i, math.min(n, i + per_row - 1))
-      if #label > 52 then label = label:sub(1, 24) .. "…" .. label:sub(-27) end
+      if #label > 52 then label = head(label, 24) .. "…" .. tail(label, 27) end
       w(('<text x="10" y="%d">%s</text>\n'):format(y + 12, esc(label)))
     end
     for _, p in ipairs(phases(q)) do
