@@ -127,6 +127,12 @@ describe("bad input", function()
     { "get raise_for_status 'false'", function()
       avideo.get(peer.url .. "/echo", { raise_for_status = "false" })
     end, "raise_for_status" },
+    { "Digest user with CR LF", function()
+      avideo.get(peer.url .. "/digest/x", { auth = { "bob\r\nX-Evil: 1", "pw", type = "digest" } })
+    end, "control characters" },
+    { "session Digest password with LF", function()
+      avideo.session { auth = { "u", "p\nX: y", type = "digest" } }
+    end, "control characters" },
     { "json.decode(nil)", function() avideo.json.decode(nil) end, "text" },
     { "json.decode('{')", function() avideo.json.decode("{") end, "JSON" },
     { "json.array(1)", function() avideo.json.array(1) end, "'t'" },

@@ -85,22 +85,25 @@ describe("redirects", function()
   end)
 
   describe("credentials", function()
-    local secret = { Authorization = "Bearer secret", Cookie = "a=b", ["X-Other"] = "kept" }
+    local secret = { Authorization = "Bearer secret", Cookie = "a=b", ["Proxy-Authorization"] = "Basic cHg6cHc=",
+                     ["X-Other"] = "kept" }
     for _, v in ipairs { { "GET" }, { "PUT", "x" } } do
       local verb, data = v[1], v[2]
-      it(verb .. ": Authorization and Cookie go on within the origin", function()
+      it(verb .. ": Authorization, Proxy-Authorization and Cookie go on within the origin", function()
         local h = avideo.request(verb, peer.url .. "/redirect/302?to=/echo", { headers = secret, data = data })
           :json().headers
-        assert.are.same({ "Bearer secret", "a=b", "kept" }, { h.authorization, h.cookie, h["x-other"] })
+        assert.are.same({ "Bearer secret", "a=b", "Basic cHg6cHc=", "kept" },
+          { h.authorization, h.cookie, h["proxy-authorization"], h["x-other"] })
       end)
 
-      it(verb .. ": Authorization and Cookie are dropped on a redirect to another origin", function()
+      it(verb .. ": Authorization, Proxy-Authorization and Cookie are dropped on a redirect to another origin", function()
         local r = avideo.request(verb, peer.url .. "/redirect/302?to=" .. peer.url2 .. "/echo",
           { headers = secret, data = data })
         assert.are.equal(peer.url2 .. "/echo", r.url)
         local h = r:json().headers
         assert.is_nil(h.authorization)
         assert.is_nil(h.cookie)
+        assert.is_nil(h["proxy-authorization"])
         assert.are.equal("kept", h["x-other"])
       end)
     end

@@ -48,6 +48,12 @@ local function credentials(v, opt, typed)
   if not AUTH_TYPES[kind] then invalid('%s type must be "basic" or "digest", got %s', opt, show(v.type)) end
   -- Basic joins them with a colon: one in the user would move the split
   if kind == "basic" and user:find(":", 1, true) then invalid("%s's user must not contain ':' for Basic auth", opt) end
+  -- Digest writes them into its header line as they are (Basic encodes
+  -- them): a CR or LF would end that line and start a header of its own
+  if kind == "digest" then
+    if user:find("%c") then invalid("%s's user must not contain control characters for Digest auth", opt) end
+    if password:find("%c") then invalid("%s's password must not contain control characters for Digest auth", opt) end
+  end
   return user, password, kind
 end
 

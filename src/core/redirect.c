@@ -68,7 +68,8 @@ typedef struct av_drop {
 
 static bool av_header_dropped(const char *h, const void *ud) {
   const av_drop *d = ud;
-  return (d->credentials && (av_header_is(h, "Authorization") || av_header_is(h, "Cookie"))) ||
+  return (d->credentials && (av_header_is(h, "Authorization") || av_header_is(h, "Proxy-Authorization") ||
+                             av_header_is(h, "Cookie"))) ||
          (d->body && (av_header_is(h, "Content-Type") || av_header_is(h, "Content-Length") ||
                       av_header_is(h, "Content-Encoding") || av_header_is(h, "Transfer-Encoding")));
 }
