@@ -202,6 +202,16 @@ describe("avideo.run_in_thread", function()
       local t = deep
       for _ = 1, 150 do t[1] = {}; t = t[1] end
       invalid("nested more than 100 levels", run_in_thread, f, deep)
+      -- a table in two places is copied twice: forty levels of {t, t}
+      -- would be 2^40 tables, and the loop stopped while memory ran out
+      local shared = {}
+      for _ = 1, 40 do shared = { shared, shared } end
+      local t0 = avideo.now()
+      invalid("more than 1000000 tables cannot be copied", run_in_thread, f, shared)
+      assert.is_true(avideo.now() - t0 < 10, "the refusal took too long")
+      -- a table shared a few times is still copied, once per place
+      local leaf = { 1 }
+      assert.are.same({ { 1 }, { 1 } }, avideo.run_in_thread(function(x) return x end, { leaf, leaf }))
       bounded(10, function()
         invalid("argument #1: a function cannot be copied", run_in_thread, f, f)
       end)
@@ -210,6 +220,11 @@ describe("avideo.run_in_thread", function()
     it("results that cannot be copied back", function()
       bounded(10, function()
         invalid("result #1: a function cannot be copied back", run_in_thread, function() return print end)
+        invalid("more than 1000000 tables cannot be copied", run_in_thread, function()
+          local t = {}
+          for _ = 1, 40 do t = { t, t } end
+          return t
+        end)
         invalid("result #2.co: a thread cannot be copied back", run_in_thread, function()
           return 1, { co = coroutine.create(function() end) }
         end)

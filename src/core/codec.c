@@ -8,6 +8,10 @@
 #include "private.h"
 
 #define AV_COPY_DEPTH 100 /* nesting levels a copied table may have */
+/* Tables one copy may hold. A table reachable twice is copied twice (the
+ * copy is a tree), so a few shared levels ({t, t} forty deep) would be
+ * 2^40 tables: the loop would stop for good and memory run out. */
+#define AV_COPY_TABLES 1000000
 
 /* ------------------------------------------------------------- encoding
  * A value is a tag byte and its payload in native layout (both ends are one
@@ -86,6 +90,9 @@ static bool av_copy_table(av_copy *c, int idx, int depth) {
   }
   if (depth >= AV_COPY_DEPTH)
     return av_copy_fail(c, "tables nested more than %d levels deep cannot be copied", AV_COPY_DEPTH);
+  if (++c->tables > AV_COPY_TABLES)
+    return av_copy_fail(c, "more than %d tables cannot be copied (a table found in several places counts each time)",
+                        AV_COPY_TABLES);
   if (!lua_checkstack(L, 4)) return av_copy_fail(c, "Lua stack overflow");
   lua_pushvalue(L, idx);
   if (lua_rawget(L, c->seen) != LUA_TNIL) {
@@ -167,6 +174,7 @@ bool av_copy_values(av_copy *c, lua_State *L, av_buf *out, int first, int last) 
   c->L = L;
   c->out = out;
   c->oom = false;
+  c->tables = 0;
   lua_newtable(L);
   c->seen = lua_gettop(L);
   for (int i = first; i <= last; i++, c->pos++) {

@@ -150,6 +150,7 @@ typedef struct av_copy {
   const char *what;   /* "argument" or "result" */
   const char *where;  /* "to a worker thread" or "back from a worker thread" */
   int pos;            /* argument or result number */
+  size_t tables;      /* tables copied so far (a shared one counts each time) */
   bool oom;
   size_t plen;
   char path[128];     /* where in the value we are: .name[3]["a b"] */
