@@ -22,6 +22,27 @@ end)
 after_each(settled)
 
 describe("the limiter", function()
+  it("keys a URL with no authority (http:///host/) by its own host", function()
+    -- libcurl takes up to three slashes: the host comes after the third,
+    -- and a remembered origin "http://" made every such URL the first's
+    avideo.run(function()
+      local s <close> = avideo.session { limit_per_host = 1 }
+      local port = peer.url:match(":(%d+)$")
+      local held = {}
+      for i, host in ipairs { "127.0.0.1", "127.0.0.2" } do
+        held[i] = avideo.spawn(s.get, s, ("http:///%s:%s/hold?ms=300"):format(host, port), { timeout = 10 })
+      end
+      avideo.sleep(0.1)
+      local keys = {}
+      for key, row in pairs(s:limits()) do
+        if key ~= "total" then keys[#keys + 1] = ("%s %d %d"):format(key, row.in_flight, row.queued) end
+      end
+      table.sort(keys)
+      assert.are.same({ "http://127.0.0.1:" .. port .. " 1 0", "http://127.0.0.2:" .. port .. " 1 0" }, keys)
+      for _, t in ipairs(held) do assert.are.equal(200, t:wait().status) end
+    end)
+  end)
+
   it("keeps a host's rate_per_host after 300 other hosts went idle", function()
     avideo.run(function()
       local s <close> = avideo.session { rate_per_host = { 1, per = 0.5 }, limit = 0 }

@@ -109,8 +109,13 @@ static const char *av_url_check(lua_State *L, int urlidx, bool *rewritten) {
 const char *av_url_key(lua_State *L, av_url_cache *cache, int urlidx) {
   const char *url = lua_tostring(L, urlidx);
   const char *sep = strstr(url, "://");
-  size_t origin_len = sep ? (size_t)(sep + 3 - url) + strcspn(sep + 3, "/?#") : 0;
-  if (cache->origin && origin_len == cache->origin_len && memcmp(url, cache->origin, origin_len) == 0) {
+  size_t authority = sep ? strcspn(sep + 3, "/?#") : 0;
+  /* no authority ("http:///host/": libcurl takes up to three slashes):
+   * the host comes after a slash, so the prefix would not tell origins
+   * apart; such URLs are parsed each time and never kept */
+  if (authority == 0) sep = NULL;
+  size_t origin_len = sep ? (size_t)(sep + 3 - url) + authority : 0;
+  if (sep && cache->origin && origin_len == cache->origin_len && memcmp(url, cache->origin, origin_len) == 0) {
     lua_pushstring(L, cache->key);
     lua_pushvalue(L, urlidx);
     return NULL;
