@@ -15,6 +15,24 @@ local function alive(pid)
 end
 
 describe("avideo.testing.server", function()
+  it("works under Lua 5.1 and LuaJIT as well", function()
+    -- os.execute gives a status number there, and read() wants "*l"
+    local src = os.getenv("AVIDEO_SOURCE_DIR") or "."
+    local bin = os.getenv("AVIDEO_BINARY_DIR") or (src .. "/build")
+    local server = os.getenv("AVIDEO_SERVER") or (bin .. "/src/server/avideo-server")
+    local script = "local avideo = require 'avideo' local s = avideo.testing.server { time_scale = 0, videos = 3 } "
+      .. "local n = #avideo.get(s.url .. '/videos?n=10', { timeout = 10 }):json() "
+      .. "print('videos', n, 'closed', s:close())"
+    for _, v in ipairs { { "lua5.1", "lua-5.1" }, { "luajit", "lua-luajit" } } do
+      local cmd = ("LUA_PATH=%q LUA_CPATH=%q AVIDEO_SERVER=%q timeout 60 %s -e %q 2>&1"):format(
+        src .. "/lua/?.lua;" .. src .. "/lua/?/init.lua;;", bin .. "/" .. v[2] .. "/?.so;;", server, v[1], script)
+      local p = assert(io.popen(cmd))
+      local out = p:read("a")
+      p:close()
+      assert.matches("videos\t3\tclosed\ttrue", out, 1, true)
+    end
+  end)
+
   it("starts the emulator on a free port and stops it cleanly", function()
     local server = avideo.testing.server { time_scale = 0, videos = 20 }
     assert.matches("^http://127%.0%.0%.1:%d+$", server.url)

@@ -23,8 +23,12 @@ local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- os.execute's success: true from 5.2 on, the status 0 in 5.1 and LuaJIT
+-- (without its 5.2 compatibility)
+local function succeeded(r) return r == true or r == 0 end
+
 local function executable(path)
-  return path and os.execute("test -x " .. shell_quote(path)) == true
+  return path and succeeded(os.execute("test -x " .. shell_quote(path)))
 end
 
 local function find_binary(given)
@@ -49,7 +53,7 @@ local function find_binary(given)
     end
   end
   local p = io.popen("command -v avideo-server 2>/dev/null")
-  local found = p and p:read("l")
+  local found = p and p:read("*l")
   if p then p:close() end
   if found and found ~= "" then return found end
   error("avideo.testing.server: avideo-server not found (install avideo with cmake --install, "
@@ -92,7 +96,8 @@ function Server:close()
   local in_time = wait_exit(self.pid, STOP_TIMEOUT)
   if not in_time then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
   local ok, how, code = self._pipe:close()
-  self.clean = in_time and ok == true and how == "exit" and code == 0
+  -- 5.1 and LuaJIT tell no exit status there: stopping in time is clean
+  self.clean = in_time and ok == true and (how == nil or (how == "exit" and code == 0))
   return self.clean
 end
 Server.__close = Server.close
@@ -130,16 +135,16 @@ function M.server(opts)
   end
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = tostring(a) end
   for i, a in ipairs(args) do args[i] = shell_quote(a) end
-  if has_setpriv == nil then has_setpriv = os.execute("command -v setpriv >/dev/null 2>&1") == true end
+  if has_setpriv == nil then has_setpriv = succeeded(os.execute("command -v setpriv >/dev/null 2>&1")) end
   -- the shell prints its pid, then becomes the server (exec keeps the pid);
   -- no LD_PRELOAD: a sanitizer runtime preloaded into Lua is not the server's
   local pipe = assert(io.popen("echo $$; exec env -u LD_PRELOAD " .. (has_setpriv and "setpriv --pdeathsig KILL " or "")
     .. table.concat(args, " ") .. " 2>&1", "r"))
-  local pid = tonumber(pipe:read("l"))
-  local line = pipe:read("l")
+  local pid = tonumber(pipe:read("*l"))
+  local line = pipe:read("*l")
   local host, port = (line or ""):match("^avideo%-server listening on http://([%d%.]+):(%d+)$")
   if not port then
-    local rest = pipe:read("a") or ""
+    local rest = pipe:read("*a") or ""
     pipe:close()
     error("avideo.testing.server: avideo-server did not start: " .. tostring(line) .. " " .. rest:gsub("\n", " "), 2)
   end
