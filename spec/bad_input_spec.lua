@@ -133,6 +133,7 @@ describe("bad input", function()
     { "session Digest password with LF", function()
       avideo.session { auth = { "u", "p\nX: y", type = "digest" } }
     end, "control characters" },
+    { "cookie NaN", function() avideo.session { cookies = { a = 0 / 0 } } end, "finite number" },
     { "json.decode(nil)", function() avideo.json.decode(nil) end, "text" },
     { "json.decode('{')", function() avideo.json.decode("{") end, "JSON" },
     { "json.array(1)", function() avideo.json.array(1) end, "'t'" },

@@ -108,7 +108,12 @@ local function check_cookies(v, opt)
     if type(k) ~= "string" or not k:find("^[!#$%%&'*+%-.^_`|~%w]+$") then
       invalid("%s names must be tokens (letters, digits, !#$%%&'*+-.^_`|~), got %s", opt, show(k))
     end
-    if type(x) == "number" then x = tostring(x) end
+    if type(x) == "number" then
+      if x ~= x or x == math.huge or x == -math.huge then
+        invalid("cookie '%s' must be a finite number, got %s", k, tostring(x))
+      end
+      x = tostring(x)
+    end
     if type(x) ~= "string" then invalid("cookie '%s' must be a string or number, got %s", k, type(x)) end
     -- cookie-octet: printable ASCII but space, DQUOTE, comma, semicolon, backslash
     if x:find('[%c%s",;\\\128-\255]') then
