@@ -70,6 +70,14 @@ local function check_cancel(task)
   local pending = task.cancel_pending
   if pending then
     if not task.timed_out then task.cancel_pending = false end
+    local failed = task.reads_failure
+    if failed then
+      -- woken by a task's failure in Task:wait, cancelled before it read
+      -- it: the failure had a waiter, so it was not left unread at its
+      -- end; it is now, or nobody would ever hear of it
+      task.reads_failure = nil
+      M.leave_unread(failed)
+    end
     error(errors.new("cancelled", pending == true and "task was cancelled" or pending), 0)
   end
 end
@@ -268,6 +276,9 @@ local function finish(task, ok, err)
           w(task)
         else -- a task in Task:wait
           w.waits_on, w.wait_slot = nil, nil
+          -- its failure is this waiter's to read: if the waiter is
+          -- cancelled before it runs, check_cancel leaves it unread
+          if task.status == "failed" then w.reads_failure = task end
           M.wake(w)
         end
       end
@@ -445,14 +456,8 @@ function Task:wait()
     if me == self then errors.raise("invalid", "a task cannot wait for itself") end
     me.waits_on, me.wait_slot = self, add_watcher(self, me)
     me.unwait = stop_waiting
-    local ok, err = compat.pcall(M.suspend, me)
-    if not ok then
-      -- cancelled after the end woke it, before it read the error: the
-      -- failure was not left unread at the end (it had a waiter), so it
-      -- is now, or nobody would ever hear of it
-      if self.status == "failed" then M.leave_unread(self) end
-      error(err, 0)
-    end
+    M.suspend(me)
+    me.reads_failure = nil
   end
   return self:result()
 end
