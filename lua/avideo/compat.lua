@@ -62,10 +62,28 @@ end
 -- scheduler's "is this the task?" checks keep working.
 if M.lua51 and not M.luajit then
   local outer = setmetatable({}, { __mode = "k" }) -- inner coroutine -> the one that ran its pcall
+  -- A table keeps the size it grew to (100,000 pcalls at once left
+  -- 5 MiB): once its entries fall to a quarter of their peak it is made
+  -- anew with them. `live` counts entries (one whose coroutine was left
+  -- unfinished and collected is counted until the next copy).
+  local live, peak = 0, 0
+
+  local function forget(co)
+    outer[co] = nil
+    live = live - 1
+    if peak > 64 and live * 4 < peak then
+      local fresh, n = setmetatable({}, { __mode = "k" }), 0
+      for k, v in pairs(outer) do
+        fresh[k] = v
+        n = n + 1
+      end
+      outer, live, peak = fresh, n, n
+    end
+  end
 
   local function finish(co, ok, ...)
     if co_status(co) == "dead" then
-      outer[co] = nil
+      forget(co)
       return ok, ...
     end
     -- fn yielded: yield the same values from our coroutine, and resume fn
@@ -78,6 +96,8 @@ if M.lua51 and not M.luajit then
     if me == nil then return pcall(fn, ...) end -- the main thread never waits
     local co = co_create(function(...) return fn(...) end) -- 5.1: C functions too
     outer[co] = me
+    live = live + 1
+    if live > peak then peak = live end
     return finish(co, co_resume(co, ...))
   end
 
