@@ -120,8 +120,12 @@ function M.stop()
   local text = require(FORMATS[r.format]).render(r)
   local f, why = io.open(r.path, "w")
   if not f then invalid("avideo.trace.stop: cannot write '%s': %s", r.path, tostring(why)) end
-  f:write(text)
-  f:close()
+  -- a full disk shows at write or at close: say so, not a cut file
+  local wrote, werr = f:write(text)
+  local closed, cerr = f:close()
+  if not (wrote and closed) then
+    invalid("avideo.trace.stop: cannot write '%s': %s", r.path, tostring(werr or cerr))
+  end
   return r.path, #r.requests
 end
 
