@@ -517,8 +517,8 @@ struct av_request {
   bool sending;               /* this hop's body is not all sent: sock_read waits */
   bool pull;
   bool want_body;
-  bool pull_eof;              /* op:write(nil): no more */
-  bool pull_dropped;          /* a redirect to GET dropped the body: pieces are discarded */
+  bool pull_eof;              /* op:write(nil): no more; without `pull`: a redirect
+                               * to GET dropped the body, pieces are discarded */
   bool stream;
   bool stream_ready;          /* its header block is in: result() and read() work */
   bool paused;                /* we paused the transfer: the reader lags */

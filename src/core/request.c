@@ -417,7 +417,7 @@ static bool av_request_follow(av_request *req) {
       /* a function body ends here: the GET sends none, and what the task
        * still writes goes nowhere (av_request_write) */
       req->pull = false;
-      req->pull_dropped = true;
+      req->pull_eof = true; /* without pull: dropped (private.h) */
       req->want_body = false;
       av_buf_free(&req->pull_buf);
       req->pull_off = 0;
@@ -967,7 +967,7 @@ static int av_request_write(lua_State *L) {
   size_t len = 0;
   const char *piece = lua_isnil(L, 2) ? NULL : luaL_checklstring(L, 2, &len);
   luaL_checkany(L, 3);
-  bool dropped = req->pull_dropped && req->op.state == AV_OP_IDLE;
+  bool dropped = !req->pull && req->pull_eof && req->op.state == AV_OP_IDLE;
   if (!dropped && (!req->pull || req->op.state != AV_OP_IDLE || req->pull_eof))
     return luaL_error(L, "this request takes no body piece now");
   if (req->phase != AV_REQ_RUNNING || !req->easy || req->closed) {
