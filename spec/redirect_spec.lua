@@ -1,8 +1,8 @@
 -- Redirects as aiohttp follows them: a 303 (unless HEAD) becomes a GET
 -- without body, a 301 or 302 turns only a POST into a GET, anything else
--- keeps its method and body. libcurl follows GET, HEAD and POST itself;
--- the core follows the others (PUT, PATCH, DELETE, a GET with a body), so
--- both paths are checked: credentials only within an origin, at most 10
+-- keeps its method and body. The core follows every redirect itself
+-- (libcurl's FOLLOWLOCATION is off: it re-sends a custom method as it is),
+-- for every method: credentials only within an origin, at most 10
 -- redirects, only to http and https, one slot and one total timeout.
 local avideo = require "avideo"
 local peer_support = require "support.peer"
