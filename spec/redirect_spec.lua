@@ -77,6 +77,17 @@ describe("redirects", function()
       assert.is_true(calls < 20, "the function was still asked for pieces after the redirect")
     end)
 
+    it("a Location with an international host name goes to its ASCII form, as a URL asked for does", function()
+      -- the raw UTF-8 name reached libcurl, whose own conversion fails in a
+      -- process that never called setlocale: "URL using bad/illegal format"
+      local t0 = avideo.now()
+      local ok, e = pcall(avideo.get, peer.url .. "/redirect-unread/302?to=http://b%C3%BCcher.invalid/x", { timeout = 10 })
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(e, "dns"), tostring(e)) -- made ASCII and looked up; it does not exist
+      assert.matches("xn--bcher-kva.invalid", e.message, 1, true)
+      assert.is_true(avideo.now() - t0 < 10)
+    end)
+
     it("a relative Location resolves against the redirecting URL", function()
       local r = avideo.request("PATCH", peer.url .. "/redirect/307?to=..%2Fecho%3Fa%3D1", { data = "x" })
       assert.are.equal(peer.url .. "/echo?a=1", r.url)

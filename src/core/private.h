@@ -110,6 +110,11 @@ typedef struct av_url_cache {
 const char *av_url_key(lua_State *L, av_url_cache *cache, int urlidx);
 /* Free the cache's strings. */
 void av_url_cache_free(av_url_cache *cache);
+/* The URL with its international host name in ASCII form, as av_url_key
+ * sends it (free it with curl_free), or NULL when it has none, or it
+ * cannot be made: the URL then goes as it is, and libcurl says what is
+ * wrong with it. For a redirect's target, which no Lua call checked. */
+char *av_url_ascii(const char *url);
 
 /* ------------------------------------------------------------ redirects */
 /* How many redirects a request follows at most, unless told otherwise. */

@@ -397,7 +397,11 @@ static bool av_request_follow(av_request *req) {
   /* a body the task handed over is gone: a 307 or 308 that would send it
    * again is the response (as curl does for a body it cannot rewind) */
   if (req->pull && !to_get) return false;
-  char *url = strdup(target);
+  /* an international host name in ASCII form, as a request's own URL
+   * gets it (libcurl's conversion fails in a process without a locale) */
+  char *ascii = av_url_ascii(target);
+  char *url = strdup(ascii ? ascii : target);
+  curl_free(ascii);
   bool other_origin = !(url && from && av_redirect_same_origin(from, url));
   if (!url || !av_redirect_headers(&req->headers, av_request_header_list(req), to_get, other_origin) ||
       !av_request_remember(req, from)) {

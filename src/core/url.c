@@ -45,6 +45,20 @@ static bool av_url_push_ascii(lua_State *L, CURLU *u, const char *host, char *wh
   return ok;
 }
 
+char *av_url_ascii(const char *url) {
+  CURLU *u = curl_url();
+  char *host = NULL, *out = NULL, why[200];
+  if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && !av_is_ascii(host)) {
+    char *ascii = av_idn_to_ascii(host, why, sizeof why);
+    if (ascii && curl_url_set(u, CURLUPART_HOST, ascii, 0) == CURLUE_OK) curl_url_get(u, CURLUPART_URL, &out, 0);
+    idn2_free(ascii);
+  }
+  curl_free(host);
+  curl_url_cleanup(u);
+  return out;
+}
+
 /* Check the URL at urlidx with libcurl's parser; push its limiter key and
  * the URL to send (itself, or its ASCII form). NULL, or why the URL is
  * refused (pushed). *rewritten tells that the URL to send is another. */
