@@ -978,22 +978,17 @@ static int av_request_write(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (dropped) {
-    /* redirected to a GET while the task made this piece: it is dropped,
-     * and the task waits for the response */
-    lua_getiuservalue(L, 1, AV_UV_LOOP);
-    av_op_start(L, &req->op, 1, 3, -1);
-    lua_pop(L, 1);
-    lua_pushboolean(L, 1);
-    return 1;
+  /* dropped: redirected to a GET while the task made this piece, which
+   * goes nowhere; the task only waits for the response */
+  if (!dropped) {
+    if (piece && !av_buf_append(&req->pull_buf, piece, len)) return luaL_error(L, "out of memory");
+    if (!piece) req->pull_eof = true;
+    req->want_body = false;
   }
-  if (piece && !av_buf_append(&req->pull_buf, piece, len)) return luaL_error(L, "out of memory");
-  if (!piece) req->pull_eof = true;
-  req->want_body = false;
   lua_getiuservalue(L, 1, AV_UV_LOOP);
   av_op_start(L, &req->op, 1, 3, -1);
   lua_pop(L, 1);
-  curl_easy_pause(req->easy->h, CURLPAUSE_CONT); /* may send it at once */
+  if (!dropped) curl_easy_pause(req->easy->h, CURLPAUSE_CONT); /* may send it at once */
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -31,29 +31,37 @@ static char *av_idn_to_ascii(const char *host, char *why, size_t whylen) {
   return NULL;
 }
 
+/* The URL in u with its international host name in ASCII form (free it
+ * with curl_free), or NULL with why set. */
+static char *av_url_to_ascii(CURLU *u, const char *host, char *why, size_t whylen) {
+  char *ascii = av_idn_to_ascii(host, why, whylen);
+  if (!ascii) return NULL;
+  char *url = NULL;
+  if (curl_url_set(u, CURLUPART_HOST, ascii, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK) {
+    curl_free(url);
+    url = NULL;
+    snprintf(why, whylen, "out of memory");
+  }
+  idn2_free(ascii);
+  return url;
+}
+
 /* Give the URL in u the ASCII form of its international host name and
  * push the whole URL; false with why set if that cannot be done. */
 static bool av_url_push_ascii(lua_State *L, CURLU *u, const char *host, char *why, size_t whylen) {
-  char *ascii = av_idn_to_ascii(host, why, whylen);
-  if (!ascii) return false;
-  char *url = NULL;
-  bool ok = curl_url_set(u, CURLUPART_HOST, ascii, 0) == CURLUE_OK && curl_url_get(u, CURLUPART_URL, &url, 0) == CURLUE_OK;
-  idn2_free(ascii);
-  if (ok) lua_pushstring(L, url);
-  else snprintf(why, whylen, "out of memory");
+  char *url = av_url_to_ascii(u, host, why, whylen);
+  if (!url) return false;
+  lua_pushstring(L, url);
   curl_free(url);
-  return ok;
+  return true;
 }
 
 char *av_url_ascii(const char *url) {
   CURLU *u = curl_url();
   char *host = NULL, *out = NULL, why[200];
   if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && !av_is_ascii(host)) {
-    char *ascii = av_idn_to_ascii(host, why, sizeof why);
-    if (ascii && curl_url_set(u, CURLUPART_HOST, ascii, 0) == CURLUE_OK) curl_url_get(u, CURLUPART_URL, &out, 0);
-    idn2_free(ascii);
-  }
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && !av_is_ascii(host))
+    out = av_url_to_ascii(u, host, why, sizeof why);
   curl_free(host);
   curl_url_cleanup(u);
   return out;
