@@ -555,6 +555,29 @@ describe("avideo.timeout and avideo.semaphore", function()
     end)
   end)
 
+  it("a cancel from outside outlives a timeout whose time is up, and wins over it", function()
+    avideo.run(function()
+      -- once its time is up a function's waits end at once, so a cancel
+      -- from outside comes in the turn the time ends, before or after it:
+      -- the timeout lifted it with its own, and a caller that caught the
+      -- timeout went on as if nobody had asked the task to stop
+      local t
+      avideo.spawn(function() avideo.sleep(0.05); t:cancel("from outside") end)
+      t = avideo.spawn(function()
+        local _, e = pcall(avideo.timeout, 0.05, avideo.sleep, 1)
+        return e
+      end)
+      local e = t:wait()
+      assert.is_true(avideo.is_error(e, "cancelled"), tostring(e))
+      assert.matches("from outside", e.message, 1, true)
+      -- with no cancel from outside, the timeout is raised and lifted
+      local ok, te = pcall(avideo.timeout, 0.01, function() pcall(avideo.sleep, 1) end)
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(te, "timeout"), tostring(te))
+      avideo.sleep(0.01)
+    end)
+  end)
+
   it("semaphore caps concurrency exactly and serves FIFO", function()
     local sem = avideo.semaphore(2)
     local order, active, max_active = {}, 0, 0

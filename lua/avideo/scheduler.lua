@@ -359,11 +359,8 @@ function Task:done()
   return self.status ~= "pending"
 end
 
---- Ask the task to stop: it sees a `cancelled` error at its wait.
--- Returns false if it had already ended.
-function Task:cancel(message)
-  if self.status ~= "pending" then return false end
-  if self.cancel_pending then return true end
+-- Asks a task that has no cancel pending to stop.
+local function request_cancel(self, message)
   self.cancel_pending = message or true
   if self.op then
     self.op:cancel() -- frees its connection slot or timer at once
@@ -377,6 +374,43 @@ function Task:cancel(message)
   end
   -- otherwise it is queued to run or running now: it stops at its next wait
   return true
+end
+
+--- Ask the task to stop: it sees a `cancelled` error at its wait.
+-- Returns false if it had already ended.
+function Task:cancel(message)
+  if self.status ~= "pending" then return false end
+  if self.cancel_pending then
+    -- an avideo.timeout's time is up and its cancel is the pending one,
+    -- consumed when the timeout ends: this one is kept to outlive it
+    if self.timed_out and self.cancel_outside == nil then self.cancel_outside = message or true end
+    return true
+  end
+  return request_cancel(self, message)
+end
+
+-- avideo.timeout's time is up for `task`: every wait is cancelled until
+-- its function returns. A cancel from outside still pending is kept, so
+-- that it wins over the timeout (as with asyncio.timeout).
+function M.time_up(task)
+  if task.cancel_pending and not task.timed_out then task.cancel_outside = task.cancel_pending end
+  task.timed_out = (task.timed_out or 0) + 1
+  if not task.cancel_pending then request_cancel(task, "timed out") end
+end
+
+-- The function of a timeout whose time was up has returned: lifts its
+-- cancel unless an enclosing timeout's time is up too. Returns the
+-- message of a cancel from outside that came meanwhile (true: the
+-- default one), which the caller raises instead of its timeout.
+function M.time_over(task)
+  local left = task.timed_out - 1
+  if left > 0 then
+    task.timed_out = left
+    return nil
+  end
+  local outside = task.cancel_outside
+  task.timed_out, task.cancel_outside, task.cancel_pending = nil, nil, false
+  return outside
 end
 
 -- A task's watchers: the functions given to on_done and the tasks waiting

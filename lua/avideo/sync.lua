@@ -137,18 +137,15 @@ function M.timeout(s, fn, ...)
   local watchdog = sched.spawn(function()
     sched.sleep(s)
     fired = true
-    -- from now on every wait of fn is cancelled (scheduler's check_cancel)
-    task.timed_out = (task.timed_out or 0) + 1
-    task:cancel("timed out")
+    sched.time_up(task) -- from now on every wait of fn is cancelled
   end)
   local r = pack(compat.pcall(fn, ...))
   watchdog:cancel()
   if fired then
-    local left = task.timed_out - 1
-    task.timed_out = left > 0 and left or nil
-    -- the cancel still pending (fn swallowed it, or it kept cancelling):
-    -- consumed, unless an enclosing timeout's time is up too
-    if not task.timed_out then task.cancel_pending = false end
+    local outside = sched.time_over(task)
+    if outside then
+      error(errors.new("cancelled", outside == true and "task was cancelled" or outside), 0)
+    end
     errors.raise("timeout", ("total timeout: not done within %g s (avideo.timeout)"):format(s), { phase = "total" })
   end
   if not r[1] then error(r[2], 0) end
