@@ -310,6 +310,18 @@ describe("proxies", function()
     assert.is_nil(s:get(httpbin.url .. "/headers", { proxy = false }).headers["x-proxied-by"])
     -- and a request can name one for itself
     assert.equal("nginx", session():get(httpbin.url .. "/get", { proxy = nginx.url }).headers["x-proxied-by"])
+    -- the session's proxy_auth goes to the session's proxy, not to
+    -- another that a request names (here nginx again, under another name)
+    local other = nginx.url:gsub("127%.0%.0%.1", "localhost")
+    assert.are_not.equal(nginx.url, other)
+    local h = json_of(authed:get(httpbin.url .. "/headers", { proxy = other })).headers
+    assert.equal("avideo-spec", h["X-Via-Proxy"])
+    assert.is_nil(h["X-Proxy-Auth"])
+    h = json_of(authed:get(httpbin.url .. "/headers", { proxy = other, proxy_auth = { "pu", "pp" } })).headers
+    assert.equal("Basic cHU6cHA=", h["X-Proxy-Auth"])
+    -- the session's own proxy named again keeps them
+    h = json_of(authed:get(httpbin.url .. "/headers", { proxy = nginx.url })).headers
+    assert.equal("Basic cHU6cHA=", h["X-Proxy-Auth"])
   end)
 
   it("tunnel https through CONNECT, with proxy_auth, the proxy's answer not the response's", function()

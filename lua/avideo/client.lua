@@ -138,6 +138,12 @@ local function apply(into, opts, fn, session)
       into.proxy_http, into.proxy_https, into.no_proxy = nil, nil, nil
     else
       local p = proxy_url(opts.proxy, "proxy")
+      -- a session's proxy_auth is for its own proxy: another one named by
+      -- a request must not see those credentials (curl's --proxy-user
+      -- goes with -x; requests puts them in the proxy's URL)
+      if not session and opts.proxy_auth == nil and (p ~= into.proxy_http or p ~= into.proxy_https) then
+        into.proxy_user, into.proxy_password = nil, nil
+      end
       into.proxy_http, into.proxy_https = p, p
     end
   end
