@@ -226,6 +226,38 @@ describe("streamed responses", function()
     end)
   end)
 
+  it("close from another task when the reader's next bytes came in the same turn", function()
+    avideo.run(function()
+      local s <close> = avideo.session { limit = 1 }
+      local r = s:get(peer.url .. "/drip", { stream = true }) -- a byte every 50 ms
+      assert.are.equal("x", r:read())
+      local closed = false
+      local reader = avideo.spawn(function()
+        while true do
+          local ok, piece = pcall(r.read, r)
+          if not ok then return piece end
+          if closed then return "read " .. tostring(piece) .. " after the close" end
+        end
+      end)
+      avideo.spawn(function()
+        avideo.sleep(0.01)
+        r:close()
+        closed = true
+      end)
+      avideo.sleep(0) -- the reader waits for its next byte, the closer for its time
+      -- busy: the closer's time comes and bytes arrive meanwhile, so one
+      -- turn of the loop hands both over: whichever runs first, the
+      -- reader must not read on past the close
+      local t0 = os.clock()
+      while os.clock() - t0 < 0.2 do end
+      local e = reader:wait()
+      assert.is_true(closed)
+      assert.is_true(avideo.is_error(e, "invalid"), tostring(e))
+      assert.matches("closed", e.message)
+      assert.are.same({ in_flight = 0, queued = 0, hosts = 0 }, s:stats())
+    end)
+  end)
+
   it("give their slot back when their task is cancelled as the header block comes", function()
     -- A stream's op can be handed over in the very turn its task is
     -- cancelled (a gather's other item failed first): the task never gets
