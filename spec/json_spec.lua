@@ -270,12 +270,12 @@ describe("avideo.json", function()
     end
   end)
 
-  it("writes exactly lua-cjson's compact text, but for empty json.array() tables", function()
+  it("writes exactly lua-cjson's compact text, but for empty json.array() tables and numbers", function()
     local deep = {}
     local t = deep
     for _ = 1, 999 do t.x = {}; t = t.x end -- 1000 levels: cjson's own limit
     local values = table.pack(
-      1, -7, 0.1, 1 / 3, 2 ^ 53, -0.0, 1e300, math.maxinteger, math.mininteger, 123456789012345,
+      1, -7, 0.1, 0.5, 2 ^ 40, -0.0, 1e300, 99999999999999, -99999999999999, 12345.678901234,
       "", "plain", "a/b \"q\" \\ \0\1\31\127 caf\195\169 \n\r\t\b\f", true, false, json.null, nil,
       {}, { 1, 2, 3 }, { 1, nil, 3 }, { [10] = 1 }, { [1] = "a", [2] = "b", x = 1 }, { [1.5] = 1, [-1] = 2, [0] = 3 },
       { a = { b = { c = { 1, { d = false } } } }, e = json.null, f = "g" },
@@ -288,11 +288,46 @@ describe("avideo.json", function()
       assert.are.equal(reference.encode(v), json.encode(v), "value #" .. i)
     end
     local big = {}
-    for i = 1, 1000 do big[i] = { id = i, name = "video " .. i, tags = { "a", "b" }, score = i / 7 } end
+    for i = 1, 1000 do big[i] = { id = i, name = "video " .. i, tags = { "a", "b" }, score = i / 8 } end
     assert.are.equal(reference.encode(big), json.encode(big))
     -- with empty arrays inside: the same text with [] in their place
     local v = { a = json.array(), b = { json.array(), {}, json.array { 1 } }, c = "[]" }
     local expect = reference.encode { a = "\1A", b = { "\1A", {}, { 1 } }, c = "[]" }:gsub('"\\u0001A"', "[]")
+    assert.are.equal(expect, json.encode(v))
+  end)
+
+  it("writes every number so that it reads back as itself (cjson's 14 digits would change it)", function()
+    -- cjson: 9.007199254741e+15, 0.33333333333333; an id or a time in
+    -- microseconds came back as another number
+    local cases = {
+      { 123456789012345, "123456789012345" }, { -1234567890123456, "-1234567890123456" },
+      { 2 ^ 53, "9007199254740992" }, { 1 / 3, "0.3333333333333333" }, { 0.1 + 0.2, "0.30000000000000004" },
+      { 12.345678901234567, "12.345678901234567" }, { 1e300 / 3, "3.3333333333333335e+299" },
+    }
+    if doubles then
+      cases[#cases + 1] = { 1e15, "1000000000000000" } -- a float with no fraction is an integer's text
+    else
+      cases[#cases + 1] = { 1e15, "1e+15" }
+      cases[#cases + 1] = { 9007199254740993, "9007199254740993" }
+      cases[#cases + 1] = { -123456789012345678, "-123456789012345678" }
+      cases[#cases + 1] = { math.maxinteger, "9223372036854775807" }
+      cases[#cases + 1] = { math.mininteger, "-9223372036854775808" }
+    end
+    for _, c in ipairs(cases) do
+      local v, text = c[1], c[2]
+      assert.are.equal(text, json.encode(v))
+      assert.are.equal('{"n":' .. text .. "}", json.encode { n = v })
+      assert.are.equal("[1," .. text .. ",[]]", json.encode { 1, v, json.array() })
+      local back = json.decode(json.encode(v))
+      assert.are.equal(v, back)
+      -- (a float with no fraction reads back as an integer, as cjson's "1" for 1.0)
+      if kind(v) == INT then assert.are.equal(INT, kind(back)) end
+    end
+    -- as keys, in quotes as cjson writes number keys
+    assert.is_true(json.decode(json.encode { [123456789012345] = true, x = 1 })["123456789012345"])
+    -- the rest of a value so walked is cjson's text
+    local v = { id = 123456789012345, list = { 1, "two", false, json.null, 2.5 } }
+    local expect = reference.encode { id = "\1A", list = v.list }:gsub('"\\u0001A"', "123456789012345")
     assert.are.equal(expect, json.encode(v))
   end)
 

@@ -9,7 +9,9 @@
 -- cjson's to encode; otherwise encode walks it itself: marked empty tables
 -- become `[]`, everything else exactly cjson's text, its scalars written by
 -- cjson. No text is substituted afterwards: no user string can turn into
--- an array.
+-- an array. cjson writes numbers with 14 significant digits, which changes
+-- larger integers (ids, microsecond times) and many floats: a value holding
+-- such a number is walked too, and those numbers written exactly.
 local cjson = require "cjson"
 
 local core = require "avideo.core"
@@ -19,7 +21,31 @@ local codec = cjson.new() -- our own settings, not the global cjson's
 codec.encode_sparse_array(false, 2, 10)
 local by_cjson = codec.encode
 
-local floor, huge, concat = math.floor, math.huge, table.concat
+local floor, huge, concat, format = math.floor, math.huge, table.concat, string.format
+local math_type = math.type -- Lua 5.3+ only: nil under 5.1 and LuaJIT, whose numbers are all floats
+
+-- True if cjson's text for number x ("%.14g") would not read back as x:
+-- integers of 15 digits or more, and floats that need more digits.
+local function lossy(x)
+  if x ~= x or x == huge or x == -huge then return false end -- cjson refuses them
+  if x == floor(x) then
+    return x >= 1e14 or x <= -1e14
+  end
+  return tonumber(format("%.14g", x)) ~= x
+end
+
+-- The exact text of a number cjson would write lossily: an integer's
+-- digits, a float's shortest text that reads back as itself.
+local function number_text(x)
+  if math_type ~= nil and math_type(x) == "integer" then return format("%d", x) end
+  -- 5.1 and LuaJIT: an integral float is written as the integer it holds
+  if math_type == nil and x == floor(x) and x < 2 ^ 63 and x > -2 ^ 63 then return format("%.0f", x) end
+  for digits = 15, 16 do
+    local text = format("%." .. digits .. "g", x)
+    if tonumber(text) == x then return text end
+  end
+  return format("%.17g", x)
+end
 
 local M = { null = cjson.null }
 
@@ -56,7 +82,7 @@ end
 -- is written twice, as cjson does).
 local function write(v, out, n, depth, open)
   if type(v) ~= "table" then
-    out[n + 1] = by_cjson(v)
+    out[n + 1] = type(v) == "number" and lossy(v) and number_text(v) or by_cjson(v)
     return n + 1
   end
   if open[v] then error("a table that contains itself (a cycle)", 0) end
@@ -82,7 +108,8 @@ local function write(v, out, n, depth, open)
       if tk == "string" then
         out[n + 1] = sep .. by_cjson(k) .. ":"
       elseif tk == "number" then
-        out[n + 1] = sep .. '"' .. by_cjson(k) .. '":' -- as cjson writes number keys
+        -- as cjson writes number keys, in quotes
+        out[n + 1] = sep .. '"' .. (lossy(k) and number_text(k) or by_cjson(k)) .. '":'
       else
         error("table key must be a number or string, got a " .. tk .. " key", 0)
       end
@@ -95,24 +122,32 @@ local function write(v, out, n, depth, open)
   return n + 1
 end
 
--- True if a marked empty table is reachable from t. It looks at tables
--- only, so it is cheaper than `write`: without such a table cjson encodes
--- the whole value at C speed. A cycle is refused here, not left to cjson
--- (which would only say that the nesting is too deep).
-local function has_empty_array(t, depth, open)
+-- True if t reaches a marked empty table or a number cjson would write
+-- lossily. It only looks, so it is cheaper than `write`: without such a
+-- value cjson encodes the whole at C speed. A cycle is refused here, not
+-- left to cjson (which would only say that the nesting is too deep).
+local function needs_walk(t, depth, open)
   if arrays[t] and next(t) == nil then return true end
   if open[t] then error("a table that contains itself (a cycle)", 0) end
   if depth >= MAX_DEPTH then error("nested deeper than " .. MAX_DEPTH .. " levels", 0) end
   open[t] = true
-  for _, x in next, t do
-    if type(x) == "table" and has_empty_array(x, depth + 1, open) then return true end
+  for k, x in next, t do
+    local tx = type(x)
+    if tx == "table" then
+      if needs_walk(x, depth + 1, open) then return true end
+    elseif tx == "number" and lossy(x) then
+      return true
+    end
+    if type(k) == "number" and lossy(k) then return true end
   end
   open[t] = nil
   return false
 end
 
 local function encode(value)
-  if type(value) ~= "table" or not has_empty_array(value, 0, {}) then return by_cjson(value) end
+  local tv = type(value)
+  if tv == "number" and lossy(value) then return number_text(value) end
+  if tv ~= "table" or not needs_walk(value, 0, {}) then return by_cjson(value) end
   local out = {}
   return concat(out, "", 1, write(value, out, 0, 0, {}))
 end
