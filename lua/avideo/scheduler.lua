@@ -681,11 +681,8 @@ function M.running() return running end
 -- blocking: for hosts that run their own event loop and call step when
 -- backend_fd() is readable or backend_timeout() ms have passed.
 
-local step_deadlocks = 0 -- turns in a row that found the started tasks stuck
-
 local function stop_stepping()
   running, stepping = false, false
-  step_deadlocks = 0
   out, tasks, out_n = {}, {}, 0
   loop:timeout(false)
   report_unretrieved()
@@ -708,17 +705,14 @@ function M.start(fn, ...)
 end
 
 -- One turn: the tasks woken so far, then whatever the loop has ready.
+-- No deadlock breaker here, unlike avideo.run's: between steps the host's
+-- own code runs (a timer, a command) and may release a semaphore or end
+-- what a task waits for, so tasks waiting on nothing avideo holds are not
+-- stuck; they wait, as a coroutine the host resumes later would.
 local function step_turn()
   run_ready()
   if live == 0 then return end
-  local n = loop:step(true, out)
-  deliver(n)
-  if n == 0 and rq_head > rq_tail and live > 0 and loop:pending() == 0 then
-    step_deadlocks = step_deadlocks + 1
-    deadlocked(step_deadlocks)
-  elseif n > 0 then
-    step_deadlocks = 0
-  end
+  deliver(loop:step(true, out))
 end
 
 --- avideo.step() -> true while started tasks remain: one non-blocking
