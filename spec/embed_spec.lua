@@ -141,6 +141,29 @@ describe("avideo.start and avideo.step", function()
     assert.are.equal("cancelled", stuck.status)
   end)
 
+  it("report a started task's failure once it is collected unread, not one its owner reads", function()
+    local path = os.tmpname()
+    local saved = io.stderr
+    local f = assert(io.open(path, "w"))
+    io.stderr = f
+    -- read by its owner after the last step: not reported
+    local read = avideo.start(function() avideo.sleep(0.001); error("read by the owner", 0) end)
+    drive()
+    assert.is_false(pcall(read.result, read))
+    read = nil -- luacheck: ignore
+    -- dropped, as a fire-and-forget start in Neovim: reported when collected
+    avideo.start(function() avideo.sleep(0.001); error("nobody read this", 0) end)
+    drive()
+    collectgarbage()
+    collectgarbage()
+    io.stderr = saved
+    f:close()
+    local text = assert(io.open(path)):read("*a")
+    os.remove(path)
+    assert.matches("nobody waited for it: nobody read this", text, 1, true)
+    assert.is_nil(text:find("read by the owner", 1, true), text)
+  end)
+
   it("refuse what would block or nest, with clear errors", function()
     local task = avideo.start(function() avideo.sleep(0.01) end)
     local ok, e = pcall(avideo.run, function() end)

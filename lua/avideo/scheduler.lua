@@ -210,7 +210,9 @@ end
 function M.leave_unread(task)
   if task.status ~= "failed" or task.retrieved or task.reporter then return end
   failures = failures + 1
-  unretrieved[task] = true
+  -- a started task's owner may read it after the last step: reported
+  -- only if collected unread
+  if not task.owned then unretrieved[task] = true end
   task.reporter = compat.setmetatable_gc({ task = task, order = failures }, Reporter)
 end
 
@@ -689,9 +691,9 @@ local function stop_stepping()
 end
 
 --- avideo.start(fn, ...) -> task: run fn(...) as a task without blocking;
--- avideo.step() advances it. Like the main task of avideo.run, its owner
--- reads its outcome (task:done(), task:result()). Inside avideo.run it is
--- avideo.spawn.
+-- avideo.step() advances it. Its owner reads its outcome (task:done(),
+-- task:result()); a failure nobody read is reported when the task is
+-- collected. Inside avideo.run it is avideo.spawn.
 function M.start(fn, ...)
   if running and not stepping then return M.spawn(fn, ...) end
   if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
@@ -699,7 +701,7 @@ function M.start(fn, ...)
   end
   running, stepping = true, true
   local task = M.spawn(fn, ...)
-  task.retrieved = true
+  task.owned = true
   loop:timeout(true) -- a host loop must not block before the first step
   return task
 end
