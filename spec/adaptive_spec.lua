@@ -96,6 +96,30 @@ describe("adaptive limits", function()
     end)
   end)
 
+  it("is not misled by a cheaper request first: the list, then its items, on one session", function()
+    local server, ids = start(10)
+    avideo.run(function()
+      local fixed = run(server, ids, 300, { limit_per_host = 10 })
+      local s <close> = avideo.session { limit_per_host = "auto" }
+      -- the list answers in a third of an item's time: taken as the best
+      -- latency, it made every item look queued, and the limit fell to 1
+      assert.are.equal(200, s:get(server.url .. "/videos/?n=300").status)
+      local fns = {}
+      for i = 1, 300 do
+        fns[i] = function() assert.are.equal(200, s:get(server.url .. "/videos/" .. ids[i]).status) end
+      end
+      local t0 = avideo.now()
+      avideo.gather(fns)
+      local took = avideo.now() - t0
+      local seen = s:limits()[server.url]
+      print(("\nthe list first: 300 videos %.3f s (fixed 10: %.3f), limit %d at the end"):format(took, fixed,
+        seen.limit))
+      assert.is_true(took <= 1.6 * fixed * slow, took / fixed) -- was 9x
+      assert.is_true(seen.limit >= least10, seen.limit)
+      assert.is_true(seen.latency_min >= 0.2 * SCALE, seen.latency_min) -- an item's, not the list's
+    end)
+  end)
+
   it("finds capacity 40 with the same code: not just 10", function()
     local server, ids = start(40)
     avideo.run(function()

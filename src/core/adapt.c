@@ -42,6 +42,11 @@
 /* The best latency is the smaller of the last two windows of this many
  * samples: a server that became slower for good is believed after two. */
 #define AV_WINDOW 250
+/* A window's best is its AV_LOW_N-th smallest sample, not its smallest: a
+ * few answers of a cheaper kind (the list fetched before its items) are
+ * not the items' server without a queue. Taken as that, one list request
+ * made every item look queued, and the limit fell to its minimum. */
+#define AV_LOW_N AV_ADAPT_LOW_N
 /* The recent latency's moving average weight. */
 #define AV_RECENT_WEIGHT 0.2
 /* A failure's cut, and a slow answer's cut bounds. */
@@ -63,11 +68,21 @@ void av_adapt_init(av_adapt *a, const av_adapt_conf *c) {
 void av_adapt_measure(av_adapt *a, double latency) {
   if (!(latency > 0)) latency = 1e-6; /* a clock that did not move: as fast as can be */
   a->lat_recent = a->lat_recent > 0 ? a->lat_recent + (latency - a->lat_recent) * AV_RECENT_WEIGHT : latency;
-  if (a->win_min == 0 || latency < a->win_min) a->win_min = latency;
-  if (a->lat_min == 0 || latency < a->lat_min) a->lat_min = latency;
+  /* keep the window's AV_LOW_N smallest, ascending (0: a free place) */
+  double *low = a->win_low;
+  for (int i = 0; i < AV_LOW_N; i++) {
+    if (low[i] == 0 || latency < low[i]) {
+      for (int j = AV_LOW_N - 1; j > i; j--) low[j] = low[j - 1];
+      low[i] = latency;
+      break;
+    }
+  }
+  double best = low[AV_LOW_N - 1]; /* 0 until the window has AV_LOW_N samples */
+  if (a->prev_low > 0 && (best == 0 || a->prev_low < best)) best = a->prev_low;
+  a->lat_min = best;
   if (++a->win_n >= AV_WINDOW) { /* the best of the last two windows */
-    a->lat_min = a->win_min;
-    a->win_min = 0;
+    a->prev_low = low[AV_LOW_N - 1];
+    for (int i = 0; i < AV_LOW_N; i++) low[i] = 0;
     a->win_n = 0;
     a->proven = 0; /* what a window ago proved is stale too */
   }

@@ -657,10 +657,14 @@ enum av_outcome {
   AV_OUT_DROP                 /* 429, 503, a timeout or a reset: too much */
 };
 
+/* A window's best latency is its AV_ADAPT_LOW_N-th smallest (adapt.c). */
+#define AV_ADAPT_LOW_N 3
+
 typedef struct av_adapt {
   double limit;               /* min..max; the limit is its floor */
-  double lat_min;             /* best latency seen (s): this window's and the last's */
-  double win_min;             /* best of the window being collected, 0: none */
+  double lat_min;             /* best latency (s): this window's and the last's, 0: none yet */
+  double win_low[AV_ADAPT_LOW_N]; /* the smallest of the window being collected, ascending, 0: none */
+  double prev_low;            /* the last window's best, 0: none */
   double lat_recent;          /* moving average (s), 0 before a sample */
   uint32_t win_n;             /* samples in that window */
   double w_max;               /* the limit before the last cut; 0: none yet (slow start) */
