@@ -130,6 +130,28 @@ describe("protocol", function()
       raises("protocol", "interim 100 response", avideo.get, peer.url .. "/interim-only")
     end)
 
+    it("whose status line has two spaces after the version is read, streamed too", function()
+      -- the stream was never handed over, and its body was dropped: 200 ""
+      assert.are.equal("hello", avideo.get(peer.url .. "/two-spaces"):text())
+      avideo.run(function()
+        local r <close> = avideo.get(peer.url .. "/two-spaces", { stream = true })
+        assert.are.equal(200, r.status)
+        assert.are.equal("hello", r:text())
+      end)
+    end)
+
+    it("that is a 401 without a Digest challenge is the response of a Digest request, body and all", function()
+      local auth = { "u", "p", type = "digest" }
+      local r = avideo.get(peer.url .. "/basic-only", { auth = auth })
+      assert.are.equal(401, r.status)
+      assert.are.equal("denied", r:text())
+      avideo.run(function()
+        local st <close> = avideo.get(peer.url .. "/basic-only", { auth = auth, stream = true })
+        assert.are.equal(401, st.status)
+        assert.are.equal("denied", st:text()) -- was "": held for an answer libcurl never sent
+      end)
+    end)
+
     it("with a header line over libcurl's limit says the header is too large", function()
       local e = raises("protocol", "header", avideo.get, peer.url .. "/big-header")
       assert.not_matches("[Mm]emory", tostring(e))

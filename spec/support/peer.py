@@ -183,6 +183,31 @@ async def digest(request):
         "WWW-Authenticate": f'Digest realm="{realm}", nonce="{nonce}", qop="auth", algorithm=MD5'})
 
 
+async def two_spaces(request):
+    """A status line with two spaces after the version, which libcurl
+    accepts: the response is a 200 with its body."""
+    return await raw(request, b"HTTP/1.1  200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+
+async def bare_cr(request):
+    """A bare CR inside a header value and a folded (obsolete) line: one
+    header each, never a header of the CR's making."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nX-A: foo\rSet-Cookie: evil=1\r\nX-Fold: one\r\n two\r\n"
+                              b"Content-Length: 2\r\n\r\nhi")
+
+
+async def basic_only(request):
+    """A 401 that offers Basic only: to a Digest client, the response."""
+    return web.Response(status=401, text="denied", headers={"WWW-Authenticate": 'Basic realm="x"'})
+
+
+async def digest_stale(request):
+    """A Digest challenge that calls every nonce stale, for ever."""
+    nonce = secrets.token_hex(8)
+    return web.Response(status=401, text="stale again", headers={
+        "WWW-Authenticate": f'Digest realm="stale", nonce="{nonce}", qop="auth", stale=true'})
+
+
 async def bad_status(request):
     return await raw(request, b"HTTP/1.1 abc\r\nbroken\r\n\r\n")
 
@@ -481,6 +506,10 @@ def main():
     app.router.add_get("/status-trailer", status_trailer)
     app.router.add_get("/redirect-big", redirect_big)
     app.router.add_get("/bad-status", bad_status)
+    app.router.add_get("/two-spaces", two_spaces)
+    app.router.add_get("/bare-cr", bare_cr)
+    app.router.add_get("/basic-only", basic_only)
+    app.router.add_get("/digest-stale", digest_stale)
     app.router.add_get("/stall", stall)
     app.router.add_get("/drip", drip)
     app.router.add_get("/big", big)

@@ -455,6 +455,7 @@ typedef struct av_response_check {
   int status;                 /* of the last status line, 0 before one */
   bool complete;              /* its blank line arrived */
   bool location;              /* it has a Location header */
+  bool digest;                /* it has a Digest challenge (WWW-Authenticate: Digest ...) */
   bool has_length;            /* a Content-Length was seen ... */
   curl_off_t length;          /* ... with this value */
   curl_off_t other_length;    /* a value that disagrees with it, when fault is FRAMING */

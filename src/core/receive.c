@@ -62,16 +62,37 @@ static size_t av_receive_body(char *p, size_t size, size_t n, void *ud) {
   return av_receive_keep(req, &req->resp_body, p, len, req->max_body, AV_FAULT_BODY_TOO_LARGE) ? len : 0;
 }
 
-/* The HTTP status of a status line "HTTP/x yyy ...", or 0. */
+/* The HTTP status of a status line "HTTP/x yyy ...", or 0. Spaces after
+ * the version are skipped, as libcurl skips them: a status it accepts and
+ * we did not read would never hand a stream over. */
 static int av_status_of(const char *p, size_t len) {
-  const char *sp = memchr(p, ' ', len);
-  if (!sp || (size_t)(sp - p) + 4 > len) return 0;
+  const char *sp = memchr(p, ' ', len), *end = p + len;
+  if (!sp) return 0;
+  while (sp < end && *sp == ' ') sp++;
+  if (end - sp < 3) return 0;
   int code = 0;
-  for (int i = 1; i <= 3; i++) {
+  for (int i = 0; i < 3; i++) {
     if (sp[i] < '0' || sp[i] > '9') return 0;
     code = code * 10 + (sp[i] - '0');
   }
   return code;
+}
+
+/* Whether a WWW-Authenticate value (after the colon) offers Digest: a
+ * challenge's scheme starts the value or follows a comma. */
+static bool av_offers_digest(const char *p, const char *end) {
+  bool at_start = true;
+  for (; p < end; p++) {
+    if (*p == ',') {
+      at_start = true;
+    } else if (*p != ' ' && *p != '\t') {
+      if (at_start && end - p >= 6 && strncasecmp(p, "digest", 6) == 0 &&
+          (end - p == 6 || p[6] == ' ' || p[6] == '\t' || p[6] == '\r' || p[6] == '\n'))
+        return true;
+      at_start = false;
+    }
+  }
+  return false;
 }
 
 /* A Content-Length value (after the colon): a list of decimal numbers, all
@@ -120,8 +141,9 @@ static void av_receive_stream_ready(av_request *req) {
    * is not there yet): a Location header is what says it will be followed */
   if (av_redirect_status(status) && req->check.location && av_receive_follows(req, status))
     return; /* request.c follows it, or refuses it */
-  /* a Digest challenge libcurl answers itself: its next response is the one */
-  if (status == 401 && req->digest && !req->auth_retry) return;
+  /* a Digest challenge libcurl answers itself: its next response is the
+   * one (a 401 without one is the response: libcurl will not answer it) */
+  if (status == 401 && req->digest && !req->auth_retry && req->check.digest) return;
   req->status = status;
   req->stream_ready = true;
   av_receive_wake(req);
@@ -152,6 +174,9 @@ static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
   } else if (req->stream && !c->complete && len > 9 && strncasecmp(p, "location:", 9) == 0 &&
              strspn(p + 9, " \t\r\n") < len - 9) {
     c->location = true;
+  } else if (req->stream && req->digest && !c->complete && len > 17 && strncasecmp(p, "www-authenticate:", 17) == 0 &&
+             av_offers_digest(p + 17, p + len)) {
+    c->digest = true;
   }
   return av_receive_keep(req, &req->resp_headers, p, len, AV_MAX_HEADER_BLOCK, AV_FAULT_HEADERS_TOO_LARGE) ? len : 0;
 }
