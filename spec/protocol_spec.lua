@@ -140,6 +140,14 @@ describe("protocol", function()
       end)
     end)
 
+    it("with a bare CR in a header has no header of the CR's making; a folded line continues its header", function()
+      local r = avideo.get(peer.url .. "/bare-cr")
+      assert.are.equal("foo Set-Cookie: evil=1", r.headers["x-a"])
+      assert.is_nil(r.headers["set-cookie"])
+      assert.are.equal("one two", r.headers["x-fold"])
+      assert.are.equal("hi", r:text())
+    end)
+
     it("that is a 401 without a Digest challenge is the response of a Digest request, body and all", function()
       local auth = { "u", "p", type = "digest" }
       local r = avideo.get(peer.url .. "/basic-only", { auth = auth })

@@ -72,23 +72,39 @@ local function add_repeat(h, name, old, value)
   if name ~= "getall" then rawset(h, name, old .. ", " .. value) end
 end
 
+-- The header block libcurl kept, as the server sent it: lines end in CR LF
+-- (or LF). A bare CR inside a line is a space, as RFC 9112 lets a
+-- recipient read it (split there, "X-A: a\rSet-Cookie: b" made a header
+-- libcurl never saw), and a folded line (obs-fold: it starts with a space
+-- or tab) continues the header before it, after one space.
 local function parse_headers(raw)
-  local h = setmetatable({}, Headers)
+  local names, values, n = {}, {}, 0
   local reason
-  for line in raw:gmatch("[^\r\n]+") do
+  for line in raw:gmatch("[^\n]+") do
+    line = line:gsub("\r$", ""):gsub("\r", " ")
     if not reason then
-      reason = line:match("^HTTP/[%d.]+ %d%d%d ?(.*)$") or ""
+      reason = line:match("^HTTP/[%d.]+ +%d%d%d ?(.*)$") or ""
+    elseif line:find("^[ \t]") then
+      if n > 0 then
+        local more = line:match("^[ \t]*(.-)[ \t]*$")
+        if more ~= "" then values[n] = values[n] == "" and more or values[n] .. " " .. more end
+      end
     else
       local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
       if name then
-        name = name:lower()
-        local old = rawget(h, name)
-        if old == nil and name ~= "getall" then
-          rawset(h, name, value)
-        else
-          add_repeat(h, name, old, value)
-        end
+        n = n + 1
+        names[n], values[n] = name:lower(), value
       end
+    end
+  end
+  local h = setmetatable({}, Headers)
+  for i = 1, n do
+    local name, value = names[i], values[i]
+    local old = rawget(h, name)
+    if old == nil and name ~= "getall" then
+      rawset(h, name, value)
+    else
+      add_repeat(h, name, old, value)
     end
   end
   return h, reason
