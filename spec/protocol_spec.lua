@@ -160,6 +160,19 @@ describe("protocol", function()
       end)
     end)
 
+    it("with a malformed chunked body is the server's protocol error, not a reset to send again", function()
+      -- libcurl's CURLE_BAD_FUNCTION_ARGUMENT: it was `invalid`, which says the caller erred
+      raises("protocol", "chunk", avideo.get, peer.url .. "/bad-trailer")
+      local s <close> = avideo.session { retry = { attempts = 3, backoff = 0 } }
+      local e = raises("protocol", "hexadecimal", s.get, s, peer.url .. "/bad-chunk")
+      assert.is_nil(e.cause) -- was "reset", and each retry got the same answer
+      assert.are.equal(0, e.retries)
+    end)
+
+    it("with a header block over 256 KiB says so in avideo's words", function()
+      raises("protocol", "response header block larger than 262144 bytes", avideo.get, peer.url .. "/many-headers")
+    end)
+
     it("with a header line over libcurl's limit says the header is too large", function()
       local e = raises("protocol", "header", avideo.get, peer.url .. "/big-header")
       assert.not_matches("[Mm]emory", tostring(e))

@@ -196,6 +196,24 @@ async def bare_cr(request):
                               b"Content-Length: 2\r\n\r\nhi")
 
 
+async def bad_trailer(request):
+    """A chunked body whose trailer line has no colon."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"2\r\nhi\r\n0\r\nBadTrailerNoColon\r\n\r\n")
+
+
+async def bad_chunk(request):
+    """A chunk size that is not hexadecimal."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n")
+
+
+async def many_headers(request):
+    """n short header lines (default 30,000: over 300 KiB in all)."""
+    n = int(request.query.get("n", "30000"))
+    lines = b"".join(b"X-H%d: v\r\n" % i for i in range(n))
+    return await raw(request, b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 0\r\n\r\n")
+
+
 async def basic_only(request):
     """A 401 that offers Basic only: to a Digest client, the response."""
     return web.Response(status=401, text="denied", headers={"WWW-Authenticate": 'Basic realm="x"'})
@@ -509,6 +527,9 @@ def main():
     app.router.add_get("/two-spaces", two_spaces)
     app.router.add_get("/bare-cr", bare_cr)
     app.router.add_get("/basic-only", basic_only)
+    app.router.add_get("/bad-trailer", bad_trailer)
+    app.router.add_get("/bad-chunk", bad_chunk)
+    app.router.add_get("/many-headers", many_headers)
     app.router.add_get("/digest-stale", digest_stale)
     app.router.add_get("/stall", stall)
     app.router.add_get("/drip", drip)

@@ -30,12 +30,11 @@ const char *av_error_kind(CURLcode code) {
   case CURLE_SSL_SHUTDOWN_FAILED:
   case CURLE_USE_SSL_FAILED:
     return "tls";
-  case CURLE_BAD_FUNCTION_ARGUMENT:
-    return "invalid";
   default:
     /* Resets, truncated bodies, bad status lines, too many redirects, and
      * redirects to refused schemes or bad URLs: user input was checked
-     * before sending, so what fails here is the server's answer. */
+     * before sending, so what fails here is the server's answer (even
+     * libcurl's CURLE_BAD_FUNCTION_ARGUMENT: a malformed chunked trailer). */
     return "protocol";
   }
 }

@@ -380,8 +380,9 @@ void av_xfer_paused(av_transport *t, av_easy *e, bool paused);
  * answers to one read; sessions can raise it (read_bufsize). */
 #define AV_DEFAULT_BUFSIZE 4096
 
-/* The most bytes of response headers kept for one response. */
-#define AV_MAX_HEADER_BLOCK (1024 * 1024)
+/* The most bytes of response headers kept for one response: under
+ * libcurl 7.88's own 300 KiB, so that ours is the error a user sees. */
+#define AV_MAX_HEADER_BLOCK (256 * 1024)
 
 /* A client's settings (client.c): auth, proxy, cookies for every host,
  * redirect control. Strings are owned; NULL means none. */

@@ -194,8 +194,12 @@ static void av_request_failed(av_request *req, CURLcode code) {
     bool bad_url = code == CURLE_URL_MALFORMAT && req->redirects == 0;
     av_request_fail(req, bad_url ? "invalid" : av_error_kind(code), "%s", detail);
     /* the peer reset or closed the connection mid-transfer: said as data
-     * (err.cause = "reset"), so a retry need not parse libcurl's words */
-    if (code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR || code == CURLE_GOT_NOTHING ||
+     * (err.cause = "reset"), so a retry need not parse libcurl's words. A
+     * receive error without a socket error is libcurl refusing what came
+     * (a bad chunk size): sent again, the same answer would come back. */
+    long os_errno = 0;
+    curl_easy_getinfo(req->easy->h, CURLINFO_OS_ERRNO, &os_errno);
+    if (((code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR) && os_errno != 0) || code == CURLE_GOT_NOTHING ||
         code == CURLE_PARTIAL_FILE)
       req->err_phase = "reset";
   }
