@@ -219,8 +219,16 @@ async def basic_only(request):
     return web.Response(status=401, text="denied", headers={"WWW-Authenticate": 'Basic realm="x"'})
 
 
+DIGEST_STALE = {}  # key -> requests seen
+
+
 async def digest_stale(request):
-    """A Digest challenge that calls every nonce stale, for ever."""
+    """A Digest challenge that calls every nonce stale, for ever; with
+    ?count=1, how many requests came under key=K."""
+    key = request.query.get("key", "")
+    if request.query.get("count"):
+        return web.json_response(DIGEST_STALE.get(key, 0))
+    DIGEST_STALE[key] = DIGEST_STALE.get(key, 0) + 1
     nonce = secrets.token_hex(8)
     return web.Response(status=401, text="stale again", headers={
         "WWW-Authenticate": f'Digest realm="stale", nonce="{nonce}", qop="auth", stale=true'})

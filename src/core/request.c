@@ -238,6 +238,10 @@ static void av_request_easy_defaults(av_easy *e) {
   /* Redirects are followed here (av_request_follow), with one set of rules
    * for every method, and the headers of a dropped body dropped too. */
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  /* ... so libcurl's own count only bounds its Digest re-sends: a server
+   * that calls every nonce stale had it send thousands (unbounded by
+   * default), until a header limit ended them as an error */
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 2L);
   /* HTTP/2 over TLS only: libcurl 7.88 cannot reuse h2c connections. */
   curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   /* Decode what the server compressed; the Accept-Encoding header itself
@@ -462,6 +466,11 @@ static bool av_request_follow(av_request *req) {
 /* The transport's report: libcurl finished the transfer. */
 static void av_request_xfer_done(av_easy *e, CURLcode code) {
   av_request *req = e->user;
+  /* libcurl answered Digest challenges as often as CURLOPT_MAXREDIRS lets
+   * it (FOLLOWLOCATION is off: nothing else counts there): the last 401
+   * is the response, as curl's is, its body skipped by libcurl */
+  if (code == CURLE_TOO_MANY_REDIRECTS && req->digest && req->check.complete && req->check.status == 401)
+    code = CURLE_OK;
   if (code == CURLE_OK) {
     curl_easy_getinfo(e->h, CURLINFO_RESPONSE_CODE, &req->status);
     if (av_redirect_status(req->status) && av_request_client(req)->follow && av_request_follow(req))
