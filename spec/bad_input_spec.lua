@@ -108,6 +108,14 @@ describe("bad input", function()
     { "CR in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\r" } }) end, "CR, LF" },
     { "LF in a header name", function() avideo.get(peer.url .. "/echo", { headers = { ["A\nB"] = "x" } }) end, "header name" },
     { "NUL in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "x\0y" } }) end, "CR, LF" },
+    { "DEL in a header", function() avideo.get(peer.url .. "/echo", { headers = { A = "a\127b" } }) end,
+      "control character (byte 127)" },
+    { "ESC in a session header", function() avideo.session { headers = { A = "a\27[0m" } } end, "control character" },
+    { "NaN as a header", function() avideo.get(peer.url .. "/echo", { headers = { A = 0 / 0 } }) end,
+      "header 'A' must be a finite number" },
+    { "infinity in a header list", function()
+      avideo.get(peer.url .. "/echo", { headers = { A = { 1, math.huge } } })
+    end, "finite number" },
     { "json NaN", function() avideo.post(peer.url .. "/echo", { json = { x = NaN } }) end, "JSON" },
     { "json function", function() avideo.post(peer.url .. "/echo", { json = print }) end, "JSON" },
     { "json cycle", function()

@@ -93,6 +93,14 @@ end
 -- A header given as a list, {"1", "2"}: one line each, in order. An empty
 -- list is refused rather than sending nothing: a request's header replaces
 -- the session's of that name, and "nothing" would read as either.
+-- A number as a header value: finite (NaN went out as "-nan").
+local function header_number(k, v)
+  if v ~= v or v == math.huge or v == -math.huge then
+    raise("invalid", ("header '%s' must be a finite number, got %s"):format(k, tostring(v)))
+  end
+  return tostring(v)
+end
+
 local function header_list(into, k, list)
   local n, count = #list, 0
   for key in pairs(list) do
@@ -108,7 +116,7 @@ local function header_list(into, k, list)
   end
   for i = 1, n do
     local v = list[i]
-    if type(v) == "number" then v = tostring(v) end
+    if type(v) == "number" then v = header_number(k, v) end
     if type(v) ~= "string" then
       raise("invalid", ("header '%s' list item #%d must be a string or number, got %s"):format(k, i, type(v)))
     end
@@ -124,7 +132,7 @@ local function flat_headers(h, fn, into)
   if type(h) ~= "table" then bad_argument(fn, "headers", "table", h) end
   for k, v in pairs(h) do
     if type(k) ~= "string" then raise("invalid", "header names must be strings (in " .. fn .. ")") end
-    if type(v) == "number" then v = tostring(v) end
+    if type(v) == "number" then v = header_number(k, v) end
     if type(v) == "table" then
       header_list(into, k, v)
     else

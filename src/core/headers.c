@@ -52,10 +52,16 @@ static bool av_header_valid(lua_State *L, const char *name, size_t nlen, const c
       return false;
     }
   }
+  /* a value is visible characters, spaces and tabs (RFC 9110 5.5, as
+   * h11 checks it): any other control character is refused too */
   for (size_t i = 0; i < vlen; i++) {
-    if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') {
+    unsigned char c = (unsigned char)value[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f) {
       const char *shown = av_push_printable(L, name, nlen);
-      lua_pushfstring(L, "header '%s' value contains CR, LF or NUL", shown);
+      if (c == '\r' || c == '\n' || c == '\0')
+        lua_pushfstring(L, "header '%s' value contains CR, LF or NUL", shown);
+      else
+        lua_pushfstring(L, "header '%s' value contains a control character (byte %d)", shown, (int)c);
       lua_remove(L, -2);
       return false;
     }
