@@ -178,6 +178,26 @@ describe("bad input", function()
     assert.is_false(ok)
     assert.matches("stats must be called as a method", tostring(e), 1, true)
     s:close()
+    -- a task's methods, and what a semaphore or task is given to call
+    avideo.run(function()
+      local t = avideo.spawn(function() return 1 end)
+      for name, f in pairs { wait = t.wait, result = t.result, done = t.done, cancel = t.cancel,
+                             on_done = t.on_done } do
+        local ok2, e2 = pcall(f)
+        assert.is_false(ok2, name)
+        assert.is_true(avideo.is_error(e2, "invalid"), name .. ": " .. tostring(e2))
+        assert.matches("task:" .. name .. " must be called as a method", e2.message, 1, true)
+      end
+      local ok3, e3 = pcall(t.on_done, t, 42)
+      assert.is_false(ok3)
+      assert.matches("bad argument 'f' to task:on_done", tostring(e3), 1, true)
+      local sem = avideo.semaphore(1)
+      ok3, e3 = pcall(sem.with, sem, nil)
+      assert.is_false(ok3)
+      assert.matches("bad argument 'fn' to semaphore:with", tostring(e3), 1, true)
+      assert.are.same({ 1, 0 }, { sem:available() }) -- nothing taken
+      assert.are.equal(1, t:wait())
+    end)
   end)
 
   it("shows every field of an error escaped, on one line", function()

@@ -356,8 +356,14 @@ function M.spawn_worker(start, on_fail)
   return task
 end
 
+-- t.wait() for t:wait(): a clear error, not "attempt to index a nil value"
+local function not_a_method(name)
+  errors.raise("invalid", ("task:%s must be called as a method: t:%s(...)"):format(name, name))
+end
+
 --- True once the task has ended (done, failed or cancelled).
 function Task:done()
+  if self == nil then not_a_method("done") end
   return self.status ~= "pending"
 end
 
@@ -381,6 +387,7 @@ end
 --- Ask the task to stop: it sees a `cancelled` error at its wait.
 -- Returns false if it had already ended.
 function Task:cancel(message)
+  if self == nil then not_a_method("cancel") end
   if self.status ~= "pending" then return false end
   if self.cancel_pending then
     -- an avideo.timeout's time is up and its cancel is the pending one,
@@ -435,6 +442,10 @@ end
 
 --- Call f(task) when the task ends (at once if it has).
 function Task:on_done(f)
+  if self == nil then not_a_method("on_done") end
+  if type(f) ~= "function" and not (getmetatable(f) or {}).__call then
+    errors.bad_argument("task:on_done", "f", "function", f)
+  end
   if self.status ~= "pending" then return f(self) end
   add_watcher(self, f)
 end
@@ -472,6 +483,7 @@ end
 -- `invalid` error (asyncio's InvalidStateError), and the task's failure
 -- still counts as unread.
 function Task:result()
+  if self == nil then not_a_method("result") end
   if self.status == "pending" then
     errors.raise("invalid", "task has not finished: wait for it with task:wait(), or check task:done() first")
   end
@@ -486,6 +498,7 @@ end
 
 --- Wait for the task to end; return its results or raise its error.
 function Task:wait()
+  if self == nil then not_a_method("wait") end
   if self.status == "pending" then
     local me = M.waiting_task("task:wait()")
     if me == nil then errors.raise("invalid", "task:wait() called outside avideo.run") end

@@ -99,6 +99,9 @@ end
 --- acquire(), call fn(...), release() even if fn fails; return fn's results.
 function Semaphore:with(fn, ...)
   check(self, "with")
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    errors.bad_argument("semaphore:with", "fn", "function", fn)
+  end
   self:acquire()
   local r = pack(compat.pcall(fn, ...))
   self:release()

@@ -15,6 +15,8 @@
 -- (its path). The binary is, in this order: opts.binary, $AVIDEO_SERVER,
 -- the one beside the module (a build tree or an installed prefix), the
 -- PATH's.
+local errors = require "avideo.errors"
+
 local M = {}
 
 local STOP_TIMEOUT = 10
@@ -33,13 +35,13 @@ end
 
 local function find_binary(given)
   if given ~= nil then
-    if type(given) ~= "string" then error("avideo.testing.server: binary must be a path string", 3) end
-    if not executable(given) then error("avideo.testing.server: " .. given .. " is not an executable file", 3) end
+    if type(given) ~= "string" then errors.raise("invalid", "avideo.testing.server: binary must be a path string") end
+    if not executable(given) then errors.raise("invalid", "avideo.testing.server: " .. given .. " is not an executable file") end
     return given
   end
   local env = os.getenv("AVIDEO_SERVER")
   if env and env ~= "" then
-    if not executable(env) then error("avideo.testing.server: $AVIDEO_SERVER (" .. env .. ") is not an executable file", 3) end
+    if not executable(env) then errors.raise("invalid", "avideo.testing.server: $AVIDEO_SERVER (" .. env .. ") is not an executable file") end
     return env
   end
   -- beside the C module: build/lib/avideo/core.so -> build/src/server/,
@@ -56,8 +58,8 @@ local function find_binary(given)
   local found = p and p:read("*l")
   if p then p:close() end
   if found and found ~= "" then return found end
-  error("avideo.testing.server: avideo-server not found (install avideo with cmake --install, "
-    .. "or set AVIDEO_SERVER to its path)", 3)
+  errors.raise("invalid", "avideo.testing.server: avideo-server not found (install avideo with cmake --install, "
+    .. "or set AVIDEO_SERVER to its path)")
 end
 
 -- Whether process pid has ended. It stays a zombie until its pipe is
@@ -122,15 +124,15 @@ local has_setpriv
 --- Start avideo-server (see the top of this file).
 function M.server(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then error("avideo.testing.server: opts must be a table", 2) end
+  if type(opts) ~= "table" then errors.raise("invalid", "avideo.testing.server: opts must be a table") end
   local args = { find_binary(opts.binary), "--host", "127.0.0.1", "--port", "0" }
   for k, v in pairs(opts) do
     if OPTIONS[k] then
-      if type(v) ~= "number" then error(("avideo.testing.server: %s must be a number"):format(k), 2) end
+      if type(v) ~= "number" then errors.raise("invalid", ("avideo.testing.server: %s must be a number"):format(k)) end
       args[#args + 1] = OPTIONS[k]
       args[#args + 1] = tostring(v)
     elseif k ~= "args" and k ~= "binary" then
-      error(("avideo.testing.server: unknown option '%s'"):format(tostring(k)), 2)
+      errors.raise("invalid", ("avideo.testing.server: unknown option '%s'"):format(tostring(k)))
     end
   end
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = tostring(a) end
@@ -146,7 +148,9 @@ function M.server(opts)
   if not port then
     local rest = pipe:read("*a") or ""
     pipe:close()
-    error("avideo.testing.server: avideo-server did not start: " .. tostring(line) .. " " .. rest:gsub("\n", " "), 2)
+    local said = ((line or "") .. " " .. rest):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+    errors.raise("invalid", "avideo.testing.server: avideo-server did not start"
+      .. (said ~= "" and (": " .. said) or " (it exited without a word)"))
   end
   return require("avideo.compat").setmetatable_gc({ url = "http://" .. host .. ":" .. port, host = host, port = tonumber(port), pid = pid,
     closed = false, _pipe = pipe }, Server)
