@@ -4,6 +4,8 @@ local avideo = require "avideo"
 local peer_support = require "support.peer"
 
 local NaN = 0 / 0
+-- a readable regular file for avideo.file: this spec itself
+local arg0 = (os.getenv("AVIDEO_SOURCE_DIR") or ".") .. "/spec/bad_input_spec.lua"
 
 describe("bad input", function()
   local peer
@@ -100,6 +102,20 @@ describe("bad input", function()
     { "get empty URL", function() avideo.get("") end, "URL" },
     { "get URL with LF", function() avideo.get(peer.url .. "/echo\nX: y") end, "URL" },
     { "params not a table", function() avideo.get(peer.url .. "/echo", { params = 1 }) end, "params" },
+    { "params a list of values", function() avideo.get(peer.url .. "/echo", { params = { "a", "b" } }) end,
+      "not a list of values" },
+    { "data a list of values", function() avideo.post(peer.url .. "/echo", { data = { "a", "b" } }) end,
+      "not a list of values" },
+    { "a file as files itself", function()
+      avideo.post(peer.url .. "/echo", { files = avideo.file(arg0) })
+    end, "files must be { [name] = avideo.file(path)" },
+    { "a file as json", function() avideo.post(peer.url .. "/echo", { json = avideo.file(arg0) }) end,
+      "json must be a value to encode" },
+    { "a file as a data field", function()
+      avideo.post(peer.url .. "/echo", { data = { f = avideo.file(arg0) } })
+    end, "data field 'f' is avideo.file(" },
+    { "base_url with a query", function() avideo.session { base_url = peer.url .. "/api?k=1" } end,
+      "base_url must not have a query or fragment" },
     { "params value a function", function() avideo.get(peer.url .. "/echo", { params = { a = print } }) end, "param 'a'" },
     { "params value NaN", function() avideo.get(peer.url .. "/echo", { params = { f = NaN } }) end, "param 'f'" },
     { "params value inf in a list", function()

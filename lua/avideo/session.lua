@@ -217,6 +217,10 @@ local function form_fields(fields, opt)
   end
   local keys, names = {}, {}
   for k, v in pairs(fields) do
+    if is_file(v) then
+      raise("invalid", ("%s field '%s' is %s: a file goes in files = { [name] = avideo.file(path) }")
+        :format(opt, tostring(k), tostring(v)))
+    end
     local tk = type(k)
     if tk == "number" then
       if type(v) == "table" then
@@ -230,6 +234,10 @@ local function form_fields(fields, opt)
       raise("invalid", ("%s names must be strings, got %s"):format(FIELD_WORD[opt], tk))
     end
     keys[#keys + 1] = k
+  end
+  if #keys > 0 and #keys == #fields and is_list(fields) then
+    -- {"a", "b"} went as 1=a&2=b
+    raise("invalid", ("%s must be { name = value, ... }, not a list of values"):format(opt))
   end
   table.sort(keys, function(a, b) return names[a] < names[b] end)
   local out = {}
@@ -265,7 +273,8 @@ local function with_params(url, params)
   local query = form_encode(params, "params")
   if query == "" then return url end
   local base, frag = url:match("^([^#]*)(#?.*)$")
-  local sep = base:find("?", 1, true) and (base:sub(-1) == "?" and "" or "&") or "?"
+  local last = base:sub(-1)
+  local sep = base:find("?", 1, true) and ((last == "?" or last == "&") and "" or "&") or "?"
   return base .. sep .. query .. frag
 end
 
@@ -278,6 +287,10 @@ local PULL = { pull = true }
 local function encode_body(json_value, data, url, method)
   if json_value ~= nil then
     if data ~= nil then raise("invalid", "give json or data, not both", { url = url, method = method }) end
+    if is_file(json_value) then
+      raise("invalid", "json must be a value to encode, not " .. tostring(json_value)
+        .. ": a file's bytes go as data = avideo.file(path)", { url = url, method = method })
+    end
     return json.encode(json_value), "application/json"
   end
   local t = type(data)
@@ -298,6 +311,9 @@ end
 local function multipart_parts(files, data, url, method)
   local where = { url = url, method = method }
   if type(files) ~= "table" then bad_argument("session:request", "files", "table", files) end
+  if is_file(files) then
+    raise("invalid", "files must be { [name] = avideo.file(path), ... }, not " .. tostring(files) .. " alone", where)
+  end
   if data ~= nil and type(data) ~= "table" then
     raise("invalid", "data beside files must be a table of form fields, got " .. type(data), where)
   end
@@ -351,6 +367,11 @@ function Session.new(loop, opts)
   local max_body = check_count(opts.max_body_size, "max_body_size", DEFAULT_MAX_BODY_SIZE)
   if opts.base_url ~= nil and type(opts.base_url) ~= "string" then
     bad_argument("avideo.session", "base_url", "string", opts.base_url)
+  end
+  if opts.base_url and opts.base_url:find("[?#]") then
+    -- a path joined after it would land in its query or fragment
+    raise("invalid", "base_url must not have a query or fragment, got " .. errors.show(opts.base_url)
+      .. ": give the query as params")
   end
   local headers = flat_headers(opts.headers, "avideo.session")
   -- TLS: verified against the system's CAs unless told otherwise, as aiohttp
