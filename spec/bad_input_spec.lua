@@ -219,6 +219,13 @@ describe("bad input", function()
   it("shows every field of an error escaped, on one line", function()
     local e = avideo.error("invalid", "a\nb", { method = "GET\r\nX", url = "http://h/\n" })
     assert.are.equal("avideo.invalid error: a\\x0Ab (GET\\x0D\\x0AX http://h/\\x0A)", tostring(e))
+    -- a URL's password never reaches the line that goes to logs
+    local ok, c = pcall(avideo.get, "http://user:secretpw@127.0.0.1:1/x?a=1", { timeout = 5 })
+    assert.is_false(ok)
+    assert.matches("(GET http://user:***@127.0.0.1:1/x?a=1)", tostring(c), 1, true)
+    assert.is_nil(tostring(c):find("secretpw", 1, true))
+    assert.are.equal("avideo.http error: x (GET http://u@h/ @ x)",
+      tostring(avideo.error("http", "x", { method = "GET", url = "http://u@h/ @ x" })))
   end)
 
   -- Not bad input, but the same validation path: how numbers are written.

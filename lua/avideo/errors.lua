@@ -24,9 +24,17 @@ local function printable(s)
   return (tostring(s):gsub("[%c]", function(c) return ("\\x%02X"):format(c:byte()) end))
 end
 
+-- A URL's password shown as ***: tostring(err) is the line that goes to
+-- logs (err.url itself is left as given).
+local function without_password(url)
+  return (tostring(url):gsub("^(%a[%w+.-]*://[^/?#@:]*):[^/?#@]*@", "%1:***@"))
+end
+
 function Error.__tostring(e)
   local where = ""
-  if e.url then where = " (" .. (e.method and printable(e.method) .. " " or "") .. printable(e.url) .. ")" end
+  if e.url then
+    where = " (" .. (e.method and printable(e.method) .. " " or "") .. printable(without_password(e.url)) .. ")"
+  end
   return "avideo." .. printable(e.kind) .. " error: " .. printable(e.message) .. where
 end
 
