@@ -154,6 +154,34 @@ describe("cookies", function()
     assert.same({ seed = "x" }, json_of(s:get(httpbin.url .. "/cookies")).cookies)
   end)
 
+  it("given as a Cookie header share the one Cookie line with the jar's and the given ones", function()
+    -- libcurl sent the header on a line of its own: servers read "j=2,h=1"
+    -- (RFC 6265 allows one line), and a request's header dropped the
+    -- session's `cookies`
+    local function lines(r)
+      local out = {}
+      for _, kv in ipairs(json_of(r).header_list) do
+        if kv[1] == "cookie" then out[#out + 1] = kv[2] end
+      end
+      return out
+    end
+    local s = session { headers = { Cookie = "h=1" }, cookies = { seed = "x" } }
+    s:get(httpbin.url .. "/cookies/set?j=2")
+    assert.same({ h = "1", j = "2", seed = "x" }, json_of(s:get(httpbin.url .. "/cookies")).cookies)
+    local seen = lines(s:get(peer.url .. "/echo"))
+    assert.equal(1, #seen)
+    assert.equal("j=2; seed=x; h=1", seen[1]) -- (a cookie knows no port: the peer is 127.0.0.1 too)
+    -- a request's Cookie header replaces the session's, the cookies stay
+    seen = lines(s:get(peer.url .. "/echo", { headers = { cookie = "r=3" } }))
+    assert.same({ "j=2; seed=x; r=3" }, seen)
+    -- it goes where the header would go: not to another origin
+    local away = json_of(s:get(httpbin.url .. "/redirect-to", { params = { url = other .. "/cookies" } }))
+    assert.same({ seed = "x" }, away.cookies)
+    -- clear_cookies forgets cookies, not a header
+    s:clear_cookies()
+    assert.same({ "h=1" }, lines(s:get(peer.url .. "/echo")))
+  end)
+
   it("are all forgotten by clear_cookies", function()
     local s = session { cookies = { seed = "x" } }
     s:get(httpbin.url .. "/cookies/set/a/1")

@@ -101,6 +101,21 @@ local function cookie_line(seeds)
   return table.concat(names, "; ")
 end
 
+-- Two Cookie lines' texts as one ("a=1; b=2"); either may be nil.
+local function cookie_join(a, b)
+  if a and b then return a .. "; " .. b end
+  return a or b
+end
+M.cookie_join = cookie_join
+
+--- Settings s's cookie texts from its seeds (`cookies`, sent to every
+-- host) and its Cookie header's text (header_cookie: sent to the request's
+-- origin only; the core gives another origin seed_cookie).
+function M.set_cookie(s)
+  s.seed_cookie = cookie_line(s.seeds or {})
+  s.cookie = cookie_join(s.seed_cookie, s.header_cookie)
+end
+
 local function check_cookies(v, opt)
   if type(v) ~= "table" then invalid("%s must be a table { name = value }, got %s", opt, type(v)) end
   local out = {}
@@ -158,7 +173,8 @@ local function apply(into, opts, fn, session)
     local seeds = {}
     for k, x in pairs(into.seeds or {}) do seeds[k] = x end
     for k, x in pairs(check_cookies(opts.cookies, "cookies")) do seeds[k] = x end
-    into.seeds, into.cookie = seeds, cookie_line(seeds)
+    into.seeds = seeds
+    M.set_cookie(into)
   end
   if opts.allow_redirects ~= nil then
     if type(opts.allow_redirects) ~= "boolean" then
@@ -191,16 +207,30 @@ function M.session(opts, fn)
   return apply(s, opts, fn, true)
 end
 
---- The settings of a request that gives any of OPTIONS, on top of its
--- session's; nil when it gives none (it then uses the session's).
-function M.request(base, opts, fn)
-  local any = false
+--- A session's settings with the text of its Cookie header: sent with the
+-- cookies of `cookies` and of the jar, in libcurl's one Cookie line.
+function M.with_header_cookie(s, header_cookie)
+  s.header_cookie = header_cookie
+  M.set_cookie(s)
+  return s
+end
+
+--- The settings of a request that gives any of OPTIONS, or a Cookie
+-- header (header_cookie: its text), on top of its session's; nil when it
+-- gives none (it then uses the session's).
+function M.request(base, opts, fn, header_cookie)
+  local any = header_cookie ~= nil
   for k in pairs(M.OPTIONS) do
     if opts[k] ~= nil then any = true break end
   end
   if not any then return nil end
   local s = {}
   for k, v in pairs(base) do s[k] = v end
+  if header_cookie then
+    -- a request's Cookie header replaces its session's, as any header
+    s.header_cookie = header_cookie
+    M.set_cookie(s)
+  end
   return apply(s, opts, fn, false)
 end
 

@@ -146,6 +146,25 @@ local function flat_headers(h, fn, into)
   return into
 end
 
+-- Takes every Cookie header out of a flat list; the text of them joined
+-- ("a=1; b=2"), or nil. libcurl sends a Cookie header given as a header
+-- on a line of its own beside the jar's: RFC 6265 allows one, and servers
+-- read "j=2,h=1". Given to libcurl as its cookie text, they share a line.
+local function take_cookie_headers(flat)
+  local text, j = nil, 0
+  for i = 1, #flat, 2 do
+    local name, value = flat[i], flat[i + 1]
+    if name:lower() == "cookie" then
+      if value ~= "" then text = client.cookie_join(text, value) end
+    else
+      flat[j + 1], flat[j + 2] = name, value
+      j = j + 2
+    end
+  end
+  for i = #flat, j + 1, -1 do flat[i] = nil end
+  return text
+end
+
 local function has_header(flat, name)
   for i = 1, #flat, 2 do
     if flat[i]:lower() == name then return true end
@@ -391,6 +410,8 @@ function Session.new(loop, opts)
     bad_argument("avideo.session", "cookie_jar", "boolean", opts.cookie_jar)
   end
   local settings = client.session(opts, "avideo.session")
+  local header_cookie = take_cookie_headers(headers)
+  if header_cookie then client.with_header_cookie(settings, header_cookie) end
   local policy = retry.policy(opts.retry, "avideo.session")
   -- limit, limit_per_host, rate, rate_per_host and read_bufsize are
   -- checked (and defaulted) by the core alone: it hands back the limits it
@@ -552,10 +573,14 @@ local function request(self, method, url, opts)
   local stream, own, policy = nil, nil, self._retry
   if opts ~= nil then
     check_options(opts, REQUEST_OPTIONS, "session:request")
-    own = client.request(self._client, opts, "session:request")
+    local header_cookie
+    if opts.headers ~= nil then
+      headers = flat_headers(opts.headers, "session:request")
+      header_cookie = take_cookie_headers(headers)
+    end
+    own = client.request(self._client, opts, "session:request", header_cookie)
     if opts.retry ~= nil then policy = retry.policy(opts.retry, "session:request") end
     if opts.params ~= nil then url = with_params(url, opts.params) end
-    if opts.headers ~= nil then headers = flat_headers(opts.headers, "session:request") end
     if opts.files ~= nil then
       if opts.json ~= nil then raise("invalid", "give json or files, not both", { url = url, method = method }) end
       -- libcurl writes its Content-Type, with the boundary
@@ -638,8 +663,10 @@ end
 --- Forget every cookie of the session, the given ones too.
 function Session:clear_cookies()
   check_session(self, "clear_cookies")
-  self._client.seeds, self._client.cookie = {}, nil
-  self._core:clear_cookies(nil)
+  -- (a Cookie header given as a header stays: it is a header, not a cookie)
+  self._client.seeds = {}
+  client.set_cookie(self._client)
+  self._core:clear_cookies(self._client.header_cookie)
 end
 
 --- In flight, queued, and hosts tracked by this session's limiter.

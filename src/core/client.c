@@ -33,7 +33,11 @@ bool av_client_read(lua_State *L, int idx, av_client *c, uint64_t id) {
             av_client_string(L, idx, "no_proxy", &c->no_proxy) &&
             av_client_string(L, idx, "proxy_user", &c->proxy_user) &&
             av_client_string(L, idx, "proxy_password", &c->proxy_password) &&
-            av_client_string(L, idx, "cookie", &c->cookie);
+            av_client_string(L, idx, "cookie", &c->cookie) &&
+            av_client_string(L, idx, "seed_cookie", &c->seed_cookie);
+  lua_getfield(L, idx, "header_cookie");
+  c->cross_cookie = lua_isstring(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, idx, "auth");
   c->auth = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "digest") == 0 ? CURLAUTH_DIGEST : CURLAUTH_BASIC;
   lua_getfield(L, idx, "follow");
@@ -59,6 +63,7 @@ void av_client_free(av_client *c) {
   free(c->proxy_user);
   free(c->proxy_password);
   free(c->cookie);
+  free(c->seed_cookie);
   memset(c, 0, sizeof *c);
 }
 
@@ -67,6 +72,9 @@ bool av_client_set_cookie(av_client *c, const char *cookie, uint64_t id) {
   if (cookie && !copy) return false;
   free(c->cookie);
   c->cookie = copy;
+  /* the given cookies are gone: what is left is a Cookie header's, if any */
+  free(c->seed_cookie);
+  c->seed_cookie = NULL;
   c->id = id;
   return true;
 }
@@ -87,7 +95,9 @@ bool av_client_apply(const av_client *c, av_easy *e, bool https, bool credential
   curl_easy_setopt(h, CURLOPT_NOPROXY, c->no_proxy ? c->no_proxy : "");
   curl_easy_setopt(h, CURLOPT_PROXYUSERNAME, c->proxy_user);
   curl_easy_setopt(h, CURLOPT_PROXYPASSWORD, c->proxy_password);
-  curl_easy_setopt(h, CURLOPT_COOKIE, c->cookie);
+  /* a Cookie header's cookies go where the header would: not to another
+   * origin (as redirect.c drops the header itself) */
+  curl_easy_setopt(h, CURLOPT_COOKIE, credentials || !c->cross_cookie ? c->cookie : c->seed_cookie);
   e->client_id = id;
   return auth && c->auth == CURLAUTH_DIGEST;
 }

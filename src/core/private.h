@@ -393,7 +393,9 @@ typedef struct av_client {
   char *proxy_http, *proxy_https; /* the proxy for each scheme, or NULL */
   char *no_proxy;             /* hosts reached without one (libcurl's NOPROXY) */
   char *proxy_user, *proxy_password;
-  char *cookie;               /* "a=b; c=d": sent to every host (CURLOPT_COOKIE) */
+  char *cookie;               /* "a=b; c=d": sent to the request's origin (CURLOPT_COOKIE) */
+  char *seed_cookie;          /* ... and to another origin a redirect reaches, when cross_cookie */
+  bool cross_cookie;          /* a Cookie header's text is in `cookie`: another origin gets seed_cookie */
   int max_redirects;          /* followed at most */
   bool follow;                /* allow_redirects */
 } av_client;
