@@ -479,6 +479,21 @@ describe("avideo.run_in_thread", function()
       end)
     end)
 
+    it("stops a function nobody waits for any more, so that the process can end", function()
+      bounded(10, function()
+        -- a function that never ends kept its thread after its task gave
+        -- up, and the process's exit, which waits for every job, hung
+        local ok, e = pcall(avideo.timeout, 0.05, run_in_thread, function()
+          -- LuaJIT runs no hook inside compiled code: such a loop must turn it off
+          if jit then jit.off() end
+          while true do end
+        end)
+        assert.is_false(ok)
+        assert.is_true(avideo.is_error(e, "timeout"), tostring(e))
+        assert.are.equal(0, drain(5))
+      end)
+    end)
+
     it("lets avideo.run end while an abandoned worker still runs; loop close waits for it", function()
       avideo.run(function()
         local t = avideo.spawn(run_in_thread, function() require("avideo").sleep(0.1) end)

@@ -42,6 +42,7 @@ struct av_job {
   av_work *owner;         /* NULL once orphaned: after_work then frees the job */
   av_work_counts *counts;
   bool queued;            /* between uv_queue_work and after_work */
+  int abandoned;          /* set (atomically) once orphaned: the worker's hook stops its function */
   bool ok;                /* the function returned; out holds its results */
   const char *fail_kind;  /* "invalid" when the worker refused the chunk or a result */
   int nargs, nres;
@@ -69,6 +70,10 @@ static void av_job_orphan(av_job *job) {
     return;
   }
   job->owner = NULL;
+  /* a running function nobody waits for any more stops at its worker's
+   * next hook: one that never ends kept a thread, and the process's exit
+   * (which waits for every job) hung */
+  __atomic_store_n(&job->abandoned, 1, __ATOMIC_RELAXED);
   /* succeeds only while the job waits for a thread; either way libuv then
    * calls after_work, once */
   uv_cancel((uv_req_t *)&job->req);
@@ -84,6 +89,21 @@ static void av_job_fail(av_job *job, const char *kind, const char *msg, size_t l
 }
 
 /* ---------------------------------------------------------- worker side */
+
+/* The registry key of the worker's job (a light userdata). */
+static const char av_work_job_key = 'w';
+
+/* Count hook: the job was abandoned (its op cancelled or collected): end
+ * the function. (LuaJIT runs no hook inside compiled code.) */
+static void av_work_hook(lua_State *W, lua_Debug *ar) {
+  (void)ar;
+  lua_pushlightuserdata(W, (void *)&av_work_job_key);
+  lua_rawget(W, LUA_REGISTRYINDEX);
+  av_job *job = lua_touserdata(W, -1);
+  lua_pop(W, 1);
+  if (job && __atomic_load_n(&job->abandoned, __ATOMIC_RELAXED))
+    luaL_error(W, "abandoned: nobody waits for this worker thread any more");
+}
 
 /* Message handler: the error as a string, with the worker's traceback. */
 static int av_work_msgh(lua_State *W) {
@@ -116,6 +136,10 @@ static void av_work_set_package(lua_State *W, const char *field, const char *val
 static int av_work_main(lua_State *W) {
   av_job *job = lua_touserdata(W, 1);
   luaL_openlibs(W);
+  lua_pushlightuserdata(W, (void *)&av_work_job_key);
+  lua_pushlightuserdata(W, job);
+  lua_rawset(W, LUA_REGISTRYINDEX);
+  lua_sethook(W, av_work_hook, LUA_MASKCOUNT, 10000);
   av_work_set_package(W, "path", job->path);
   av_work_set_package(W, "cpath", job->cpath);
   lua_pushcfunction(W, av_work_msgh); /* 2 */
