@@ -173,6 +173,20 @@ describe("avideo.run_in_thread", function()
     end)
   end)
 
+  it("copies decoded JSON with its nulls (json.null, a light userdata) there and back", function()
+    local doc = avideo.json.decode('{"a":null,"b":[1,null,"x"],"c":{"d":null}}')
+    local back, null = run_in_thread(function(d)
+      local json = require("avideo").json
+      assert(d.a == json.null and d.b[2] == json.null and d.c.d == json.null, "nulls in the worker")
+      return d, json.null
+    end, doc)
+    assert.are.equal(avideo.json.null, null)
+    assert.are.equal(avideo.json.null, back.a)
+    assert.are.equal(avideo.json.null, back.b[2])
+    assert.are.equal(avideo.json.null, back.c.d)
+    assert.are.same({ 1, avideo.json.null, "x" }, back.b)
+  end)
+
   describe("refuses", function()
     it("functions that cannot cross, with the reason", function()
       local up = 1

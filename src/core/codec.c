@@ -26,6 +26,7 @@ enum {
   AV_T_INT = 'i',
   AV_T_FLOAT = 'd',
   AV_T_STRING = 's',
+  AV_T_LIGHT = 'p',
   AV_T_TABLE = 'T'
 };
 
@@ -162,8 +163,14 @@ static bool av_copy_value(av_copy *c, int idx, int depth) {
   }
   case LUA_TTABLE:
     return av_copy_table(c, idx, depth);
+  case LUA_TLIGHTUSERDATA: {
+    /* a plain pointer, the same value in every state of the process:
+     * json.null (cjson's NULL) is one, so decoded JSON crosses whole */
+    void *p = lua_touserdata(L, idx);
+    return av_copy_tag(c, AV_T_LIGHT) && av_copy_put(c, &p, sizeof p);
+  }
   default:
-    return av_copy_fail(c, "a %s cannot be copied %s (only nil, booleans, numbers, strings and plain tables can)",
+    return av_copy_fail(c, "a %s cannot be copied %s (only nil, booleans, numbers, strings, plain tables and light userdata such as json.null can)",
                         luaL_typename(L, idx), c->where);
   }
 }
@@ -225,6 +232,12 @@ void av_value_push(lua_State *L, av_reader *r) {
     av_reader_take(r, &len, sizeof len);
     lua_pushlstring(L, r->p, len);
     r->p += len;
+    break;
+  }
+  case AV_T_LIGHT: {
+    void *p;
+    av_reader_take(r, &p, sizeof p);
+    lua_pushlightuserdata(L, p);
     break;
   }
   default: { /* AV_T_TABLE */
