@@ -10,10 +10,11 @@
 -- Errors: a function or an argument that cannot cross (an upvalue, a C
 -- function, a function/userdata/cyclic/metatable argument), or a result
 -- that cannot come back, raises an `invalid` error object. An error raised
--- by the function itself comes back as a plain string error: the worker's
--- message followed by the worker's traceback, so `pcall` sees the same
--- message the function raised (error objects cannot cross threads; a table
--- error becomes its __tostring or "(error object is a table value)").
+-- by the function itself comes back as it was raised: a string error
+-- followed by the worker's traceback, so `pcall` sees the same message the
+-- function raised; a table error as a copy of its fields (an avideo error
+-- object again, with its kind; another table without its metatable), or,
+-- when its fields cannot be copied, as its __tostring text.
 local errors = require "avideo.errors"
 local sched = require "avideo.scheduler"
 
@@ -54,7 +55,17 @@ end
 
 local function results(ok, ...)
   if ok then return ... end
-  local message, kind = ...
+  local message, kind, traceback, avideo_error = ...
+  if kind == "table" then
+    -- a table the function raised, copied back: an avideo error is one
+    -- again (its kind, status, url...), with the worker's traceback
+    if avideo_error and errors.KINDS[message.kind] and type(message.message) == "string" then
+      local e = errors.new(message.kind, message.message, message)
+      e.traceback = e.traceback or traceback
+      error(e, 0)
+    end
+    error(message, 0)
+  end
   if kind then refuse(message) end
   error(message, 0)
 end

@@ -44,6 +44,8 @@ struct av_job {
   bool queued;            /* between uv_queue_work and after_work */
   int abandoned;          /* set (atomically) once orphaned: the worker's hook stops its function */
   bool ok;                /* the function returned; out holds its results */
+  bool fail_table;        /* it raised a table: out holds a plain copy of it, its traceback and
+                           * whether it was an avideo error */
   const char *fail_kind;  /* "invalid" when the worker refused the chunk or a result */
   int nargs, nres;
   av_buf args;            /* encoded arguments */
@@ -105,18 +107,83 @@ static void av_work_hook(lua_State *W, lua_Debug *ar) {
     luaL_error(W, "abandoned: nobody waits for this worker thread any more");
 }
 
-/* Message handler: the error as a string, with the worker's traceback. */
+/* The registry key of the table error's box (av_work_msgh). */
+static const char av_work_box_key = 'b';
+
+/* __tostring of a table error, called protected: it may raise too. */
+static int av_work_tostring(lua_State *W) {
+  luaL_callmeta(W, 1, "__tostring");
+  return 1;
+}
+
+/* Message handler: the error as a string, with the worker's traceback; a
+ * table error as a box { error, traceback, text } (the box's metatable is
+ * the registry's av_work_box_key value), so that it can be copied back. */
 static int av_work_msgh(lua_State *W) {
   const char *msg = lua_tostring(W, 1);
   if (msg == NULL) {
-    if (luaL_callmeta(W, 1, "__tostring") && lua_type(W, -1) == LUA_TSTRING)
+    lua_pushcfunction(W, av_work_tostring);
+    lua_pushvalue(W, 1);
+    if (lua_pcall(W, 1, 1, 0) == LUA_OK && lua_type(W, -1) == LUA_TSTRING)
       msg = lua_tostring(W, -1);
     else
       msg = lua_pushfstring(W, "(error object is a %s value)", luaL_typename(W, 1));
   }
   luaL_traceback(W, W, NULL, 1);
   lua_pushfstring(W, "%s\nworker thread %s", msg, lua_tostring(W, -1));
+  if (lua_type(W, 1) != LUA_TTABLE) return 1;
+  int text = lua_gettop(W);
+  lua_createtable(W, 3, 0);
+  lua_pushvalue(W, 1);
+  lua_rawseti(W, -2, 1);
+  lua_pushvalue(W, text - 1); /* the traceback */
+  lua_rawseti(W, -2, 2);
+  lua_pushvalue(W, text);
+  lua_rawseti(W, -2, 3);
+  lua_pushlightuserdata(W, (void *)&av_work_box_key);
+  lua_rawget(W, LUA_REGISTRYINDEX);
+  lua_setmetatable(W, -2);
   return 1;
+}
+
+/* A table error's box at the top: its error (a plain table, or an avideo
+ * error as a plain copy of its fields), its traceback and whether it is an
+ * avideo error, encoded into job->out; false for any other table with a
+ * metatable, or one that cannot be copied (the box's text then stands for
+ * it). Raises only on Lua memory errors. */
+static bool av_work_fail_table(lua_State *W, av_job *job) {
+  int box = lua_gettop(W);
+  lua_rawgeti(W, box, 1);
+  int err = lua_gettop(W);
+  bool avideo_error = false;
+  if (luaL_getmetafield(W, err, "__name") != LUA_TNIL) {
+    avideo_error = lua_type(W, -1) == LUA_TSTRING && strcmp(lua_tostring(W, -1), "avideo.Error") == 0;
+    lua_pop(W, 1);
+  }
+  /* another table with a metatable would lose it: its text says more */
+  if (!avideo_error && lua_getmetatable(W, err)) {
+    lua_settop(W, box);
+    return false;
+  }
+  lua_newtable(W); /* the plain copy */
+  lua_pushnil(W);
+  while (lua_next(W, err)) {
+    lua_pushvalue(W, -2);
+    lua_insert(W, -2);
+    lua_rawset(W, -4);
+  }
+  lua_rawgeti(W, box, 2);
+  lua_pushboolean(W, avideo_error);
+  av_copy c = {.what = "error", .where = "back from a worker thread", .pos = 1};
+  job->out.len = 0;
+  bool ok = av_copy_values(&c, W, &job->out, err + 1, err + 3);
+  lua_settop(W, box);
+  if (!ok) return false;
+  job->ok = false;
+  job->fail_table = true;
+  job->fail_kind = NULL;
+  job->nres = 3;
+  return true;
 }
 
 /* Set package[field] in the worker state to the caller's value. */
@@ -136,6 +203,9 @@ static void av_work_set_package(lua_State *W, const char *field, const char *val
 static int av_work_main(lua_State *W) {
   av_job *job = lua_touserdata(W, 1);
   luaL_openlibs(W);
+  lua_pushlightuserdata(W, (void *)&av_work_box_key);
+  lua_newtable(W);
+  lua_rawset(W, LUA_REGISTRYINDEX);
   lua_pushlightuserdata(W, (void *)&av_work_job_key);
   lua_pushlightuserdata(W, job);
   lua_rawset(W, LUA_REGISTRYINDEX);
@@ -168,6 +238,14 @@ static int av_work_main(lua_State *W) {
   for (int i = 0; i < job->nargs; i++) av_value_push(W, &r);
   av_buf_free(&job->args); /* copied in: not needed any more */
   if (lua_pcall(W, job->nargs, LUA_MULTRET, 2) != LUA_OK) {
+    if (lua_type(W, -1) == LUA_TTABLE && lua_getmetatable(W, -1)) {
+      lua_pushlightuserdata(W, (void *)&av_work_box_key);
+      lua_rawget(W, LUA_REGISTRYINDEX);
+      bool boxed = lua_rawequal(W, -1, -2);
+      lua_pop(W, 2);
+      if (boxed && av_work_fail_table(W, job)) return 0;
+      if (boxed) lua_rawgeti(W, -1, 3); /* not copyable: its text */
+    }
     size_t len;
     const char *msg = lua_tolstring(W, -1, &len);
     if (!msg) msg = "(error object is not a string)", len = strlen(msg);
@@ -330,6 +408,16 @@ static int av_work_result(lua_State *L) {
     av_reader r = {job->out.data};
     for (int i = 0; i < job->nres; i++) av_value_push(L, &r);
     n = job->nres + 1;
+  } else if (job->fail_table) {
+    /* false, the error's plain copy, "table", its traceback, whether it
+     * was an avideo error */
+    lua_pushboolean(L, 0);
+    av_reader r = {job->out.data};
+    av_value_push(L, &r);
+    lua_pushliteral(L, "table");
+    av_value_push(L, &r);
+    av_value_push(L, &r);
+    n = 5;
   } else {
     lua_pushboolean(L, 0);
     if (job->out.len > 0)
