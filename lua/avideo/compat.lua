@@ -107,8 +107,35 @@ if M.lua51 and not M.luajit then
     return co
   end
 
-  -- 5.1 cannot tell a C boundary from here: any coroutine may try
-  function M.isyieldable() return co_running() ~= nil end
+  -- PUC 5.1 has no isyieldable: a yield fails across a C function on the
+  -- coroutine's stack (pcall, xpcall, table.sort...), and it fails at the
+  -- yield, after the wait started its timer or request, which then woke a
+  -- task gone elsewhere. Such a frame is looked for first. (A Lua
+  -- metamethod called by the VM is a boundary too, but not a C frame: it
+  -- still fails at its yield.)
+  -- Inside M.pcall the wait yields up through each coroutine it runs in,
+  -- so their stacks count too (each one's level 0 is the coroutine.resume
+  -- of M.pcall's own loop, which is not in the way).
+  local getinfo = debug.getinfo
+  local function c_frame(co, level)
+    while true do
+      local info
+      if co then info = getinfo(co, level, "S") else info = getinfo(level, "S") end
+      if info == nil then return false end
+      if info.what == "C" then return true end
+      level = level + 1
+    end
+  end
+  function M.isyieldable()
+    local co = co_running()
+    if co == nil or c_frame(nil, 3) then return false end -- 3: our caller
+    co = outer[co]
+    while co do
+      if c_frame(co, 1) then return false end
+      co = outer[co]
+    end
+    return true
+  end
 else
   M.pcall = pcall
   M.running = co_running

@@ -103,7 +103,8 @@ function M.waiting_task(what)
   end
   if not co_isyieldable() then
     errors.raise("invalid", what .. " cannot wait here: inside a metamethod or a C function"
-      .. " (a table.sort comparator, a string.gsub callback, a __close or __gc handler)")
+      .. " (a table.sort comparator, a string.gsub callback, a __close or __gc handler"
+      .. (compat.lua51 and not compat.luajit and "; under PUC Lua 5.1 pcall too: use avideo.pcall)" or ")"))
   end
   if task.cancel_pending then check_cancel(task) end
   return task
@@ -132,6 +133,10 @@ function M.current() return current end
 --- Suspend the running task until something wakes it; returns the value it
 -- was woken with. Raises `cancelled` if the task was cancelled meanwhile.
 function M.suspend(task)
+  if task.op then -- (PUC 5.1: see await_op)
+    task.op:cancel()
+    task.op = false
+  end
   local token, v = co_yield(YIELD)
   if token ~= RESUME then v = refuse_foreign() end
   check_cancel(task)
@@ -140,6 +145,8 @@ end
 
 --- Wait for a core op started with this task as its token.
 function M.await_op(task, op)
+  -- (PUC 5.1: one left by a wait whose yield failed is cancelled)
+  if task.op then task.op:cancel() end
   task.op = op
   local token, v = co_yield(YIELD)
   if token ~= RESUME then v = refuse_foreign() end
@@ -225,6 +232,14 @@ local function finish(task, ok, err)
   live = live - 1
   local co = task.co
   tasks[co] = nil
+  -- PUC 5.1 only: a wait inside a Lua metamethod fails at its yield, after
+  -- its op started (5.1 cannot refuse it first), and a pcall may catch
+  -- that: the op (a timer, a request) must not outlive the task, which
+  -- may even have ended well
+  if task.op then
+    task.op:cancel()
+    task.op = false
+  end
   -- An ended task lets its coroutine go (its stack and call frames, over
   -- 1 KiB) while the task object may live on: a gather keeps its workers
   -- until it returns, a caller its task until it reads the result.
@@ -248,13 +263,6 @@ local function finish(task, ok, err)
       task.traceback = tostring(err) .. "\n" .. tb
     end
     task.err = err
-    -- PUC 5.1 only: a wait inside a C call or metamethod fails at its yield,
-    -- after its op started (5.1 cannot refuse it first): the op (a timer, a
-    -- request) must not outlive the task
-    if task.op then
-      task.op:cancel()
-      task.op = false
-    end
     -- run pending <close> variables of the failed task (sessions, etc.)
     co_close(co)
     -- on_fail: a hook of avideo's own modules (a gather hears of a worker
@@ -303,6 +311,7 @@ local function resume(task, value)
     if start then
       local op, err = start(task)
       if op then
+        if task.op then task.op:cancel() end -- (PUC 5.1: see await_op)
         task.op = op
       else
         push_ready(task, err)
