@@ -31,7 +31,8 @@ struct av_host {
 
 /* The handles' data fields stay NULL: a host that walks its loop and closes
  * every handle (luv does, when its loop is collected, possibly before ours)
- * reads data as its own type, and luv skips handles whose data is NULL.
+ * reads data as its own type, and luv's close-all skips handles whose data
+ * is NULL (its uv.walk does not: it asserts; docs/embedding.md says so).
  * Our callbacks find their av_host from the handle's address instead. */
 #define av_host_of(handle, field) ((av_host *)(void *)((char *)(handle) - offsetof(av_host, field)))
 
