@@ -122,6 +122,10 @@ describe("protocol", function()
       raises("protocol", "Content%-Length", avideo.get, peer.url .. "/two-lengths")
     end)
 
+    it("with both Content-Length and Transfer-Encoding is a protocol error", function()
+      raises("protocol", "both Content%-Length and Transfer%-Encoding", avideo.get, peer.url .. "/length-and-chunked")
+    end)
+
     it("with the same Content-Length repeated is read as that length", function()
       assert.are.equal("hello", avideo.get(peer.url .. "/same-lengths"):text())
     end)

@@ -214,6 +214,12 @@ async def many_headers(request):
     return await raw(request, b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 0\r\n\r\n")
 
 
+async def length_and_chunked(request):
+    """Content-Length and Transfer-Encoding: chunked together."""
+    return await raw(request, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"2\r\nhi\r\n0\r\n\r\n")
+
+
 async def basic_only(request):
     """A 401 that offers Basic only: to a Digest client, the response."""
     return web.Response(status=401, text="denied", headers={"WWW-Authenticate": 'Basic realm="x"'})
@@ -535,6 +541,7 @@ def main():
     app.router.add_get("/two-spaces", two_spaces)
     app.router.add_get("/bare-cr", bare_cr)
     app.router.add_get("/basic-only", basic_only)
+    app.router.add_get("/length-and-chunked", length_and_chunked)
     app.router.add_get("/bad-trailer", bad_trailer)
     app.router.add_get("/bad-chunk", bad_chunk)
     app.router.add_get("/many-headers", many_headers)

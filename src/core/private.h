@@ -459,9 +459,11 @@ typedef struct av_response_check {
   bool complete;              /* its blank line arrived */
   bool location;              /* it has a Location header */
   bool digest;                /* it has a Digest challenge (WWW-Authenticate: Digest ...) */
+  bool encoded;               /* it has a Transfer-Encoding header */
   bool has_length;            /* a Content-Length was seen ... */
   curl_off_t length;          /* ... with this value */
-  curl_off_t other_length;    /* a value that disagrees with it, when fault is FRAMING */
+  curl_off_t other_length;    /* a value that disagrees with it, when fault is FRAMING
+                               * (-1: malformed; -2: Transfer-Encoding beside it) */
 } av_response_check;
 
 struct av_request {

@@ -165,12 +165,21 @@ static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
     memset(c, 0, sizeof *c);
     c->status = av_status_of(p, len);
   } else if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
+    if (c->has_length && c->encoded && c->status >= 200) {
+      /* RFC 9112 6.3: "ought to be handled as an error" (a sign of
+       * smuggling or response splitting), as two lengths are */
+      c->other_length = -2;
+      req->fault = AV_FAULT_FRAMING;
+      return 0;
+    }
     c->complete = true;
     if (req->stream && !req->stream_ready) av_receive_stream_ready(req);
   } else if (!c->complete && len > 15 && strncasecmp(p, "content-length:", 15) == 0 &&
              !av_check_length(c, p + 15, p + len)) {
     req->fault = AV_FAULT_FRAMING;
     return 0;
+  } else if (!c->complete && len > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0) {
+    c->encoded = true;
   } else if (req->stream && !c->complete && len > 9 && strncasecmp(p, "location:", 9) == 0 &&
              strspn(p + 9, " \t\r\n") < len - 9) {
     c->location = true;

@@ -166,6 +166,8 @@ static void av_request_failed(av_request *req, CURLcode code) {
     av_request_fail(req, "protocol", "response body larger than max_body_size (%zu bytes)", req->max_body);
   } else if (req->fault == AV_FAULT_HEADERS_TOO_LARGE) {
     av_request_fail(req, "protocol", "response header block larger than %d bytes", AV_MAX_HEADER_BLOCK);
+  } else if (req->fault == AV_FAULT_FRAMING && c->other_length == -2) {
+    av_request_fail(req, "protocol", "response has both Content-Length and Transfer-Encoding (RFC 9112 6.3)");
   } else if (req->fault == AV_FAULT_FRAMING && c->other_length < 0) {
     av_request_fail(req, "protocol", "response has a malformed Content-Length header");
   } else if (req->fault == AV_FAULT_FRAMING) {
