@@ -355,6 +355,52 @@ describe("streamed responses", function()
     invalid(function() avideo.get(nginx.url .. "/files/small.bin", { stream = "yes" }) end, "stream")
   end)
 
+  it("decode a gzip body as it is read, in the same memory: 512 MiB of zeros from half a MiB", function()
+    -- libcurl decoded a whole read (64 KiB in, 64 MiB out) at once, and a
+    -- paused stream kept the rest and copied it again at every pause: this
+    -- body failed as "Out of memory" at 78 MB, and gentler ones ran slowly
+    local dir = assert(io.popen("mktemp -d"):read("l"))
+    local saved = run_rss("save", peer.url .. "/gzip-bomb?mib=512", dir .. "/zeros.bin")
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(512 * MiB, saved.bytes)
+    assert.is_true(saved.peak < 40 * 1024, "512 MiB decoded peaked at " .. saved.peak .. " KiB")
+    avideo.run(function()
+      local r <close> = avideo.get(peer.url .. "/gzip-bomb?mib=64", { stream = true })
+      assert.are.equal("gzip", r.headers["content-encoding"])
+      local n = 0
+      for chunk in r:chunks(65536) do
+        assert.is_true(#chunk <= 65536)
+        n = n + #chunk
+      end
+      assert.are.equal(64 * MiB, n)
+      local doc <close> = avideo.get(peer.url .. "/gzip", { stream = true })
+      assert.is_true(doc:json().compressed)
+      local bad <close> = avideo.get(peer.url .. "/bad-gzip", { stream = true })
+      local ok, e = pcall(bad.text, bad)
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(e, "protocol"), tostring(e))
+      assert.matches("compressed body is broken", e.message, 1, true)
+      local cut <close> = avideo.get(peer.url .. "/gzip-cut", { stream = true })
+      ok, e = pcall(cut.text, cut)
+      assert.is_false(ok)
+      assert.matches("compressed body was cut short", tostring(e), 1, true)
+      -- deflate, zlib-wrapped or raw; a coding avideo does not decode is an error
+      for _, q in ipairs { "", "?raw=1" } do
+        local d <close> = avideo.get(peer.url .. "/deflate" .. q, { stream = true })
+        assert.are.same({ deflated = true }, d:json())
+      end
+      local br <close> = avideo.get(peer.url .. "/deflate?coding=br", { stream = true })
+      ok, e = pcall(br.text, br)
+      assert.is_false(ok)
+      assert.matches("Content%-Encoding avideo does not decode", tostring(e))
+      -- a HEAD's answer says gzip and has no body: empty, not cut short
+      local head <close> = avideo.head(peer.url .. "/gzip", { stream = true })
+      assert.are.equal("gzip", head.headers["content-encoding"])
+      assert.are.equal("", head:text())
+    end)
+    collect_settled()
+  end)
+
   it("keep memory bounded: 1 GiB saved, 100 downloads at once, 1 GiB uploaded, a slow reader", function()
     local dir = assert(io.popen("mktemp -d"):read("l"))
     local saved = run_rss("save", nginx.url .. "/files/1g.bin", dir .. "/1g.bin")

@@ -14,10 +14,12 @@ import secrets
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 from aiohttp import web
 
@@ -271,6 +273,53 @@ async def big(request):
     whose own part is steady, however slowly the body is read."""
     await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
     return web.Response(body=b"x" * int(request.query["bytes"]))
+
+
+GZIP_BOMB = {}  # MiB -> the body, made once
+
+
+def _gzip_zeros(mib):
+    """gzip of `mib` MiB of zeros (a multiple of 16), made fast: one
+    byte-aligned deflate block of 16 MiB of zeros (16 KiB: 1028 times
+    smaller), repeated, then an empty final block and the trailer (CRC-32
+    and size)."""
+    if mib not in GZIP_BOMB:
+        zeros = b"\0" * (16 << 20)
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        block = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+        crc = 0
+        for _ in range(mib // 16):
+            crc = zlib.crc32(zeros, crc)
+        final = zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+        GZIP_BOMB[mib] = (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + block * (mib // 16) + final
+                          + struct.pack("<II", crc, (mib // 16 << 24) & 0xFFFFFFFF))
+    return GZIP_BOMB[mib]
+
+
+async def gzip_bomb(request):
+    """A gzip body that expands a thousand times: mib=N MiB of zeros
+    (default 512) in about N KiB."""
+    body = _gzip_zeros(int(request.query.get("mib", "512")))
+    return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"})
+
+
+async def gzip_cut(request):
+    """A gzip body without its last bytes (its end and trailer)."""
+    body = gzip.compress(b"x" * 100000)[:-12]
+    return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+
+
+async def deflated(request):
+    """{"deflated": true} as deflate: zlib-wrapped, as HTTP says, or raw
+    (?raw=1), as some servers send it."""
+    data = json.dumps({"deflated": True}).encode()
+    if request.query.get("raw"):
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body = c.compress(data) + c.flush()
+    else:
+        body = zlib.compress(data)
+    coding = request.query.get("coding", "deflate")
+    return web.Response(body=body, headers={"Content-Encoding": coding, "Content-Type": "application/json"})
 
 
 async def gzipped(request):
@@ -551,6 +600,9 @@ def main():
     app.router.add_get("/big", big)
     app.router.add_get("/not-json", text)
     app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/gzip-bomb", gzip_bomb)
+    app.router.add_get("/gzip-cut", gzip_cut)
+    app.router.add_get("/deflate", deflated)
     app.router.add_get("/bad-gzip", bad_gzip)
     app.router.add_get("/status-only", status_only)
     app.router.add_get("/headers-cut", headers_cut)

@@ -58,6 +58,30 @@ bool av_buf_append(av_buf *b, const char *p, size_t n);
 /* Free the buffer's memory. */
 void av_buf_free(av_buf *b);
 
+/* -------------------------------------------------------------- inflate
+ * A streamed response's gzip or deflate body, decoded as it is read
+ * (inflate.c). */
+enum { AV_CODING_NONE, AV_CODING_GZIP, AV_CODING_DEFLATE, AV_CODING_OTHER };
+enum { AV_INFLATE_MORE, AV_INFLATE_END, AV_INFLATE_ERROR };
+typedef struct av_inflate av_inflate;
+
+/* The coding a Content-Encoding value names (AV_CODING_*). */
+int av_coding_of(const char *value, size_t len);
+/* A decoder for gzip or deflate that makes at most cap bytes a run; NULL
+ * on OOM. */
+av_inflate *av_inflate_new(int kind, size_t cap);
+void av_inflate_free(av_inflate *f);
+/* Whether the compressed stream's end was read; whether any of it was. */
+bool av_inflate_ended(const av_inflate *f);
+bool av_inflate_fed(const av_inflate *f);
+/* Decode from *in (advanced past what was used) at most want bytes (0 or
+ * over cap: cap) into the decoder's own *out, valid until the next run;
+ * *made says how many: AV_INFLATE_MORE (want made, or in used up),
+ * AV_INFLATE_END (what follows the end is dropped), or AV_INFLATE_ERROR
+ * with *why. */
+int av_inflate_run(av_inflate *f, const char **in, size_t *in_len, size_t want, const char **out, size_t *made,
+                   const char **why);
+
 /* --------------------------------------------------------------- errors */
 /* The avideo error kind for a libcurl result code. */
 const char *av_error_kind(CURLcode code);
@@ -460,6 +484,7 @@ typedef struct av_response_check {
   bool location;              /* it has a Location header */
   bool digest;                /* it has a Digest challenge (WWW-Authenticate: Digest ...) */
   bool encoded;               /* it has a Transfer-Encoding header */
+  int coding;                 /* a stream's Content-Encoding (AV_CODING_*), what av_coding_of makes of it */
   bool has_length;            /* a Content-Length was seen ... */
   curl_off_t length;          /* ... with this value */
   curl_off_t other_length;    /* a value that disagrees with it, when fault is FRAMING
@@ -492,6 +517,7 @@ struct av_request {
    * pauses until the reader takes some (op:read) */
   size_t stream_limit;
   size_t body_off;
+  av_inflate *inflate;        /* a stream's gzip/deflate decoder: resp_body then holds compressed bytes */
   av_buf resp_body;           /* until body_made */
   av_buf resp_headers;
   av_response_check check;    /* the current response's header block, as it arrives */

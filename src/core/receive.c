@@ -180,6 +180,10 @@ static size_t av_receive_header(char *p, size_t size, size_t n, void *ud) {
     return 0;
   } else if (!c->complete && len > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0) {
     c->encoded = true;
+  } else if (req->stream && !c->complete && len > 17 && strncasecmp(p, "content-encoding:", 17) == 0) {
+    /* a stream's body is decoded as it is read (inflate.c); a second
+     * Content-Encoding line means several codings: none avideo decodes */
+    c->coding = c->coding == AV_CODING_NONE ? av_coding_of(p + 17, len - 17) : AV_CODING_OTHER;
   } else if (req->stream && !c->complete && len > 9 && strncasecmp(p, "location:", 9) == 0 &&
              strspn(p + 9, " \t\r\n") < len - 9) {
     c->location = true;

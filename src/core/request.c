@@ -350,6 +350,8 @@ bool av_request_run(av_request *req) {
   /* a stream moves big bodies: libcurl reads as much as it may keep */
   long bufsize = req->stream ? (long)req->stream_limit : req->owner->read_bufsize;
   curl_easy_setopt(h, CURLOPT_BUFFERSIZE, bufsize < CURL_MAX_READ_SIZE ? bufsize : (long)CURL_MAX_READ_SIZE);
+  /* a stream's compressed body is decoded as it is read (inflate.c) */
+  curl_easy_setopt(h, CURLOPT_HTTP_CONTENT_DECODING, req->stream ? 0L : 1L);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms);
   req->hop_total_ms = req->total_ms;
   CURLcode made = av_request_set_hop(req, h, req->url);
@@ -844,6 +846,64 @@ static void av_request_unpause(av_request *req) {
   curl_easy_pause(req->easy->h, CURLPAUSE_CONT);
 }
 
+/* A stream whose body cannot be read on: its transfer ends (its slot
+ * frees) and every read from now on raises the error. */
+static void av_stream_broken(av_request *req, const char *fmt, const char *what) {
+  if (req->phase == AV_REQ_RUNNING && req->easy) {
+    av_deadline_clear(&req->op);
+    av_request_detach(req);
+    req->owner->ended(req);
+  }
+  req->phase = AV_REQ_DONE;
+  free(req->err_message);
+  if (asprintf(&req->err_message, fmt, what) < 0) req->err_message = NULL;
+  req->err_kind = "protocol";
+  req->err_phase = NULL;
+  av_buf_free(&req->resp_body);
+  req->body_off = 0;
+}
+
+/* A stream's next decoded bytes, at most want (0: a buffer's worth), from
+ * its compressed bytes: *out and *made (0: none now), valid until the next
+ * call; false when the body is broken (the stream then says why). The
+ * decoder is made at the first read, for a gzip or deflate body. */
+static bool av_stream_inflate(av_request *req, size_t want, const char **out, size_t *made) {
+  *made = 0;
+  int coding = req->check.coding;
+  if (coding == AV_CODING_OTHER) {
+    av_stream_broken(req, "%s", "the streamed response has a Content-Encoding avideo does not decode "
+                                "(it asks for gzip, deflate)");
+    return false;
+  }
+  if (!req->inflate && !(req->inflate = av_inflate_new(coding, AV_STREAM_BUFFER))) {
+    av_stream_broken(req, "%s", "out of memory");
+    return false;
+  }
+  av_buf *b = &req->resp_body;
+  for (int round = 0; round < 2; round++) {
+    const char *in = b->data ? b->data + req->body_off : NULL, *why;
+    size_t in_len = b->len - req->body_off;
+    int rc = av_inflate_run(req->inflate, &in, &in_len, want, out, made, &why);
+    req->body_off = b->len - in_len;
+    if (req->body_off == b->len) req->body_off = b->len = 0;
+    if (rc == AV_INFLATE_ERROR) {
+      av_stream_broken(req, "the response's compressed body is broken: %s", why);
+      return false;
+    }
+    /* all taken and nothing made yet: the room it freed may bring more at once */
+    if (*made > 0 || rc == AV_INFLATE_END || round > 0 || req->phase == AV_REQ_DONE) break;
+    av_request_unpause(req);
+    if (b->len == req->body_off) break;
+  }
+  /* (no body at all, as a HEAD's or a 204's with the header: empty) */
+  if (req->phase == AV_REQ_DONE && *made == 0 && b->len == req->body_off && !req->err_kind &&
+      av_inflate_fed(req->inflate) && !av_inflate_ended(req->inflate)) {
+    av_stream_broken(req, "%s", "the response's compressed body was cut short");
+    return false;
+  }
+  return true;
+}
+
 /* req:read(n, token) -> bytes | nil (the end) | nil, kind, message, phase
  *                     | false (nothing yet: the op is pending for token)
  * A streamed response's next bytes, at most n (n <= 0: all there are).
@@ -860,6 +920,16 @@ static int av_request_read(lua_State *L) {
     /* caught up: a paused transfer may hand over what it held at once */
     av_request_unpause(req);
     have = b->len - req->body_off;
+  }
+  if (req->check.coding != AV_CODING_NONE && !req->err_kind) {
+    const char *out;
+    size_t made;
+    if (av_stream_inflate(req, n > 0 ? (size_t)n : 0, &out, &made) && made > 0) {
+      lua_pushlstring(L, out, made);
+      av_request_unpause(req);
+      return 1;
+    }
+    have = 0; /* what is left made nothing yet: wait for more, or the end */
   }
   if (have > 0) {
     size_t take = n > 0 && (size_t)n < have ? (size_t)n : have;
@@ -925,6 +995,21 @@ static int av_request_save_into(lua_State *L) {
     if (req->closed) return av_refuse(L, "the response is closed");
     av_buf *b = &req->resp_body;
     if (b->len == req->body_off && req->phase != AV_REQ_DONE) av_request_unpause(req);
+    if (req->check.coding != AV_CODING_NONE) {
+      /* decoded a buffer's worth at a time, as read(): the end and errors too */
+      lua_pushnil(L);
+      lua_replace(L, 2);
+      if (req->err_kind || !av_stream_inflate(req, 0, &data, &len) || len == 0) return av_request_read(L);
+      if (fwrite(data, 1, len, file) != len) {
+        lua_pushnil(L);
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 3;
+      }
+      av_request_unpause(req);
+      lua_pushinteger(L, (lua_Integer)len);
+      return 1;
+    }
     len = b->len - req->body_off;
     if (len == 0) {
       /* as req:read(nil, token): the end, the error, or the wait */
@@ -965,6 +1050,8 @@ static int av_request_close(lua_State *L) {
   if (req->stream) {
     av_buf_free(&req->resp_body);
     req->body_off = 0;
+    av_inflate_free(req->inflate);
+    req->inflate = NULL;
   }
   return 0;
 }
@@ -1049,6 +1136,8 @@ static int av_request_gc(lua_State *L) {
   free(req->effective_url);
   free(req->err_message);
   av_buf_free(&req->resp_body);
+  av_inflate_free(req->inflate);
+  req->inflate = NULL;
   av_buf_free(&req->resp_headers);
   if (req->history) av_buf_free(req->history);
   free(req->history);
