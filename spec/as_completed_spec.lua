@@ -12,20 +12,7 @@ local raises = require "support.raises"
 -- Timing slack: the machine is shared; AVIDEO_SLOW (valgrind) stretches it.
 local SLACK = os.getenv("AVIDEO_SLOW") and 1.0 or 0.1
 
--- f's stderr output while it runs (the unretrieved-failure reports).
-local function stderr_of(f)
-  local path = os.tmpname()
-  local saved = io.stderr
-  local file = assert(io.open(path, "w"))
-  io.stderr = file
-  local ok, err = pcall(f)
-  io.stderr = saved
-  file:close()
-  local text = assert(io.open(path)):read("a")
-  os.remove(path)
-  assert(ok, err)
-  return text
-end
+local stderr_of = require "support.stderr_of"
 
 -- A function that sleeps s seconds and returns v (or raises v if fail).
 local function after(s, v, fail)

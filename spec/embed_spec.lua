@@ -6,6 +6,7 @@
 local avideo = require "avideo"
 local support = require "support.server"
 local uv = require "luv"
+local stderr_of = require "support.stderr_of"
 
 local LUA = os.getenv("LUA") or "lua5.4"
 local EXAMPLE = (os.getenv("AVIDEO_SOURCE_DIR") or ".") .. "/examples/embed/luv_interop.lua"
@@ -142,24 +143,18 @@ describe("avideo.start and avideo.step", function()
   end)
 
   it("report a started task's failure once it is collected unread, not one its owner reads", function()
-    local path = os.tmpname()
-    local saved = io.stderr
-    local f = assert(io.open(path, "w"))
-    io.stderr = f
-    -- read by its owner after the last step: not reported
-    local read = avideo.start(function() avideo.sleep(0.001); error("read by the owner", 0) end)
-    drive()
-    assert.is_false(pcall(read.result, read))
-    read = nil -- luacheck: ignore
-    -- dropped, as a fire-and-forget start in Neovim: reported when collected
-    avideo.start(function() avideo.sleep(0.001); error("nobody read this", 0) end)
-    drive()
-    collectgarbage()
-    collectgarbage()
-    io.stderr = saved
-    f:close()
-    local text = assert(io.open(path)):read("*a")
-    os.remove(path)
+    local text = stderr_of(function()
+      -- read by its owner after the last step: not reported
+      local read = avideo.start(function() avideo.sleep(0.001); error("read by the owner", 0) end)
+      drive()
+      assert.is_false(pcall(read.result, read))
+      read = nil -- luacheck: ignore
+      -- dropped, as a fire-and-forget start in Neovim: reported when collected
+      avideo.start(function() avideo.sleep(0.001); error("nobody read this", 0) end)
+      drive()
+      collectgarbage()
+      collectgarbage()
+    end)
     assert.matches("nobody waited for it: nobody read this", text, 1, true)
     assert.is_nil(text:find("read by the owner", 1, true), text)
   end)
