@@ -11,7 +11,7 @@ local core = source_dir .. "/src/core/"
 
 -- Bottom to top, as private.h's opening comment lists them.
 local LAYERS = {
-  { name = "leaves", files = { "buf", "errors", "headers", "url", "redirect", "json", "json_decode", "codec" } },
+  { name = "leaves", files = { "buf", "errors", "headers", "url", "redirect", "json", "json_decode", "codec", "inflate" } },
   { name = "loop", files = { "ops", "host" } },
   { name = "op kinds", files = { "timer", "work" } },
   { name = "transport", files = { "transport" } },

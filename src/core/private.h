@@ -27,7 +27,7 @@
 
 /* The layers, from the bottom; a section calls only the sections above
  * it in this file (spec/layers_spec.lua checks it):
- *   leaves      buf, errors, headers, url, redirect, json, codec: pure helpers
+ *   leaves      buf, errors, headers, url, redirect, json, codec, inflate: pure helpers
  *   loop        ops.c, host.c: libuv, ops, the deadline heap, embedding
  *   op kinds    timer.c, work.c: things a task can wait for
  *   transport   transport.c: libcurl multi_socket on the loop; reports to
