@@ -177,6 +177,18 @@ describe("cookies", function()
     -- it goes where the header would go: not to another origin
     local away = json_of(s:get(httpbin.url .. "/redirect-to", { params = { url = other .. "/cookies" } }))
     assert.same({ seed = "x" }, away.cookies)
+    -- an empty one replaces the session's too
+    assert.same({ "j=2; seed=x" }, lines(s:get(peer.url .. "/echo", { headers = { Cookie = "" } })))
+    -- checked as every header value: no header of its own can ride in it
+    for _, bad in ipairs { "a=1\r\nX-Evil: 1", "a=1\0", "a\1=1", "a=\127" } do
+      local ok, e = pcall(s.get, s, peer.url .. "/echo", { headers = { Cookie = bad } })
+      assert.is_false(ok)
+      assert.is_true(avideo.is_error(e, "invalid"), tostring(e))
+      assert.matches("header 'Cookie' value contains", e.message, 1, true)
+    end
+    local ok, e = pcall(session, { headers = { Cookie = "a=1\nX: y" } })
+    assert.is_false(ok)
+    assert.matches("CR, LF or NUL", tostring(e), 1, true)
     -- clear_cookies forgets cookies, not a header
     s:clear_cookies()
     assert.same({ "h=1" }, lines(s:get(peer.url .. "/echo")))

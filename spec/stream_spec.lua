@@ -393,6 +393,27 @@ describe("streamed responses", function()
       ok, e = pcall(br.text, br)
       assert.is_false(ok)
       assert.matches("Content%-Encoding avideo does not decode", tostring(e))
+      -- two gzip members: both; bytes after the end: an error, not dropped
+      local two <close> = avideo.get(peer.url .. "/gzip-members", { stream = true })
+      assert.are.equal(("a"):rep(70000) .. ("b"):rep(70000), two:text())
+      local junk <close> = avideo.get(peer.url .. "/gzip-members?junk=1", { stream = true })
+      ok, e = pcall(junk.text, junk)
+      assert.is_false(ok)
+      assert.matches("data after the end of the compressed body", tostring(e), 1, true)
+      -- a transfer cut short: what came is read decoded, then the error
+      local short <close> = avideo.get(peer.url .. "/gzip-members?short=1", { stream = true })
+      local got, err = {}, nil
+      while true do
+        local okr, piece = pcall(short.read, short)
+        if not okr then err = piece break end
+        if piece == nil then break end
+        got[#got + 1] = piece
+      end
+      assert.are.equal(("a"):rep(70000), table.concat(got))
+      assert.is_true(avideo.is_error(err, "protocol"), tostring(err))
+      -- a HEAD's answer that names br has no body to decode either
+      local head_br <close> = avideo.head(peer.url .. "/deflate?coding=br", { stream = true })
+      assert.are.equal("", head_br:text())
       -- a HEAD's answer says gzip and has no body: empty, not cut short
       local head <close> = avideo.head(peer.url .. "/gzip", { stream = true })
       assert.are.equal("gzip", head.headers["content-encoding"])

@@ -113,7 +113,8 @@ M.cookie_join = cookie_join
 -- origin only; the core gives another origin seed_cookie).
 function M.set_cookie(s)
   s.seed_cookie = cookie_line(s.seeds or {})
-  s.cookie = cookie_join(s.seed_cookie, s.header_cookie)
+  local header = s.header_cookie
+  s.cookie = cookie_join(s.seed_cookie, header ~= "" and header or nil)
 end
 
 local function check_cookies(v, opt)

@@ -9,6 +9,7 @@ local sched = require "avideo.scheduler"
 local BLOCKING = sched.BLOCKING
 
 local raw_decode_body = json.raw_decode_body
+local byte, sub, find, gsub = string.byte, string.sub, string.find, string.gsub
 
 local Response = { __name = "avideo.Response" }
 
@@ -81,7 +82,8 @@ local function parse_headers(raw)
   local names, values, n = {}, {}, 0
   local reason
   for line in raw:gmatch("[^\n]+") do
-    line = line:gsub("\r$", ""):gsub("\r", " ")
+    if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- the CR of CR LF
+    if find(line, "\r", 1, true) then line = gsub(line, "\r", " ") end
     if not reason then
       reason = line:match("^HTTP/[%d.]+ +%d%d%d ?(.*)$") or ""
     elseif line:find("^[ \t]") then

@@ -155,7 +155,22 @@ local function take_cookie_headers(flat)
   for i = 1, #flat, 2 do
     local name, value = flat[i], flat[i + 1]
     if name:lower() == "cookie" then
-      if value ~= "" then text = client.cookie_join(text, value) end
+      -- the core's check of every header value (headers.c), which this one
+      -- no longer meets: no control character but tab, no DEL
+      local bad = value:gsub("\t", " "):find("[%c\127]")
+      if bad then
+        local b = value:byte(bad)
+        if b == 13 or b == 10 or b == 0 then
+          raise("invalid", ("header '%s' value contains CR, LF or NUL"):format(name))
+        end
+        raise("invalid", ("header '%s' value contains a control character (byte %d)"):format(name, b))
+      end
+      -- (an empty one counts: a request's replaces its session's)
+      if text == nil or text == "" then
+        text = value
+      elseif value ~= "" then
+        text = client.cookie_join(text, value)
+      end
     else
       flat[j + 1], flat[j + 2] = name, value
       j = j + 2

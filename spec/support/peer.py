@@ -322,6 +322,22 @@ async def deflated(request):
     return web.Response(body=body, headers={"Content-Encoding": coding, "Content-Type": "application/json"})
 
 
+async def gzip_members(request):
+    """A gzip body of two members (as pigz writes, or cat of two .gz
+    files), ?junk=1: one member and bytes that are no gzip after it, or
+    ?short=1: one member, then the connection closes 100 bytes short of
+    the Content-Length."""
+    one, two = gzip.compress(b"a" * 70000), gzip.compress(b"b" * 70000)
+    if request.query.get("junk"):
+        body = one + b"junk after the end"
+    elif request.query.get("short"):
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % (len(one) + 100)
+        return await raw(request, head + one)
+    else:
+        body = one + two
+    return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+
+
 async def gzipped(request):
     """A JSON document compressed whatever the request accepted: the client
     must decode it (Content-Encoding: gzip)."""
@@ -603,6 +619,7 @@ def main():
     app.router.add_get("/gzip-bomb", gzip_bomb)
     app.router.add_get("/gzip-cut", gzip_cut)
     app.router.add_get("/deflate", deflated)
+    app.router.add_get("/gzip-members", gzip_members)
     app.router.add_get("/bad-gzip", bad_gzip)
     app.router.add_get("/status-only", status_only)
     app.router.add_get("/headers-cut", headers_cut)

@@ -67,12 +67,23 @@ int av_inflate_run(av_inflate *f, const char **in, size_t *in_len, size_t want, 
   *made = 0;
   *why = NULL;
   if (want == 0 || want > f->cap) want = f->cap;
-  if (f->ended) {
-    *in += *in_len; /* bytes after the end (a server's padding): dropped */
-    *in_len = 0;
-    return AV_INFLATE_END;
-  }
   for (;;) {
+    if (f->ended) {
+      if (*in_len == 0) return AV_INFLATE_END;
+      /* more after the end: gzip's next member (pigz, concatenated
+       * files), decoded on, or data that is no part of the body */
+      if (f->kind != AV_CODING_GZIP || (unsigned char)(*in)[0] != 0x1f ||
+          (*in_len > 1 && (unsigned char)(*in)[1] != 0x8b)) {
+        *why = "data after the end of the compressed body";
+        return AV_INFLATE_ERROR;
+      }
+      if (*in_len < 2) return AV_INFLATE_MORE; /* the rest of its magic is to come */
+      if (inflateReset(&f->z) != Z_OK) {
+        *why = "out of memory";
+        return AV_INFLATE_ERROR;
+      }
+      f->ended = false;
+    }
     f->z.next_in = (Bytef *)*in;
     f->z.avail_in = (uInt)(*in_len > UINT32_MAX ? UINT32_MAX : *in_len);
     f->z.next_out = (Bytef *)f->out + *made;
@@ -86,11 +97,12 @@ int av_inflate_run(av_inflate *f, const char **in, size_t *in_len, size_t want, 
     if (produced) f->started = true;
     if (rc == Z_STREAM_END) {
       f->ended = true;
-      *in += *in_len; /* (as above) */
-      *in_len = 0;
-      return AV_INFLATE_END;
+      if (*made == want) return AV_INFLATE_MORE; /* what follows, next time */
+      continue;
     }
-    if (rc == Z_DATA_ERROR && f->kind == AV_CODING_DEFLATE && !f->started) {
+    /* (only while this call has all the input so far: z.total_in counts
+     * what earlier calls took, which cannot be given back) */
+    if (rc == Z_DATA_ERROR && f->kind == AV_CODING_DEFLATE && !f->started && f->z.total_in == used) {
       /* "deflate" sent raw, without its zlib header: start again so */
       f->started = true; /* only once */
       if (inflateReset2(&f->z, av_inflate_bits(f->kind, true)) == Z_OK) {

@@ -196,12 +196,13 @@ static void av_request_failed(av_request *req, CURLcode code) {
     bool bad_url = code == CURLE_URL_MALFORMAT && req->redirects == 0;
     av_request_fail(req, bad_url ? "invalid" : av_error_kind(code), "%s", detail);
     /* the peer reset or closed the connection mid-transfer: said as data
-     * (err.cause = "reset"), so a retry need not parse libcurl's words. A
-     * receive error without a socket error is libcurl refusing what came
-     * (a bad chunk size): sent again, the same answer would come back. */
-    long os_errno = 0;
-    curl_easy_getinfo(req->easy->h, CURLINFO_OS_ERRNO, &os_errno);
-    if (((code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR) && os_errno != 0) || code == CURLE_GOT_NOTHING ||
+     * (err.cause = "reset"), so a retry need not parse libcurl's words.
+     * libcurl 7.88 also reports a chunked body it refuses (a bad chunk
+     * size) as a receive error, which only its message tells apart (its
+     * saved errno may be an earlier transfer's): sent again, the same
+     * answer would come back, so that one is no reset. */
+    bool refused = code == CURLE_RECV_ERROR && strstr(detail, "chunked-encoding") != NULL;
+    if (((code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR) && !refused) || code == CURLE_GOT_NOTHING ||
         code == CURLE_PARTIAL_FILE)
       req->err_phase = "reset";
   }
@@ -870,7 +871,10 @@ static void av_stream_broken(av_request *req, const char *fmt, const char *what)
 static bool av_stream_inflate(av_request *req, size_t want, const char **out, size_t *made) {
   *made = 0;
   int coding = req->check.coding;
+  av_buf *b = &req->resp_body;
   if (coding == AV_CODING_OTHER) {
+    /* (a HEAD's or a 204's answer that names one has no body to decode) */
+    if (b->len == req->body_off) return true;
     av_stream_broken(req, "%s", "the streamed response has a Content-Encoding avideo does not decode "
                                 "(it asks for gzip, deflate)");
     return false;
@@ -879,7 +883,6 @@ static bool av_stream_inflate(av_request *req, size_t want, const char **out, si
     av_stream_broken(req, "%s", "out of memory");
     return false;
   }
-  av_buf *b = &req->resp_body;
   for (int round = 0; round < 2; round++) {
     const char *in = b->data ? b->data + req->body_off : NULL, *why;
     size_t in_len = b->len - req->body_off;
@@ -890,6 +893,7 @@ static bool av_stream_inflate(av_request *req, size_t want, const char **out, si
       av_stream_broken(req, "the response's compressed body is broken: %s", why);
       return false;
     }
+    if (rc == AV_INFLATE_END && in_len == 0) av_request_unpause(req); /* (what follows the end was checked) */
     /* all taken and nothing made yet: the room it freed may bring more at once */
     if (*made > 0 || rc == AV_INFLATE_END || round > 0 || req->phase == AV_REQ_DONE) break;
     av_request_unpause(req);
@@ -903,6 +907,8 @@ static bool av_stream_inflate(av_request *req, size_t want, const char **out, si
   }
   return true;
 }
+
+static int av_stream_wait(lua_State *L, av_request *req);
 
 /* req:read(n, token) -> bytes | nil (the end) | nil, kind, message, phase
  *                     | false (nothing yet: the op is pending for token)
@@ -921,7 +927,8 @@ static int av_request_read(lua_State *L) {
     av_request_unpause(req);
     have = b->len - req->body_off;
   }
-  if (req->check.coding != AV_CODING_NONE && !req->err_kind) {
+  if (req->check.coding != AV_CODING_NONE) {
+    /* compressed bytes wait in the buffer, an error after them too */
     const char *out;
     size_t made;
     if (av_stream_inflate(req, n > 0 ? (size_t)n : 0, &out, &made) && made > 0) {
@@ -929,7 +936,7 @@ static int av_request_read(lua_State *L) {
       av_request_unpause(req);
       return 1;
     }
-    have = 0; /* what is left made nothing yet: wait for more, or the end */
+    return av_stream_wait(L, req);
   }
   if (have > 0) {
     size_t take = n > 0 && (size_t)n < have ? (size_t)n : have;
@@ -939,6 +946,14 @@ static int av_request_read(lua_State *L) {
     av_request_unpause(req);
     return 1;
   }
+  return av_stream_wait(L, req);
+}
+
+/* A stream with nothing to read now: nil at its end, nil, kind, message,
+ * phase for its error, or false while the op (at 1, token at 3) waits for
+ * more. */
+static int av_stream_wait(lua_State *L, av_request *req) {
+  av_buf *b = &req->resp_body;
   if (req->phase == AV_REQ_DONE) {
     av_buf_free(b);
     if (!req->err_kind) {
@@ -997,9 +1012,7 @@ static int av_request_save_into(lua_State *L) {
     if (b->len == req->body_off && req->phase != AV_REQ_DONE) av_request_unpause(req);
     if (req->check.coding != AV_CODING_NONE) {
       /* decoded a buffer's worth at a time, as read(): the end and errors too */
-      lua_pushnil(L);
-      lua_replace(L, 2);
-      if (req->err_kind || !av_stream_inflate(req, 0, &data, &len) || len == 0) return av_request_read(L);
+      if (!av_stream_inflate(req, 0, &data, &len) || len == 0) return av_stream_wait(L, req);
       if (fwrite(data, 1, len, file) != len) {
         lua_pushnil(L);
         lua_pushnil(L);

@@ -103,8 +103,12 @@ static void av_work_hook(lua_State *W, lua_Debug *ar) {
   lua_rawget(W, LUA_REGISTRYINDEX);
   av_job *job = lua_touserdata(W, -1);
   lua_pop(W, 1);
-  if (job && __atomic_load_n(&job->abandoned, __ATOMIC_RELAXED))
+  if (job && __atomic_load_n(&job->abandoned, __ATOMIC_RELAXED)) {
+    /* from now on at every instruction: a pcall that catches this error
+     * is left at once by the next one */
+    lua_sethook(W, av_work_hook, LUA_MASKCOUNT, 1);
     luaL_error(W, "abandoned: nobody waits for this worker thread any more");
+  }
 }
 
 /* The registry key of the table error's box (av_work_msgh). */
