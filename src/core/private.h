@@ -479,12 +479,13 @@ enum av_req_fault {
  * libcurl 7.88 accepts a response that ends before its header block does,
  * and two different Content-Length values (RFC 9112 6.3: an error). */
 typedef struct av_response_check {
-  int status;                 /* of the last status line, 0 before one */
+  /* (small types: the check is part of every request op) */
+  int16_t status;             /* of the last status line, 0 before one */
   bool complete;              /* its blank line arrived */
   bool location;              /* it has a Location header */
   bool digest;                /* it has a Digest challenge (WWW-Authenticate: Digest ...) */
   bool encoded;               /* it has a Transfer-Encoding header */
-  int coding;                 /* a stream's Content-Encoding (AV_CODING_*), what av_coding_of makes of it */
+  uint8_t coding;             /* a stream's Content-Encoding (AV_CODING_*), what av_coding_of makes of it */
   bool has_length;            /* a Content-Length was seen ... */
   curl_off_t length;          /* ... with this value */
   curl_off_t other_length;    /* a value that disagrees with it, when fault is FRAMING
